@@ -1,0 +1,3 @@
+DROP TABLE credentials;
+DROP TABLE user_emails;
+DROP TABLE users;

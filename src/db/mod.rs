@@ -1,0 +1,384 @@
+//! Persistence: one `DbConnection` over SQLite or PostgreSQL (diesel `MultiConnection`, the variant chosen by the
+//! URL), r2d2 pools, SQLite pragmas, embedded migrations, the transaction discipline for writes, and `repo/`, the
+//! only code that writes SQL.
+//!
+//! Writes go through [`Db::write`]: on SQLite a single writer connection that begins with `BEGIN IMMEDIATE`
+//! (DECISIONS.md §10: a deferred transaction that upgrades fails with `SQLITE_BUSY_SNAPSHOT`), retried while
+//! another process (the CLI) holds the lock; on PostgreSQL a plain transaction from the shared pool. Reads use
+//! [`Db::read`]. Both are synchronous: callers run them inside one `web::block` hop.
+
+pub mod filter_sql;
+pub mod models;
+pub mod repo;
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to either backend. Queries written with the diesel DSL run on both.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+impl DbConnection {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A parsed `database_url` (DECISIONS.md §12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbUrl {
+    pub backend: Backend,
+    /// What the driver gets: the full URL for PostgreSQL, the file path for SQLite.
+    pub target: String,
+}
+
+impl DbUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self {
+                backend: Backend::Postgres,
+                target: url.to_owned(),
+            });
+        }
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("file:"))
+        {
+            if path.is_empty() {
+                return Err("names no SQLite file".into());
+            }
+            return Ok(Self::sqlite(path));
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
+            return Err(format!(
+                "unsupported scheme `{scheme}://` (use postgres://…, sqlite://PATH or a file path)"
+            ));
+        }
+        Ok(Self::sqlite(url))
+    }
+
+    pub fn sqlite(path: &str) -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            target: path.to_owned(),
+        }
+    }
+
+    /// The URL with any password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => self.target.clone(),
+            Backend::Postgres => redact_password(&self.target),
+        }
+    }
+}
+
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had in time (database down, pool exhausted).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[from] r2d2::Error),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// Opens connections for r2d2 and applies per-connection settings.
+#[derive(Debug)]
+pub struct Manager {
+    url: DbUrl,
+    busy_timeout_ms: u32,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, Self::Error> {
+        match self.url.backend {
+            Backend::Postgres => PgConnection::establish(&self.url.target)
+                .map(DbConnection::Postgres)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.url.target)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                // Order matters (DECISIONS.md §11): busy_timeout before WAL, never inside a transaction.
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
+                     PRAGMA synchronous = NORMAL;",
+                    self.busy_timeout_ms
+                ))
+                .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        // A connection returned while still inside a transaction must not be reused.
+        match conn {
+            DbConnection::Postgres(c) => AnsiTransactionManager::is_broken_transaction_manager(c),
+            DbConnection::Sqlite(c) => AnsiTransactionManager::is_broken_transaction_manager(c),
+        }
+    }
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+/// Options for opening the pools.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub sqlite_busy_timeout_ms: u32,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout_ms: 5000,
+        }
+    }
+}
+
+/// The database handle shared by the server and the CLI: cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    url: DbUrl,
+    read: Pool,
+    /// SQLite: a pool of one, so this process never has two writers. PostgreSQL: the read pool.
+    write: Pool,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("url", &self.url.redacted())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often `write` retries when SQLite reports another process holds the write lock beyond `busy_timeout`.
+const SQLITE_BUSY_RETRIES: u32 = 5;
+
+impl Db {
+    /// Opens the pools (connecting eagerly, so a wrong URL fails here, not at the first request).
+    pub fn open(url: &DbUrl, opts: &DbOptions) -> Result<Self, r2d2::Error> {
+        let build = |size: u32| {
+            r2d2::Pool::builder()
+                .max_size(size)
+                .min_idle(Some(1))
+                .connection_timeout(opts.connect_timeout)
+                // diesel's broken-connection check stays; the per-checkout ping halves read throughput (§37).
+                .test_on_check_out(false)
+                .build(Manager {
+                    url: url.clone(),
+                    busy_timeout_ms: opts.sqlite_busy_timeout_ms,
+                })
+        };
+        let read = build(opts.pool_size)?;
+        let write = match url.backend {
+            Backend::Sqlite => build(1)?,
+            Backend::Postgres => read.clone(),
+        };
+        Ok(Self {
+            url: url.clone(),
+            read,
+            write,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.url.backend
+    }
+
+    pub fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
+    /// Applies pending migrations; returns the names of those applied.
+    pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.write.get()?;
+        let applied = match &mut *conn {
+            DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+            DbConnection::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+        }
+        .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+        Ok(applied.into_iter().map(|v| v.to_string()).collect())
+    }
+
+    /// Runs `f` on a read connection (no explicit transaction: each statement sees a consistent snapshot).
+    pub fn read<T, E>(&self, f: impl FnOnce(&mut DbConnection) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        let mut conn = self.read.get().map_err(DbError::from)?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` in one write transaction (see the module doc), committing on `Ok` and rolling back on `Err`.
+    pub fn write<T, E>(&self, mut f: impl FnMut(&mut DbConnection) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError> + From<diesel::result::Error>,
+    {
+        let mut conn = self.write.get().map_err(DbError::from)?;
+        let mut attempt = 0;
+        loop {
+            match write_transaction(&mut conn, &mut f) {
+                Err(TxError::Busy(e)) if attempt < SQLITE_BUSY_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "SQLite busy, retrying the write transaction: {e}");
+                    std::thread::sleep(Duration::from_millis(20 * u64::from(attempt)));
+                }
+                Err(TxError::Busy(e)) => return Err(E::from(e)),
+                Err(TxError::Inner(e)) => return Err(e),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+}
+
+enum TxError<E> {
+    /// SQLite could not take the write lock; nothing ran, safe to retry.
+    Busy(diesel::result::Error),
+    Inner(E),
+}
+
+fn is_sqlite_busy(e: &diesel::result::Error) -> bool {
+    matches!(e, diesel::result::Error::DatabaseError(_, info)
+        if info.message().contains("database is locked") || info.message().contains("database is busy"))
+}
+
+fn write_transaction<T, E>(
+    conn: &mut DbConnection,
+    f: &mut impl FnMut(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, TxError<E>>
+where
+    E: From<diesel::result::Error>,
+{
+    match conn {
+        DbConnection::Postgres(_) => conn.transaction(|c| f(c)).map_err(TxError::Inner),
+        DbConnection::Sqlite(c) => {
+            // Through diesel's transaction manager, so its depth stays right (DECISIONS.md §10).
+            if let Err(e) = AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE") {
+                return Err(if is_sqlite_busy(&e) {
+                    TxError::Busy(e)
+                } else {
+                    TxError::Inner(e.into())
+                });
+            }
+            let result = f(conn);
+            let DbConnection::Sqlite(c) = conn else {
+                unreachable!("variant checked above")
+            };
+            match result {
+                Ok(v) => {
+                    match <AnsiTransactionManager as TransactionManager<SqliteConnection>>::commit_transaction(
+                        c,
+                    ) {
+                        Ok(()) => Ok(v),
+                        Err(e) => {
+                            let _ = <AnsiTransactionManager as TransactionManager<SqliteConnection>>::rollback_transaction(c);
+                            Err(TxError::Inner(e.into()))
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Err(rb) =
+                        <AnsiTransactionManager as TransactionManager<SqliteConnection>>::rollback_transaction(
+                            c,
+                        )
+                    {
+                        tracing::error!("rollback failed: {rb}");
+                    }
+                    Err(TxError::Inner(e))
+                }
+            }
+        }
+    }
+}
+
+/// The current UTC time at millisecond precision: what both backends store and give back unchanged.
+pub fn now() -> chrono::NaiveDateTime {
+    let t = chrono::Utc::now().naive_utc();
+    chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::milliseconds(1)).unwrap_or(t)
+}
+
+/// A round trip to the database.
+pub fn ping(conn: &mut DbConnection) -> QueryResult<()> {
+    conn.batch_execute("SELECT 1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_schemes_select_the_backend() {
+        assert_eq!(
+            DbUrl::parse("postgres://u@h/db").unwrap().backend,
+            Backend::Postgres
+        );
+        assert_eq!(
+            DbUrl::parse("postgresql://u@h/db").unwrap().backend,
+            Backend::Postgres
+        );
+        assert_eq!(DbUrl::parse("sqlite:///tmp/x.db").unwrap().target, "/tmp/x.db");
+        assert_eq!(DbUrl::parse("file:x.db").unwrap().target, "x.db");
+        assert_eq!(DbUrl::parse("offboard.db").unwrap(), DbUrl::sqlite("offboard.db"));
+        assert!(DbUrl::parse("mysql://h/db").unwrap_err().contains("mysql://"));
+        assert!(DbUrl::parse("").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        let url = DbUrl::parse("postgres://app:s3cret@db:5432/offboard").unwrap();
+        assert_eq!(url.redacted(), "postgres://app:***@db:5432/offboard");
+        assert!(!url.redacted().contains("s3cret"));
+    }
+}

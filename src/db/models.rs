@@ -1,0 +1,96 @@
+//! Row structs (`User`, `Credential`) and write structs (`NewUser`, `UserChange`, `NewCredential`).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{credentials, user_emails, users};
+
+/// A user row: live (`deleted_at` is None) or a tombstone.
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: String,
+    pub user_name: String,
+    pub user_name_folded: String,
+    pub external_id: Option<String>,
+    pub display_name: Option<String>,
+    pub display_name_folded: Option<String>,
+    pub active: bool,
+    pub resource: String,
+    pub token_generation: i64,
+    pub version: i64,
+    pub created: NaiveDateTime,
+    pub last_modified: NaiveDateTime,
+    pub deleted_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub user_name: &'a str,
+    pub user_name_folded: &'a str,
+    pub external_id: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+    pub display_name_folded: Option<&'a str>,
+    pub active: bool,
+    pub resource: &'a str,
+    pub token_generation: i64,
+    pub version: i64,
+    pub created: NaiveDateTime,
+    pub last_modified: NaiveDateTime,
+}
+
+/// The indexed columns and the stored resource, as replaced by PUT or PATCH.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = users, treat_none_as_null = true)]
+pub struct UserChange<'a> {
+    pub user_name: &'a str,
+    pub user_name_folded: &'a str,
+    // Owned: diesel's derive would take `&Option<&str>`, which clippy refuses.
+    pub external_id: Option<String>,
+    pub display_name: Option<String>,
+    pub display_name_folded: Option<String>,
+    pub active: bool,
+    pub resource: &'a str,
+    pub last_modified: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = user_emails)]
+pub struct NewUserEmail<'a> {
+    pub user_id: &'a str,
+    pub value_folded: String,
+    pub type_folded: Option<String>,
+}
+
+/// An API credential. `secret_hash` is SHA-256 of the secret; the secret itself is never stored.
+#[derive(Clone, Queryable, Selectable)]
+#[diesel(table_name = credentials)]
+pub struct Credential {
+    pub name: String,
+    pub secret_hash: String,
+    pub scopes: String,
+    pub created: NaiveDateTime,
+    pub last_used_at: Option<NaiveDateTime>,
+    pub revoked_at: Option<NaiveDateTime>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = credentials)]
+pub struct NewCredential<'a> {
+    pub name: &'a str,
+    pub secret_hash: &'a str,
+    pub scopes: &'a str,
+    pub created: NaiveDateTime,
+}

@@ -1,0 +1,123 @@
+//! actix-web only: routes, extractors and response shaping. No SQL and no business rules here; each handler
+//! extracts, authorises, makes one blocking hop into a domain function and maps the result.
+//!
+//! - `auth`: the authenticated-client extractor (`Authenticated<S>` for a required scope).
+//! - `body`: the SCIM JSON body and query-parameter extractors, with limits.
+//! - `error`: the one place where `AppError` becomes an HTTP response.
+//! - `scim_users`: `/scim/v2/Users`.
+//! - `ops`: `/healthz`, `/readyz`.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod ops;
+pub mod scim_users;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{HttpMessage, web};
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::credentials::UsageTracker;
+use crate::db::Db;
+use crate::error::AppError;
+
+/// Shared state of one server instance.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub usage: Arc<UsageTracker>,
+    /// `{issuer}/scim/v2`, precomputed.
+    pub scim_base: Arc<str>,
+}
+
+impl AppState {
+    pub fn new(db: Db, config: Config) -> Self {
+        let scim_base = config.scim_base().into();
+        Self {
+            db,
+            config: Arc::new(config),
+            usage: Arc::new(UsageTracker::default()),
+            scim_base,
+        }
+    }
+}
+
+/// Registers every route, shared by `offboard serve` and the tests.
+pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .app_data(body::query_config())
+            .service(
+                web::scope("")
+                    .wrap(from_fn(request_context))
+                    .configure(ops::routes)
+                    .service(
+                        web::scope("/scim/v2")
+                            .configure(scim_users::routes)
+                            .default_service(web::to(scim_not_found)),
+                    ),
+            );
+    }
+}
+
+async fn scim_not_found() -> Result<actix_web::HttpResponse, AppError> {
+    Err(crate::scim::ScimError::not_found("no such SCIM endpoint").into())
+}
+
+/// The request id of the current request (from `X-Request-Id` when the caller sent a sane one).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
+    let v = req.headers().get(&REQUEST_ID)?.to_str().ok()?;
+    let sane = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    sane.then(|| v.to_owned())
+}
+
+/// Gives each request an id and a tracing span, echoes the id in `X-Request-Id`, logs completion.
+async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let started = Instant::now();
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    span.in_scope(|| {
+        tracing::debug!(
+            status = res.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros(),
+            "request done"
+        );
+    });
+    Ok(res)
+}
+
+/// Runs a blocking domain call on actix's blocking pool, inside the current tracing span.
+pub async fn blocking<T, F>(f: F) -> Result<T, AppError>
+where
+    F: FnOnce() -> Result<T, AppError> + Send + 'static,
+    T: Send + 'static,
+{
+    let span = tracing::Span::current();
+    web::block(move || span.in_scope(f))
+        .await
+        .map_err(AppError::internal)?
+}

@@ -1,0 +1,339 @@
+//! SCIM User use cases: create, read, list, replace (PUT), patch, delete. Each write is one transaction that
+//! serialises on the user (DECISIONS.md §9), and any transition that ends access goes through
+//! [`super::deprovision`] in that same transaction. Only real transitions count: IdPs re-send `active: true` and
+//! unchanged values on every sync cycle, and a PUT without `active` keeps the current value.
+
+use chrono::NaiveDateTime;
+use serde_json::{Map, Value, json};
+
+use super::Deprovision;
+use crate::db::filter_sql::users_where;
+use crate::db::models::{NewUser, User, UserChange};
+use crate::db::repo::users::{EmailKey, Listing};
+use crate::db::{Db, DbConnection, now, repo};
+use crate::error::AppError;
+use crate::scim::filter::{self, Filter};
+use crate::scim::schema::{ResourceType, fold, registry};
+use crate::scim::{ScimError, patch};
+
+fn rt() -> &'static ResourceType {
+    registry().user()
+}
+
+/// The weak ETag of a version, also `meta.version`.
+pub fn etag(version: i64) -> String {
+    format!("W/\"{version}\"")
+}
+
+/// True when an `If-Match` header value allows a change to a resource at `version` (RFC 7232 §3.1, weak
+/// comparison: SCIM versions are weak validators).
+pub fn if_match_allows(header: &str, version: i64) -> bool {
+    let current = version.to_string();
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == current)
+}
+
+fn check_if_match(if_match: Option<&str>, user: &User) -> Result<(), AppError> {
+    match if_match {
+        Some(h) if !if_match_allows(h, user.version) => Err(AppError::PreconditionFailed),
+        _ => Ok(()),
+    }
+}
+
+/// Formats a stored time as RFC 3339 UTC with milliseconds.
+pub fn format_time(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// The full SCIM representation of a user: the stored resource plus `id` and `meta`.
+pub fn to_scim(user: &User, base_url: &str) -> Value {
+    let mut obj = if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&user.resource) {
+        m
+    } else {
+        tracing::error!(user.id = %user.id, "stored resource of user {} is not a JSON object", user.id);
+        Map::new()
+    };
+    obj.insert("id".into(), Value::String(user.id.clone()));
+    obj.insert("active".into(), Value::Bool(user.active));
+    obj.insert(
+        "meta".into(),
+        json!({
+            "resourceType": "User",
+            "created": format_time(user.created),
+            "lastModified": format_time(user.last_modified),
+            "location": format!("{base_url}/Users/{}", user.id),
+            "version": etag(user.version),
+        }),
+    );
+    Value::Object(obj)
+}
+
+/// The indexed columns of a stored (normalised) resource.
+struct Indexed {
+    user_name: String,
+    user_name_folded: String,
+    external_id: Option<String>,
+    display_name: Option<String>,
+    display_name_folded: Option<String>,
+    active: bool,
+    emails: Vec<EmailKey>,
+    resource: String,
+}
+
+fn indexed(stored: &Value) -> Result<Indexed, AppError> {
+    let text = |key: &str| stored.get(key).and_then(Value::as_str).map(str::to_owned);
+    let user_name = text("userName")
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ScimError::invalid_value("userName is required"))?;
+    let display_name = text("displayName");
+    let emails = stored
+        .get("emails")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|e| {
+                    let value = e.get("value")?.as_str()?;
+                    Some((fold(value), e.get("type").and_then(Value::as_str).map(fold)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Indexed {
+        user_name_folded: fold(&user_name),
+        user_name,
+        external_id: text("externalId"),
+        display_name_folded: display_name.as_deref().map(fold),
+        display_name,
+        active: stored.get("active").and_then(Value::as_bool).unwrap_or(true),
+        emails,
+        resource: serde_json::to_string(stored).map_err(AppError::internal)?,
+    })
+}
+
+/// Sets `active` in a stored resource.
+fn set_active(stored: &mut Value, active: bool) {
+    if let Value::Object(m) = stored {
+        m.insert("active".into(), Value::Bool(active));
+    }
+}
+
+/// POST /Users.
+pub fn create(db: &Db, input: &Value) -> Result<User, AppError> {
+    let mut stored = rt().normalize(input)?;
+    let active = stored.get("active").and_then(Value::as_bool).unwrap_or(true);
+    set_active(&mut stored, active);
+    let ix = indexed(&stored)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let at = now();
+    let user = db.write(|c| {
+        let new = NewUser {
+            id: &id,
+            user_name: &ix.user_name,
+            user_name_folded: &ix.user_name_folded,
+            external_id: ix.external_id.as_deref(),
+            display_name: ix.display_name.as_deref(),
+            display_name_folded: ix.display_name_folded.as_deref(),
+            active: ix.active,
+            resource: &ix.resource,
+            token_generation: 0,
+            version: 1,
+            created: at,
+            last_modified: at,
+        };
+        repo::users::insert(c, &new, &ix.emails).map_err(user_name_conflict)?;
+        repo::users::find_live(c, &id)?.ok_or_else(|| AppError::internal("created user vanished"))
+    })?;
+    tracing::info!(user.id = %user.id, user.name = %user.user_name, "created user {}", user.id);
+    Ok(user)
+}
+
+fn user_name_conflict(e: diesel::result::Error) -> AppError {
+    match e {
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => {
+            ScimError::conflict("userName is already taken by another user").into()
+        }
+        other => other.into(),
+    }
+}
+
+/// GET /Users/{id}: live users only (tombstones answer 404).
+pub fn get(db: &Db, id: &str) -> Result<User, AppError> {
+    db.read(|c| repo::users::find_live(c, id).map_err(AppError::from))?
+        .ok_or_else(not_found)
+}
+
+fn not_found() -> AppError {
+    ScimError::not_found("no such user").into()
+}
+
+/// Loads the user for a read-modify-write, holding its lock until the transaction ends.
+fn load_for_update(c: &mut DbConnection, id: &str, if_match: Option<&str>) -> Result<User, AppError> {
+    repo::users::lock(c, id)?;
+    let user = repo::users::find_live(c, id)?.ok_or_else(not_found)?;
+    check_if_match(if_match, &user)?;
+    Ok(user)
+}
+
+/// Writes a new stored resource for `before` and runs the transition it implies. Returns the new row.
+fn store(c: &mut DbConnection, before: &User, stored: &Value) -> Result<User, AppError> {
+    let ix = indexed(stored)?;
+    let change = UserChange {
+        user_name: &ix.user_name,
+        user_name_folded: &ix.user_name_folded,
+        external_id: ix.external_id.clone(),
+        display_name: ix.display_name.clone(),
+        display_name_folded: ix.display_name_folded.clone(),
+        active: ix.active,
+        resource: &ix.resource,
+        last_modified: now(),
+    };
+    let n = repo::users::update(c, &before.id, before.version, &change).map_err(user_name_conflict)?;
+    if n != 1 {
+        // The lock makes this impossible; the version guard catches a bug that breaks the lock.
+        return Err(AppError::internal(format!(
+            "user {} changed under its lock",
+            before.id
+        )));
+    }
+    repo::users::replace_emails(c, &before.id, &ix.emails)?;
+    if before.active && !ix.active {
+        super::deprovision(c, &before.id, Deprovision::Deactivate)?;
+    } else if !before.active && ix.active {
+        // Reactivation never lowers the generation: tokens from before the deactivation stay dead.
+        tracing::info!(user.id = %before.id, "reactivated user {}", before.id);
+    }
+    repo::users::find_live(c, &before.id)?.ok_or_else(|| AppError::internal("updated user vanished"))
+}
+
+/// PUT /Users/{id}: replaces every writable attribute. `active` left out keeps its current value.
+pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Result<User, AppError> {
+    let mut stored = rt().normalize(input)?;
+    db.write(|c| {
+        let before = load_for_update(c, id, if_match)?;
+        if stored.get("active").and_then(Value::as_bool).is_none() {
+            set_active(&mut stored, before.active);
+        }
+        if same_resource(&before, &stored) {
+            return Ok(before);
+        }
+        store(c, &before, &stored)
+    })
+}
+
+/// PATCH /Users/{id}: all operations or none.
+pub fn patch(db: &Db, id: &str, body: &Value, if_match: Option<&str>) -> Result<User, AppError> {
+    let ops = patch::parse_request(body)?;
+    db.write(|c| {
+        let before = load_for_update(c, id, if_match)?;
+        let mut current: Value = serde_json::from_str(&before.resource).map_err(AppError::internal)?;
+        set_active(&mut current, before.active);
+        let stored = patch::apply(rt(), &current, &ops)?;
+        if stored == current {
+            return Ok(before);
+        }
+        store(c, &before, &stored)
+    })
+}
+
+fn same_resource(before: &User, stored: &Value) -> bool {
+    serde_json::from_str::<Value>(&before.resource).is_ok_and(|mut v| {
+        set_active(&mut v, before.active);
+        &v == stored
+    })
+}
+
+/// DELETE /Users/{id}: tombstones the user and ends its access in one transaction.
+pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError> {
+    db.write(|c| {
+        let before = load_for_update(c, id, if_match)?;
+        let n = repo::users::tombstone(c, id, before.version, now())?;
+        if n != 1 {
+            return Err(AppError::internal(format!("user {id} changed under its lock")));
+        }
+        super::deprovision(c, id, Deprovision::Delete)?;
+        Ok(())
+    })?;
+    tracing::info!(user.id = %id, "deleted user {id}");
+    Ok(())
+}
+
+/// A list request after parameter parsing.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub filter: Option<String>,
+    /// 1-based, already clamped to ≥ 1.
+    pub start_index: usize,
+    /// Already capped at `maxResults`.
+    pub count: usize,
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct Page {
+    pub total: usize,
+    pub start_index: usize,
+    pub resources: Vec<Value>,
+}
+
+/// GET /Users: filtered, paged, stable order (creation time, then id).
+pub fn list(db: &Db, q: &ListQuery, base_url: &str) -> Result<Page, AppError> {
+    let filter: Option<Filter> = match q.filter.as_deref().map(str::trim) {
+        Some(text) if !text.is_empty() => {
+            let f = filter::parse(text)?;
+            filter::validate(&f, rt())?;
+            Some(f)
+        }
+        _ => None,
+    };
+    let offset = q.start_index.saturating_sub(1);
+    let listing = db.read(|c| {
+        repo::users::list(
+            c,
+            |dialect, first| filter.as_ref().map(|f| users_where(f, rt(), dialect, first)),
+            offset,
+            q.count,
+        )
+        .map_err(AppError::from)
+    })?;
+    let (total, resources) = match listing {
+        Listing::Page { total, rows } => (total, rows.iter().map(|u| to_scim(u, base_url)).collect()),
+        Listing::Candidates(rows) => {
+            let matching: Vec<Value> = rows
+                .iter()
+                .map(|u| to_scim(u, base_url))
+                .filter(|v| filter.as_ref().is_none_or(|f| filter::matches(f, v, rt())))
+                .collect();
+            let total = matching.len();
+            (total, matching.into_iter().skip(offset).take(q.count).collect())
+        }
+    };
+    Ok(Page {
+        total,
+        start_index: q.start_index,
+        resources,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_uses_weak_comparison() {
+        assert!(if_match_allows("W/\"3\"", 3));
+        assert!(if_match_allows("\"3\"", 3));
+        assert!(if_match_allows("*", 9));
+        assert!(if_match_allows("W/\"1\", W/\"3\"", 3));
+        assert!(!if_match_allows("W/\"2\"", 3));
+    }
+
+    #[test]
+    fn times_render_as_rfc3339_utc() {
+        let t = chrono::DateTime::from_timestamp_millis(1_700_000_000_123)
+            .unwrap()
+            .naive_utc();
+        assert_eq!(format_time(t), "2023-11-14T22:13:20.123Z");
+    }
+}

@@ -1,0 +1,28 @@
+//! The SCIM 2.0 protocol (RFC 7643 / RFC 7644), pure: no database, no HTTP, no clock.
+//!
+//! - `schema`: the schema registry built from the JSON documents in `scim-schemas/` (attribute characteristics:
+//!   type, multiValued, caseExact, mutability, returned, uniqueness), input normalisation against it.
+//! - `filter`: the RFC 7644 §3.4.2.2 filter grammar → AST, and its evaluation over a JSON resource.
+//! - `path`: PATCH paths (`attrPath`, `valuePath[.subAttr]`).
+//! - `patch`: the RFC 7644 §3.5.2 PATCH engine over a JSON resource, all-or-nothing.
+//! - `projection`: `attributes` / `excludedAttributes`.
+//! - `error`: the §3.12 error type every part reports with.
+//!
+//! Callers (`lifecycle`, `http`) hand JSON in and get JSON or a `ScimError` out; this module never touches storage.
+
+pub mod error;
+pub mod filter;
+pub mod patch;
+pub mod path;
+pub mod projection;
+pub mod schema;
+
+pub use error::{ScimError, ScimType};
+
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const ENTERPRISE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+pub const SEARCH_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";

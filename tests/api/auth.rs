@@ -1,0 +1,122 @@
+//! API credentials on SCIM endpoints: 401 with a Bearer challenge and a SCIM body when missing or wrong, 403
+//! without the scope, revocation effective at once, Bearer scheme case-insensitive, HTTP Basic accepted.
+
+use actix_web::test::TestRequest;
+use base64::Engine;
+use offboard::credentials::{self, Scope};
+
+use crate::harness::{Backend, SCIM, TestApp, both_backends};
+
+fn get_users(auth: Option<&str>) -> TestRequest {
+    let req = TestRequest::get().uri(&format!("{SCIM}/Users"));
+    match auth {
+        Some(a) => req.insert_header(("Authorization", a.to_owned())),
+        None => req,
+    }
+}
+
+async fn missing_or_wrong_credentials_get_401(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for auth in [
+        None,
+        Some("Bearer ofb_wrong"),
+        Some("Bearer"),
+        Some("Token abc"),
+        Some("Basic !!"),
+    ] {
+        let res = app.send(get_users(auth)).await;
+        assert_eq!(res.status, 401, "{auth:?}");
+        assert!(
+            res.header("www-authenticate").unwrap().starts_with("Bearer"),
+            "{auth:?}"
+        );
+        assert_eq!(res.header("content-type"), Some("application/scim+json"));
+        assert_eq!(res.body["status"], "401");
+        assert_eq!(
+            res.body["schemas"][0],
+            "urn:ietf:params:scim:api:messages:2.0:Error"
+        );
+    }
+}
+
+async fn scheme_is_case_insensitive_and_basic_works(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let lower = app.send(get_users(Some(&format!("bearer {}", app.token)))).await;
+    assert_eq!(lower.status, 200, "{}", lower.text);
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("idp:{}", app.token));
+    assert_eq!(
+        app.send(get_users(Some(&format!("Basic {basic}")))).await.status,
+        200
+    );
+    let wrong_name = base64::engine::general_purpose::STANDARD.encode(format!("other:{}", app.token));
+    assert_eq!(
+        app.send(get_users(Some(&format!("Basic {wrong_name}"))))
+            .await
+            .status,
+        401
+    );
+}
+
+async fn wrong_scope_gets_403(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let secret = app.credential("auditor", &[Scope::AuditRead]);
+    let res = app.send(get_users(Some(&format!("Bearer {secret}")))).await;
+    assert_eq!(res.status, 403, "{}", res.text);
+    assert_eq!(res.body["status"], "403");
+}
+
+async fn revocation_takes_effect_on_the_next_request(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let auth = format!("Bearer {}", app.token);
+    assert_eq!(app.send(get_users(Some(&auth))).await.status, 200);
+    credentials::revoke(app.db(), "idp").unwrap();
+    assert_eq!(app.send(get_users(Some(&auth))).await.status, 401);
+    assert!(matches!(
+        credentials::revoke(app.db(), "idp"),
+        Err(credentials::CredentialError::NotFound(_))
+    ));
+}
+
+async fn secrets_are_stored_only_as_hashes_and_last_use_is_batched(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rows = credentials::list(app.db()).unwrap();
+    let row = rows.iter().find(|c| c.name == "idp").unwrap();
+    assert_ne!(row.secret_hash, app.token);
+    assert!(!row.secret_hash.contains(&app.token[4..]));
+    assert_eq!(row.secret_hash, credentials::hash_secret(&app.token));
+    assert!(row.last_used_at.is_none());
+    assert_eq!(
+        app.send(get_users(Some(&format!("Bearer {}", app.token))))
+            .await
+            .status,
+        200
+    );
+    assert!(
+        credentials::list(app.db()).unwrap()[0].last_used_at.is_none(),
+        "authentication does not write"
+    );
+    assert_eq!(app.state.usage.flush(app.db()).unwrap(), 1);
+    let row = credentials::list(app.db())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "idp")
+        .unwrap();
+    assert!(row.last_used_at.is_some());
+}
+
+async fn duplicate_credential_names_are_refused(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    assert!(matches!(
+        credentials::create(app.db(), "idp", &[Scope::Scim]),
+        Err(credentials::CredentialError::Exists(_))
+    ));
+}
+
+both_backends!(
+    missing_or_wrong_credentials_get_401,
+    scheme_is_case_insensitive_and_basic_works,
+    wrong_scope_gets_403,
+    revocation_takes_effect_on_the_next_request,
+    secrets_are_stored_only_as_hashes_and_last_use_is_batched,
+    duplicate_credential_names_are_refused,
+);

@@ -1,0 +1,14 @@
+//! HTTP tests of the real app, each on its own database, each run on SQLite and on PostgreSQL.
+#![expect(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure with its message"
+)]
+
+mod harness;
+
+mod auth;
+mod fixtures;
+mod storage;
+mod users;

@@ -1,0 +1,397 @@
+//! SCIM Users over HTTP: create/get/replace/patch/delete, lists and filters, ETags, error shapes, and the
+//! generation rules (only a real deactivation or a delete bumps it; reactivation never lowers it).
+
+use actix_web::test::TestRequest;
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, SCIM, TestApp, both_backends, new_user, patch_op};
+
+async fn create_returns_201_with_location_etag_and_meta(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut body = new_user("alice@example.com");
+    body["password"] = json!("1mz050nq");
+    body["id"] = json!("client-chosen");
+    body["groups"] = json!([]);
+    body["meta"] = json!({"created": "2001-01-01T00:00:00Z"});
+    let res = app.post("/Users", &body).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let id = res.body["id"].as_str().unwrap();
+    assert_ne!(id, "client-chosen", "id is server-assigned");
+    assert!(uuid::Uuid::try_parse(id).is_ok());
+    assert_eq!(res.header("content-type"), Some("application/scim+json"));
+    assert_eq!(
+        res.header("location").unwrap(),
+        format!("http://offboard.test/scim/v2/Users/{id}")
+    );
+    assert_eq!(res.header("etag"), Some("W/\"1\""));
+    let meta = &res.body["meta"];
+    assert_eq!(meta["resourceType"], "User");
+    assert_eq!(
+        meta["location"],
+        format!("http://offboard.test/scim/v2/Users/{id}")
+    );
+    assert_eq!(meta["version"], "W/\"1\"");
+    assert_ne!(meta["created"], "2001-01-01T00:00:00Z", "meta is read-only");
+    assert_eq!(meta["created"], meta["lastModified"]);
+    assert!(res.body.get("password").is_none(), "password is never returned");
+    assert!(
+        !app.user_row(id).resource.contains("1mz050nq"),
+        "password is never stored"
+    );
+    assert_eq!(res.body["userName"], "alice@example.com");
+    assert_eq!(res.body["active"], true);
+
+    let got = app.get(&format!("/Users/{id}")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, res.body);
+}
+
+async fn unknown_ids_answer_404_scim_errors(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for path in [
+        "/Users/010101001010101011001010101011",
+        "/Users/0192e4a1-0000-7000-8000-000000000000",
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status, 404, "{path}");
+        assert_eq!(res.body["status"], "404");
+        assert_eq!(
+            res.body["schemas"][0],
+            "urn:ietf:params:scim:api:messages:2.0:Error"
+        );
+    }
+    assert_eq!(
+        app.delete("/Users/0192e4a1-0000-7000-8000-000000000000")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(app.get("/Nope").await.status, 404);
+}
+
+async fn deactivation_bumps_the_generation_once(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let id = app.create_user("bob@example.com").await;
+    let path = format!("/Users/{id}");
+    assert_eq!(app.user_row(&id).token_generation, 0);
+
+    // Entra re-sends active:true and unchanged values: no bump.
+    let res = app
+        .patch(&path, &patch_op("Replace", Some("active"), &json!("True")))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(app.user_row(&id).token_generation, 0);
+
+    // Okta deactivation.
+    let res = app
+        .patch(&path, &patch_op("replace", None, &json!({"active": false})))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["active"], false);
+    assert_eq!(app.user_row(&id).token_generation, 1);
+
+    // Deactivating again is not a transition.
+    app.patch(&path, &patch_op("replace", Some("active"), &json!("False")))
+        .await;
+    assert_eq!(app.user_row(&id).token_generation, 1);
+
+    // Inactive users stay visible by id and by filter.
+    assert_eq!(app.get(&path).await.body["active"], false);
+    let found = app
+        .get("/Users?filter=userName%20eq%20%22bob%40example.com%22")
+        .await;
+    assert_eq!(found.body["totalResults"], 1);
+
+    // Reactivation never lowers the generation.
+    app.patch(&path, &patch_op("replace", None, &json!({"active": true})))
+        .await;
+    let row = app.user_row(&id);
+    assert!(row.active);
+    assert_eq!(row.token_generation, 1);
+
+    // Deactivation by PUT (Okta AIW apps).
+    let mut body = new_user("bob@example.com");
+    body["active"] = json!(false);
+    let res = app.put(&path, &body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(app.user_row(&id).token_generation, 2);
+}
+
+async fn put_without_active_keeps_it(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let id = app.create_user("carol@example.com").await;
+    let mut body = new_user("carol@example.com");
+    body.as_object_mut().unwrap().remove("active");
+    body["displayName"] = json!("Carol C");
+    body["id"] = json!(id);
+    body["meta"] = json!({"resourceType": "User"});
+    body["groups"] = json!([{"value": "x"}]);
+    let res = app.put(&format!("/Users/{id}"), &body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["active"], true);
+    assert_eq!(res.body["displayName"], "Carol C");
+    assert_eq!(res.body["meta"]["version"], "W/\"2\"");
+    let row = app.user_row(&id);
+    assert!(row.active);
+    assert_eq!(row.token_generation, 0);
+}
+
+async fn delete_tombstones_and_bumps(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let id = app.create_user("dave@example.com").await;
+    let path = format!("/Users/{id}");
+    let res = app.delete(&path).await;
+    assert_eq!(res.status, 204);
+    assert!(res.text.is_empty());
+    assert_eq!(app.get(&path).await.status, 404);
+    assert_eq!(app.delete(&path).await.status, 404);
+    assert_eq!(
+        app.patch(&path, &patch_op("replace", Some("active"), &json!(false)))
+            .await
+            .status,
+        404
+    );
+    let list = app
+        .get("/Users?filter=userName%20eq%20%22dave%40example.com%22")
+        .await;
+    assert_eq!(list.body["totalResults"], 0);
+    let row = app.user_row(&id);
+    assert!(row.deleted_at.is_some());
+    assert!(!row.active);
+    assert_eq!(row.token_generation, 1);
+}
+
+async fn if_match_guards_writes(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let id = app.create_user("erin@example.com").await;
+    let uri = format!("{SCIM}/Users/{id}");
+    let patch = patch_op("replace", Some("displayName"), &json!("Erin"));
+    let send = |etag: &str| {
+        TestRequest::patch()
+            .uri(&uri)
+            .insert_header(("Authorization", format!("Bearer {}", app.token)))
+            .insert_header(("If-Match", etag.to_owned()))
+            .set_payload(patch.to_string())
+    };
+    let stale = app.send(send("W/\"7\"")).await;
+    assert_eq!(stale.status, 412, "{}", stale.text);
+    assert_eq!(stale.body["status"], "412");
+    let ok = app.send(send("W/\"1\"")).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.header("etag"), Some("W/\"2\""));
+    let del = TestRequest::delete()
+        .uri(&uri)
+        .insert_header(("Authorization", format!("Bearer {}", app.token)))
+        .insert_header(("If-Match", "W/\"1\""));
+    assert_eq!(app.send(del).await.status, 412);
+    assert_eq!(app.get(&format!("/Users/{id}")).await.status, 200);
+}
+
+async fn bad_input_gets_scim_errors_and_writes_nothing(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let raw = |body: &str| {
+        TestRequest::post()
+            .uri(&format!("{SCIM}/Users"))
+            .insert_header(("Authorization", format!("Bearer {}", app.token)))
+            .insert_header(("Content-Type", "application/scim+json"))
+            .set_payload(body.to_owned())
+    };
+    let res = app.send(raw("{\"userName\": ")).await;
+    assert_eq!(
+        (res.status, res.body["scimType"].as_str()),
+        (400, Some("invalidSyntax")),
+        "{}",
+        res.text
+    );
+    let res = app.send(raw("")).await;
+    assert_eq!(res.status, 400);
+    let res = app.send(raw(r#"{"userName":"nul\u0000x"}"#)).await;
+    assert_eq!(
+        (res.status, res.body["scimType"].as_str()),
+        (400, Some("invalidValue"))
+    );
+    let res = app
+        .send(raw(
+            r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"]}"#,
+        ))
+        .await;
+    assert_eq!(res.status, 400, "userName is required: {}", res.text);
+    let res = app.send(raw(r#"{"userName": 42}"#)).await;
+    assert_eq!(res.status, 400, "{}", res.text);
+    let huge = format!("{{\"userName\":\"{}\"}}", "x".repeat(3 * 1024 * 1024));
+    let res = app.send(raw(&huge)).await;
+    assert_eq!(res.status, 413);
+    assert_eq!(res.body["status"], "413");
+    let list = app.get("/Users").await;
+    assert_eq!(list.body["totalResults"], 0, "nothing was written");
+
+    // A PATCH whose second operation fails applies nothing.
+    let id = app.create_user("frank@example.com").await;
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [
+            {"op": "replace", "path": "displayName", "value": "Changed"},
+            {"op": "replace", "path": "emails[type eq \"home\"", "value": "x"}
+        ]
+    });
+    let res = app.patch(&format!("/Users/{id}"), &body).await;
+    assert_eq!(res.status, 400, "{}", res.text);
+    assert_eq!(
+        app.get(&format!("/Users/{id}")).await.body["displayName"],
+        "Test User"
+    );
+    let res = app
+        .patch(&format!("/Users/{id}"), &json!({"Operations": "nope"}))
+        .await;
+    assert_eq!(res.status, 400);
+}
+
+async fn lists_page_in_a_stable_order(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(app.create_user(&format!("user{i}@example.com")).await);
+    }
+    let mut seen = Vec::new();
+    for start in [1, 4, 7] {
+        let res = app.get(&format!("/Users?startIndex={start}&count=3")).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.body["totalResults"], 7);
+        assert_eq!(res.body["startIndex"], start);
+        assert_eq!(
+            res.body["schemas"][0],
+            "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+        );
+        let page: Vec<String> = res.body["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(res.body["itemsPerPage"], page.len());
+        seen.extend(page);
+    }
+    assert_eq!(seen, ids, "creation order, no gaps, no repeats");
+    let zero = app.get("/Users?count=0").await;
+    assert_eq!(
+        (
+            zero.body["totalResults"].as_u64(),
+            zero.body["itemsPerPage"].as_u64()
+        ),
+        (Some(7), Some(0))
+    );
+    let neg = app.get("/Users?startIndex=-5&count=2").await;
+    assert_eq!(neg.body["startIndex"], 1);
+    let beyond = app.get("/Users?startIndex=100").await;
+    assert_eq!(beyond.body["Resources"], json!([]));
+    assert_eq!(app.get("/Users?count=abc").await.status, 400);
+}
+
+async fn filters_on_the_attributes_idps_use(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let a = app.create_user("Grace.Hopper@Example.com").await;
+    let b = app.create_user("alan@example.com").await;
+    app.patch(
+        &format!("/Users/{b}"),
+        &patch_op("replace", Some("active"), &json!(false)),
+    )
+    .await;
+    let cases: Vec<(String, Vec<&String>)> = vec![
+        ("userName eq \"grace.hopper@example.com\"".into(), vec![&a]),
+        ("USERNAME EQ \"GRACE.HOPPER@EXAMPLE.COM\"".into(), vec![&a]),
+        ("externalId eq \"ext-alan@example.com\"".into(), vec![&b]),
+        ("externalId eq \"EXT-alan@example.com\"".into(), vec![]),
+        (format!("id eq \"{a}\""), vec![&a]),
+        ("emails.value eq \"ALAN@example.com\"".into(), vec![&b]),
+        (
+            "emails[type eq \"work\"].value eq \"alan@example.com\"".into(),
+            vec![&b],
+        ),
+        ("active eq false".into(), vec![&b]),
+        ("active eq true".into(), vec![&a]),
+        ("userName eq \"nobody\"".into(), vec![]),
+    ];
+    for (filter, want) in cases {
+        let res = app.get(&format!("/Users?filter={}", urlencode(&filter))).await;
+        assert_eq!(res.status, 200, "{filter}: {}", res.text);
+        let got: Vec<&str> = res.body["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = want.iter().map(|s| s.as_str()).collect();
+        assert_eq!(got, want, "{filter}");
+        assert_eq!(res.body["totalResults"], want.len(), "{filter}");
+    }
+    let bad = app
+        .get(&format!("/Users?filter={}", urlencode("userName eq")))
+        .await;
+    assert_eq!(
+        (bad.status, bad.body["scimType"].as_str()),
+        (400, Some("invalidFilter")),
+        "{}",
+        bad.text
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn concurrent_creates_and_patches_lose_nothing(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let creates = (0..50).map(|i| {
+        let app = &app;
+        async move { app.post("/Users", &new_user(&format!("c{i}@example.com"))).await }
+    });
+    let results = futures::future::join_all(creates).await;
+    for r in &results {
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    assert_eq!(app.get("/Users?count=0").await.body["totalResults"], 50);
+
+    let id = results[0].body["id"].as_str().unwrap().to_owned();
+    let path = format!("/Users/{id}");
+    let patches = (0..50).map(|i| {
+        let (app, path) = (&app, &path);
+        async move {
+            let op = patch_op(
+                "add",
+                Some("emails"),
+                &json!([{"value": format!("alias{i}@example.com"), "type": "other"}]),
+            );
+            app.patch(path, &op).await
+        }
+    });
+    for r in futures::future::join_all(patches).await {
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let user = app.get(&path).await.body;
+    let emails = user["emails"].as_array().unwrap();
+    assert_eq!(emails.len(), 51, "every concurrent PATCH kept: {user}");
+    assert_eq!(user["meta"]["version"], "W/\"51\"");
+    let found: Value = app
+        .get("/Users?filter=emails.value%20eq%20%22alias49%40example.com%22")
+        .await
+        .body;
+    assert_eq!(found["totalResults"], 1);
+}
+
+both_backends!(
+    create_returns_201_with_location_etag_and_meta,
+    unknown_ids_answer_404_scim_errors,
+    deactivation_bumps_the_generation_once,
+    put_without_active_keeps_it,
+    delete_tombstones_and_bumps,
+    if_match_guards_writes,
+    bad_input_gets_scim_errors_and_writes_nothing,
+    lists_page_in_a_stable_order,
+    filters_on_the_attributes_idps_use,
+    concurrent_creates_and_patches_lose_nothing,
+);
