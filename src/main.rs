@@ -177,6 +177,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         config.issuer
     );
+    let blocking_threads = config.blocking_threads_per_worker(db.backend());
     let state = AppState::new(db.clone(), config);
     let usage = state.usage.clone();
     actix_web::rt::System::new().block_on(async move {
@@ -198,6 +199,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let server =
             actix_web::HttpServer::new(move || actix_web::App::new().configure(configure(state.clone())))
                 .workers(workers)
+                .worker_max_blocking_threads(blocking_threads)
                 .bind(addr)
                 .with_context(|| format!("cannot listen on {addr} (key `listen`)"))?
                 .run();

@@ -1,17 +1,25 @@
-//! `Authenticated<S>`: the extractor that authenticates an API credential (`Authorization: Bearer SECRET`, or HTTP
-//! Basic `name:secret`; scheme case-insensitive) and requires the scope `S`. Missing or invalid → 401 with a
-//! `WWW-Authenticate: Bearer` challenge; valid without the scope → 403. One indexed read per request; last-used
-//! times are recorded in memory and written in batches.
+//! `Authenticated<S>`: an API credential presented in `Authorization` (`Bearer SECRET`, or HTTP Basic
+//! `name:secret`; scheme case-insensitive) that must hold scope `S`.
+//!
+//! The extractor only parses the header (a missing or unparsable one is refused at once, 401). The credential is
+//! checked against the database by [`Authenticated::run`], inside the same blocking hop as the handler's domain
+//! call, so a request costs one hop, not two; a credential revoked by the CLI is refused from the next request
+//! on, with no cache to go stale. Unknown or revoked → 401 with a `WWW-Authenticate: Bearer` challenge; valid
+//! without the scope → 403. Last-used times are recorded in memory and written in batches.
+//!
+//! Every handler that takes an `Authenticated<S>` must do its work through `run`; the test
+//! `every_scim_route_requires_a_credential` checks each route.
 
-use std::future::Future;
+use std::future::{Ready, ready};
 use std::marker::PhantomData;
-use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::{AppState, blocking};
-use crate::credentials::{self, Client, Presented, Scope};
+use crate::credentials::{self, Client, Presented, Scope, UsageTracker};
+use crate::db::Db;
 use crate::error::AppError;
 
 /// A scope an endpoint requires, as a type.
@@ -27,48 +35,62 @@ impl RequiredScope for ScimScope {
     const SCOPE: Scope = Scope::Scim;
 }
 
-/// An authenticated client holding scope `S`.
-#[derive(Debug)]
+/// A presented credential that [`run`](Self::run) checks before doing the handler's work.
 pub struct Authenticated<S> {
-    pub client: Client,
+    presented: Presented,
+    db: Db,
+    usage: Arc<UsageTracker>,
     scope: PhantomData<S>,
 }
 
-impl<S: RequiredScope + 'static> FromRequest for Authenticated<S> {
-    type Error = AppError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.to_str().ok().and_then(Presented::parse));
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        Box::pin(async move {
-            let state = state.ok_or_else(|| AppError::internal("AppState missing"))?;
-            let presented = match presented {
-                None => return Err(AppError::Unauthorized { presented: false }),
-                Some(None) => return Err(AppError::Unauthorized { presented: true }),
-                Some(Some(p)) => p,
-            };
-            let db = state.db.clone();
-            let client = blocking(move || {
-                db.read(|c| credentials::authenticate(c, &presented).map_err(AppError::from))
-            })
-            .await?;
+impl<S: RequiredScope> Authenticated<S> {
+    /// Checks the credential and its scope, then runs `f` with the database and the client — one blocking hop.
+    pub async fn run<T, F>(self, f: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&Db, &Client) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+        S: Send + 'static,
+    {
+        let Self {
+            presented, db, usage, ..
+        } = self;
+        blocking(move || {
+            let client = db.read(|c| credentials::authenticate(c, &presented).map_err(AppError::from))?;
             let Some(client) = client else {
                 tracing::info!("rejected an unknown or revoked credential");
                 return Err(AppError::Unauthorized { presented: true });
             };
-            state.usage.record(&client.name);
+            usage.record(&client.name);
             if !client.has(S::SCOPE) {
                 tracing::info!(credential.name = %client.name, "credential {} lacks scope {}", client.name, S::SCOPE.as_str());
                 return Err(AppError::Forbidden(S::SCOPE.as_str()));
             }
-            Ok(Self {
-                client,
-                scope: PhantomData,
-            })
+            f(&db, &client)
         })
+        .await
+    }
+}
+
+impl<S: RequiredScope + 'static> FromRequest for Authenticated<S> {
+    type Error = AppError;
+    type Future = Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let presented = match req.headers().get(header::AUTHORIZATION) {
+            None => return ready(Err(AppError::Unauthorized { presented: false })),
+            Some(v) => v.to_str().ok().and_then(Presented::parse),
+        };
+        let Some(presented) = presented else {
+            return ready(Err(AppError::Unauthorized { presented: true }));
+        };
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(AppError::internal("AppState missing")));
+        };
+        ready(Ok(Self {
+            presented,
+            db: state.db.clone(),
+            usage: state.usage.clone(),
+            scope: PhantomData,
+        }))
     }
 }

@@ -5,10 +5,10 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::auth::{Authenticated, ScimScope};
 use super::body::{Params, ScimJson};
 use super::error::SCIM_JSON;
-use super::{AppState, blocking};
 use crate::db::models::User;
 use crate::error::AppError;
 use crate::lifecycle::users::{self, ListQuery};
@@ -73,36 +73,39 @@ fn resource_response(status: StatusCode, state: &AppState, user: &User, proj: &P
     res.json(body)
 }
 
-/// GET /Users — filter, paging (`startIndex`, `count`), projection.
-async fn list(_auth: Auth, state: web::Data<AppState>, params: Params) -> Result<HttpResponse, AppError> {
-    let proj = projection(&params)?;
-    let max = state.config.limits.max_results;
-    let start_index = match params.get("startIndex") {
-        None => 1,
-        Some(s) => s
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| ScimError::invalid_value("startIndex must be an integer"))?
-            .max(1),
+/// Reads the list parameters: `startIndex` below 1 reads as 1, `count` is capped at `max` (negative → 0).
+fn list_query(params: &Params, max: usize) -> Result<ListQuery, AppError> {
+    let int = |name: &str| -> Result<Option<i64>, AppError> {
+        params
+            .get(name)
+            .map(|s| {
+                s.trim()
+                    .parse::<i64>()
+                    .map_err(|_| ScimError::invalid_value(format!("{name} must be an integer")))
+            })
+            .transpose()
+            .map_err(AppError::from)
     };
-    let count = match params.get("count") {
-        None => max,
-        Some(s) => {
-            let n = s
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| ScimError::invalid_value("count must be an integer"))?;
-            usize::try_from(n.max(0)).unwrap_or(max).min(max)
-        }
-    };
-    let q = ListQuery {
+    let start_index = int("startIndex")?.unwrap_or(1).max(1);
+    let count = int("count")?.map_or(max, |n| usize::try_from(n.max(0)).unwrap_or(max).min(max));
+    Ok(ListQuery {
         filter: params.get("filter").map(str::to_owned),
         start_index: usize::try_from(start_index).unwrap_or(usize::MAX),
         count,
-    };
-    let db = state.db.clone();
+    })
+}
+
+/// GET /Users — filter, paging (`startIndex`, `count`), projection.
+async fn list(auth: Auth, state: web::Data<AppState>, params: Params) -> Result<HttpResponse, AppError> {
+    let max = state.config.limits.max_results;
     let base = state.scim_base.clone();
-    let page = blocking(move || users::list(&db, &q, &base)).await?;
+    let (page, proj) = auth
+        .run(move |db, _| {
+            let proj = projection(&params)?;
+            let q = list_query(&params, max)?;
+            Ok((users::list(db, &q, &base)?, proj))
+        })
+        .await?;
     let rt = registry().user();
     let resources: Vec<Value> = page
         .resources
@@ -123,72 +126,84 @@ async fn list(_auth: Auth, state: web::Data<AppState>, params: Params) -> Result
 
 /// POST /Users — 201 with the created user.
 async fn create(
-    _auth: Auth,
+    auth: Auth,
     state: web::Data<AppState>,
     params: Params,
     body: ScimJson,
 ) -> Result<HttpResponse, AppError> {
-    let proj = projection(&params)?;
-    let db = state.db.clone();
-    let user = blocking(move || users::create(&db, &body.0)).await?;
+    let (user, proj) = auth
+        .run(move |db, _| {
+            let proj = projection(&params)?;
+            Ok((users::create(db, &body.0)?, proj))
+        })
+        .await?;
     Ok(resource_response(StatusCode::CREATED, &state, &user, &proj))
 }
 
 /// GET /Users/{id}.
 async fn get(
-    _auth: Auth,
+    auth: Auth,
     state: web::Data<AppState>,
     id: web::Path<String>,
     params: Params,
 ) -> Result<HttpResponse, AppError> {
-    valid_id(&id)?;
-    let proj = projection(&params)?;
-    let db = state.db.clone();
-    let user = blocking(move || users::get(&db, &id)).await?;
+    let (user, proj) = auth
+        .run(move |db, _| {
+            let proj = projection(&params)?;
+            valid_id(&id)?;
+            Ok((users::get(db, &id)?, proj))
+        })
+        .await?;
     Ok(resource_response(StatusCode::OK, &state, &user, &proj))
 }
 
 /// PUT /Users/{id} — replace; honours `If-Match`.
 async fn replace(
-    _auth: Auth,
+    auth: Auth,
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
     params: Params,
     body: ScimJson,
 ) -> Result<HttpResponse, AppError> {
-    valid_id(&id)?;
-    let proj = projection(&params)?;
-    let (db, if_match) = (state.db.clone(), if_match(&req));
-    let user = blocking(move || users::replace(&db, &id, &body.0, if_match.as_deref())).await?;
+    let if_match = if_match(&req);
+    let (user, proj) = auth
+        .run(move |db, _| {
+            let proj = projection(&params)?;
+            valid_id(&id)?;
+            Ok((users::replace(db, &id, &body.0, if_match.as_deref())?, proj))
+        })
+        .await?;
     Ok(resource_response(StatusCode::OK, &state, &user, &proj))
 }
 
 /// PATCH /Users/{id} — answers 200 with the resource (DECISIONS.md §13); honours `If-Match`.
 async fn patch(
-    _auth: Auth,
+    auth: Auth,
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
     params: Params,
     body: ScimJson,
 ) -> Result<HttpResponse, AppError> {
-    valid_id(&id)?;
-    let proj = projection(&params)?;
-    let (db, if_match) = (state.db.clone(), if_match(&req));
-    let user = blocking(move || users::patch(&db, &id, &body.0, if_match.as_deref())).await?;
+    let if_match = if_match(&req);
+    let (user, proj) = auth
+        .run(move |db, _| {
+            let proj = projection(&params)?;
+            valid_id(&id)?;
+            Ok((users::patch(db, &id, &body.0, if_match.as_deref())?, proj))
+        })
+        .await?;
     Ok(resource_response(StatusCode::OK, &state, &user, &proj))
 }
 
 /// DELETE /Users/{id} — 204; the user becomes a tombstone and loses access.
-async fn delete(
-    _auth: Auth,
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
-    valid_id(&id)?;
-    let (db, if_match) = (state.db.clone(), if_match(&req));
-    blocking(move || users::delete(&db, &id, if_match.as_deref())).await?;
+async fn delete(auth: Auth, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let if_match = if_match(&req);
+    auth.run(move |db, _| {
+        valid_id(&id)?;
+        users::delete(db, &id, if_match.as_deref())
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

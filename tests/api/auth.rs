@@ -112,7 +112,39 @@ async fn duplicate_credential_names_are_refused(backend: Backend) {
     ));
 }
 
+async fn every_scim_route_requires_a_credential(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let id = app.create_user("victim@example.com").await;
+    let routes = [
+        ("GET", "/Users".to_owned()),
+        ("GET", "/Users?filter=bad%20filter&attributes=..".to_owned()),
+        ("POST", "/Users?attributes=..".to_owned()),
+        ("GET", format!("/Users/{id}")),
+        ("GET", "/Users/not-an-id".to_owned()),
+        ("PUT", format!("/Users/{id}")),
+        ("PATCH", format!("/Users/{id}")),
+        ("DELETE", format!("/Users/{id}")),
+    ];
+    for (method, path) in &routes {
+        for auth in [None, Some("Bearer ofb_wrong")] {
+            let mut req = TestRequest::default()
+                .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
+                .uri(&format!("{SCIM}{path}"))
+                .set_payload(r#"{"userName":"x","Operations":[{"op":"remove","path":"userName"}]}"#);
+            if let Some(a) = auth {
+                req = req.insert_header(("Authorization", a));
+            }
+            let res = app.send(req).await;
+            assert_eq!(res.status, 401, "{method} {path} with {auth:?}: {}", res.text);
+        }
+    }
+    let user = app.get(&format!("/Users/{id}")).await;
+    assert_eq!(user.status, 200, "nothing changed");
+    assert_eq!(user.body["meta"]["version"], "W/\"1\"");
+}
+
 both_backends!(
+    every_scim_route_requires_a_credential,
     missing_or_wrong_credentials_get_401,
     scheme_is_case_insensitive_and_basic_works,
     wrong_scope_gets_403,
