@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{credentials, user_emails, users};
+use super::schema::{credentials, group_members, groups, user_emails, users};
 
 /// A user row: live (`deleted_at` is None) or a tombstone.
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
@@ -93,4 +93,48 @@ pub struct NewCredential<'a> {
     pub secret_hash: &'a str,
     pub scopes: &'a str,
     pub created: NaiveDateTime,
+}
+
+/// A SCIM group; its members live in `group_members`.
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
+#[diesel(table_name = groups)]
+pub struct Group {
+    pub id: String,
+    pub display_name: String,
+    pub display_name_folded: String,
+    pub external_id: Option<String>,
+    pub resource: String,
+    pub version: i64,
+    pub created: NaiveDateTime,
+    pub last_modified: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = groups)]
+pub struct NewGroup<'a> {
+    pub id: &'a str,
+    pub display_name: &'a str,
+    pub display_name_folded: &'a str,
+    pub external_id: Option<&'a str>,
+    pub resource: &'a str,
+    pub version: i64,
+    pub created: NaiveDateTime,
+    pub last_modified: NaiveDateTime,
+}
+
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = groups, treat_none_as_null = true)]
+pub struct GroupChange<'a> {
+    pub display_name: &'a str,
+    pub display_name_folded: &'a str,
+    pub external_id: Option<String>,
+    pub resource: &'a str,
+    pub last_modified: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = group_members)]
+pub struct NewMember<'a> {
+    pub group_id: &'a str,
+    pub user_id: &'a str,
 }

@@ -37,5 +37,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    groups (id) {
+        id -> Text,
+        display_name -> Text,
+        display_name_folded -> Text,
+        external_id -> Nullable<Text>,
+        resource -> Text,
+        version -> BigInt,
+        created -> Timestamp,
+        last_modified -> Timestamp,
+    }
+}
+
+diesel::table! {
+    group_members (group_id, user_id) {
+        group_id -> Text,
+        user_id -> Text,
+    }
+}
+
 diesel::joinable!(user_emails -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, user_emails, credentials);
+diesel::joinable!(group_members -> groups (group_id));
+diesel::joinable!(group_members -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, user_emails, credentials, groups, group_members);

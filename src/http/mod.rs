@@ -4,13 +4,14 @@
 //! - `auth`: the authenticated-client extractor (`Authenticated<S>` for a required scope).
 //! - `body`: the SCIM JSON body and query-parameter extractors, with limits.
 //! - `error`: the one place where `AppError` becomes an HTTP response.
-//! - `scim_users`: `/scim/v2/Users`.
+//! - `scim_users`, `scim_groups`: `/scim/v2/Users`, `/scim/v2/Groups`.
 //! - `ops`: `/healthz`, `/readyz`.
 
 pub mod auth;
 pub mod body;
 pub mod error;
 pub mod ops;
+pub mod scim_groups;
 pub mod scim_users;
 
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .service(
                         web::scope("/scim/v2")
                             .configure(scim_users::routes)
+                            .configure(scim_groups::routes)
                             .default_service(web::to(scim_not_found)),
                     ),
             );

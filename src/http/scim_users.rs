@@ -9,9 +9,8 @@ use super::AppState;
 use super::auth::{Authenticated, ScimScope};
 use super::body::{Params, ScimJson};
 use super::error::SCIM_JSON;
-use crate::db::models::User;
 use crate::error::AppError;
-use crate::lifecycle::users::{self, ListQuery};
+use crate::lifecycle::users::{self, ListQuery, UserView};
 use crate::scim::projection::Projection;
 use crate::scim::schema::registry;
 use crate::scim::{LIST_RESPONSE_SCHEMA, ScimError};
@@ -42,14 +41,14 @@ fn valid_id(id: &str) -> Result<(), AppError> {
     }
 }
 
-fn projection(params: &Params) -> Result<Projection, AppError> {
+pub(super) fn projection(params: &Params) -> Result<Projection, AppError> {
     Ok(Projection::parse(
         params.get("attributes"),
         params.get("excludedAttributes"),
     )?)
 }
 
-fn if_match(req: &HttpRequest) -> Option<String> {
+pub(super) fn if_match(req: &HttpRequest) -> Option<String> {
     req.headers()
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -57,8 +56,14 @@ fn if_match(req: &HttpRequest) -> Option<String> {
 }
 
 /// A single-resource response: projected body, `ETag`, and `Location` on 201.
-fn resource_response(status: StatusCode, state: &AppState, user: &User, proj: &Projection) -> HttpResponse {
-    let mut body = users::to_scim(user, &state.scim_base);
+fn resource_response(
+    status: StatusCode,
+    state: &AppState,
+    view: &UserView,
+    proj: &Projection,
+) -> HttpResponse {
+    let user = &view.user;
+    let mut body = users::to_scim(view, &state.scim_base);
     proj.apply(registry().user(), &mut body);
     let mut res = HttpResponse::build(status);
     res.content_type(SCIM_JSON);
@@ -74,7 +79,7 @@ fn resource_response(status: StatusCode, state: &AppState, user: &User, proj: &P
 }
 
 /// Reads the list parameters: `startIndex` below 1 reads as 1, `count` is capped at `max` (negative → 0).
-fn list_query(params: &Params, max: usize) -> Result<ListQuery, AppError> {
+pub(super) fn list_query(params: &Params, max: usize) -> Result<ListQuery, AppError> {
     let int = |name: &str| -> Result<Option<i64>, AppError> {
         params
             .get(name)

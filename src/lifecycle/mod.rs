@@ -2,6 +2,7 @@
 //! token generation (`end_sessions`) and ends access (`deprovision`): a state change that ends access and its
 //! generation bump commit together or not at all (DESIGN.md invariant 1; DECISIONS.md §1–2).
 
+pub mod groups;
 pub mod users;
 
 use diesel::QueryResult;

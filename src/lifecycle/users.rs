@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::Deprovision;
 use crate::db::filter_sql::users_where;
 use crate::db::models::{NewUser, User, UserChange};
+use crate::db::repo::groups::GroupRef;
 use crate::db::repo::users::{EmailKey, Listing};
 use crate::db::{Db, DbConnection, now, repo};
 use crate::error::AppError;
@@ -47,8 +48,38 @@ pub fn format_time(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// The full SCIM representation of a user: the stored resource plus `id` and `meta`.
-pub fn to_scim(user: &User, base_url: &str) -> Value {
+/// A user with the groups it belongs to (the computed, read-only `groups` attribute).
+#[derive(Debug, Clone)]
+pub struct UserView {
+    pub user: User,
+    pub groups: Vec<GroupRef>,
+}
+
+impl UserView {
+    /// Loads the groups of `user`.
+    fn load(c: &mut DbConnection, user: User) -> Result<Self, AppError> {
+        let mut groups = repo::groups::groups_of(c, &[user.id.as_str()])?;
+        let groups = groups.remove(&user.id).unwrap_or_default();
+        Ok(Self { user, groups })
+    }
+
+    /// Loads the groups of many users in one query.
+    fn load_many(c: &mut DbConnection, users: Vec<User>) -> Result<Vec<Self>, AppError> {
+        let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+        let mut groups = repo::groups::groups_of(c, &ids)?;
+        Ok(users
+            .into_iter()
+            .map(|user| {
+                let groups = groups.remove(&user.id).unwrap_or_default();
+                Self { user, groups }
+            })
+            .collect())
+    }
+}
+
+/// The full SCIM representation of a user: the stored resource plus `id`, `meta` and `groups`.
+pub fn to_scim(view: &UserView, base_url: &str) -> Value {
+    let user = &view.user;
     let mut obj = if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&user.resource) {
         m
     } else {
@@ -67,6 +98,16 @@ pub fn to_scim(user: &User, base_url: &str) -> Value {
             "version": etag(user.version),
         }),
     );
+    if !view.groups.is_empty() {
+        let groups = view
+            .groups
+            .iter()
+            .map(|(id, name)| {
+                json!({"value": id, "$ref": format!("{base_url}/Groups/{id}"), "display": name, "type": "direct"})
+            })
+            .collect();
+        obj.insert("groups".into(), Value::Array(groups));
+    }
     Value::Object(obj)
 }
 
@@ -120,7 +161,7 @@ fn set_active(stored: &mut Value, active: bool) {
 }
 
 /// POST /Users.
-pub fn create(db: &Db, input: &Value) -> Result<User, AppError> {
+pub fn create(db: &Db, input: &Value) -> Result<UserView, AppError> {
     let mut stored = rt().normalize(input)?;
     let active = stored.get("active").and_then(Value::as_bool).unwrap_or(true);
     set_active(&mut stored, active);
@@ -143,9 +184,15 @@ pub fn create(db: &Db, input: &Value) -> Result<User, AppError> {
             last_modified: at,
         };
         repo::users::insert(c, &new, &ix.emails).map_err(user_name_conflict)?;
-        repo::users::find_live(c, &id)?.ok_or_else(|| AppError::internal("created user vanished"))
+        let user =
+            repo::users::find_live(c, &id)?.ok_or_else(|| AppError::internal("created user vanished"))?;
+        // A new user belongs to no group yet.
+        Ok::<_, AppError>(UserView {
+            user,
+            groups: Vec::new(),
+        })
     })?;
-    tracing::info!(user.id = %user.id, user.name = %user.user_name, "created user {}", user.id);
+    tracing::info!(user.id = %user.user.id, user.name = %user.user.user_name, "created user {}", user.user.id);
     Ok(user)
 }
 
@@ -159,9 +206,11 @@ fn user_name_conflict(e: diesel::result::Error) -> AppError {
 }
 
 /// GET /Users/{id}: live users only (tombstones answer 404).
-pub fn get(db: &Db, id: &str) -> Result<User, AppError> {
-    db.read(|c| repo::users::find_live(c, id).map_err(AppError::from))?
-        .ok_or_else(not_found)
+pub fn get(db: &Db, id: &str) -> Result<UserView, AppError> {
+    db.read(|c| {
+        let user = repo::users::find_live(c, id)?.ok_or_else(not_found)?;
+        UserView::load(c, user)
+    })
 }
 
 fn not_found() -> AppError {
@@ -177,7 +226,7 @@ fn load_for_update(c: &mut DbConnection, id: &str, if_match: Option<&str>) -> Re
 }
 
 /// Writes a new stored resource for `before` and runs the transition it implies. Returns the new row.
-fn store(c: &mut DbConnection, before: &User, stored: &Value) -> Result<User, AppError> {
+fn store(c: &mut DbConnection, before: &User, stored: &Value) -> Result<UserView, AppError> {
     let ix = indexed(stored)?;
     let change = UserChange {
         user_name: &ix.user_name,
@@ -204,11 +253,13 @@ fn store(c: &mut DbConnection, before: &User, stored: &Value) -> Result<User, Ap
         // Reactivation never lowers the generation: tokens from before the deactivation stay dead.
         tracing::info!(user.id = %before.id, "reactivated user {}", before.id);
     }
-    repo::users::find_live(c, &before.id)?.ok_or_else(|| AppError::internal("updated user vanished"))
+    let user =
+        repo::users::find_live(c, &before.id)?.ok_or_else(|| AppError::internal("updated user vanished"))?;
+    UserView::load(c, user)
 }
 
 /// PUT /Users/{id}: replaces every writable attribute. `active` left out keeps its current value.
-pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Result<User, AppError> {
+pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Result<UserView, AppError> {
     let mut stored = rt().normalize(input)?;
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
@@ -216,14 +267,14 @@ pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Resu
             set_active(&mut stored, before.active);
         }
         if same_resource(&before, &stored) {
-            return Ok(before);
+            return UserView::load(c, before);
         }
         store(c, &before, &stored)
     })
 }
 
 /// PATCH /Users/{id}: all operations or none.
-pub fn patch(db: &Db, id: &str, body: &Value, if_match: Option<&str>) -> Result<User, AppError> {
+pub fn patch(db: &Db, id: &str, body: &Value, if_match: Option<&str>) -> Result<UserView, AppError> {
     let ops = patch::parse_request(body)?;
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
@@ -231,7 +282,7 @@ pub fn patch(db: &Db, id: &str, body: &Value, if_match: Option<&str>) -> Result<
         set_active(&mut current, before.active);
         let stored = patch::apply(rt(), &current, &ops)?;
         if stored == current {
-            return Ok(before);
+            return UserView::load(c, before);
         }
         store(c, &before, &stored)
     })
@@ -248,6 +299,10 @@ fn same_resource(before: &User, stored: &Value) -> bool {
 pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError> {
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
+        let left = repo::groups::remove_user_everywhere(c, id)?;
+        if !left.is_empty() {
+            tracing::info!(user.id = %id, "removed deleted user {id} from {} groups", left.len());
+        }
         let n = repo::users::tombstone(c, id, before.version, now())?;
         if n != 1 {
             return Err(AppError::internal(format!("user {id} changed under its lock")));
@@ -288,27 +343,32 @@ pub fn list(db: &Db, q: &ListQuery, base_url: &str) -> Result<Page, AppError> {
         _ => None,
     };
     let offset = q.start_index.saturating_sub(1);
-    let listing = db.read(|c| {
-        repo::users::list(
+    let (total, resources) = db.read(|c| {
+        let listing = repo::users::list(
             c,
             |dialect, first| filter.as_ref().map(|f| users_where(f, rt(), dialect, first)),
             offset,
             q.count,
-        )
-        .map_err(AppError::from)
+        )?;
+        Ok::<_, AppError>(match listing {
+            Listing::Page { total, rows } => (
+                total,
+                UserView::load_many(c, rows)?
+                    .iter()
+                    .map(|u| to_scim(u, base_url))
+                    .collect(),
+            ),
+            Listing::Candidates(rows) => {
+                let matching: Vec<Value> = UserView::load_many(c, rows)?
+                    .iter()
+                    .map(|u| to_scim(u, base_url))
+                    .filter(|v| filter.as_ref().is_none_or(|f| filter::matches(f, v, rt())))
+                    .collect();
+                let total = matching.len();
+                (total, matching.into_iter().skip(offset).take(q.count).collect())
+            }
+        })
     })?;
-    let (total, resources) = match listing {
-        Listing::Page { total, rows } => (total, rows.iter().map(|u| to_scim(u, base_url)).collect()),
-        Listing::Candidates(rows) => {
-            let matching: Vec<Value> = rows
-                .iter()
-                .map(|u| to_scim(u, base_url))
-                .filter(|v| filter.as_ref().is_none_or(|f| filter::matches(f, v, rt())))
-                .collect();
-            let total = matching.len();
-            (total, matching.into_iter().skip(offset).take(q.count).collect())
-        }
-    };
     Ok(Page {
         total,
         start_index: q.start_index,

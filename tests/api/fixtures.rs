@@ -18,22 +18,13 @@ const SCENARIOS: &[&str] = &[
 
 /// Fixtures whose capability belongs to a later issue (SCIM complete: Groups, discovery), with the reason.
 /// Each entry is removed when that capability lands; the replay fails if a listed fixture starts passing.
-const DEFERRED: &[(&str, &str)] = &[
-    (
-        "okta-test-connection-groups",
-        "GET /Groups: SCIM Groups are issue 3",
-    ),
-    (
-        "entra-get-schemas",
-        "GET /Schemas: discovery endpoints are issue 3",
-    ),
-];
+const DEFERRED: &[(&str, &str)] = &[(
+    "entra-get-schemas",
+    "GET /Schemas: discovery endpoints are issue 3",
+)];
 
 /// Scenarios not replayed yet, with the reason.
-const DEFERRED_SCENARIOS: &[(&str, &str)] = &[
-    ("okta-group-push", "SCIM Groups are issue 3"),
-    ("entra-groups", "SCIM Groups are issue 3"),
-];
+const DEFERRED_SCENARIOS: &[(&str, &str)] = &[];
 
 fn load() -> Vec<Value> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/idp");
@@ -196,10 +187,7 @@ async fn replays_every_idp_fixture(backend: Backend) {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(
-        passed, 50,
-        "fixtures replayed: every user-lifecycle and robustness fixture"
-    );
+    assert_eq!(passed, 74, "every fixture replayed except the deferred ones");
 }
 
 both_backends!(replays_every_idp_fixture);

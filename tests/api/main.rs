@@ -10,5 +10,6 @@ mod harness;
 
 mod auth;
 mod fixtures;
+mod groups;
 mod storage;
 mod users;

@@ -2,6 +2,7 @@
 //! rules here (those are in `lifecycle`), only SQL. Dialect differences are a small `match` on the connection.
 
 pub mod credentials;
+pub mod groups;
 pub mod users;
 
 use chrono::NaiveDateTime;
@@ -10,7 +11,33 @@ use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
 use diesel::sqlite::Sqlite;
 
+use super::DbConnection;
 use super::filter_sql::Bind;
+
+/// Serialises read-modify-write of one resource until the transaction ends (DECISIONS.md §9). On SQLite the
+/// single writer already serialises; on PostgreSQL this takes a transaction-scoped advisory lock on `kind:id`.
+pub fn advisory_lock(conn: &mut DbConnection, kind: &str, id: &str) -> diesel::QueryResult<()> {
+    use diesel::RunQueryDsl;
+    if let DbConnection::Postgres(c) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+            .bind::<BigInt, _>(lock_key(kind, id))
+            .execute(c)?;
+    }
+    Ok(())
+}
+
+/// A stable 64-bit key for an advisory lock (first 8 bytes of SHA-256 of `kind:id`).
+fn lock_key(kind: &str, id: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(kind)
+        .chain_update(":")
+        .chain_update(id)
+        .finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+    i64::from_be_bytes(bytes)
+}
 
 /// Binds dynamic parameters to a raw query, in order.
 fn bind_all<'a, DB>(mut q: BoxedSqlQuery<'a, DB, SqlQuery>, binds: &[Bind]) -> BoxedSqlQuery<'a, DB, SqlQuery>
@@ -42,4 +69,16 @@ pub(crate) fn sqlite_query(sql: String, binds: &[Bind]) -> BoxedSqlQuery<'static
 
 pub(crate) fn pg_query(sql: String, binds: &[Bind]) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
     bind_all(diesel::sql_query(sql).into_boxed::<Pg>(), binds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_key;
+
+    #[test]
+    fn lock_keys_are_stable_and_distinct() {
+        assert_eq!(lock_key("user", "a"), lock_key("user", "a"));
+        assert_ne!(lock_key("user", "a"), lock_key("user", "b"));
+        assert_ne!(lock_key("user", "a"), lock_key("group", "a"));
+    }
 }

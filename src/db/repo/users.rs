@@ -41,28 +41,9 @@ pub fn find_live_by_user_name(conn: &mut DbConnection, user_name_folded: &str) -
         .optional()
 }
 
-/// Serialises read-modify-write of one user until the transaction ends (DECISIONS.md §9). On SQLite the single
-/// writer already serialises; on PostgreSQL this takes a transaction-scoped advisory lock.
+/// Serialises read-modify-write of one user until the transaction ends (DECISIONS.md §9).
 pub fn lock(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
-    if let DbConnection::Postgres(c) = conn {
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-            .bind::<BigInt, _>(lock_key("user", id))
-            .execute(c)?;
-    }
-    Ok(())
-}
-
-/// A stable 64-bit key for an advisory lock (first 8 bytes of SHA-256 of `kind:id`).
-fn lock_key(kind: &str, id: &str) -> i64 {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(kind)
-        .chain_update(":")
-        .chain_update(id)
-        .finalize();
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
-    i64::from_be_bytes(bytes)
+    super::advisory_lock(conn, "user", id)
 }
 
 /// Compare-and-set update: changes the row only if it is still at `version`; returns rows changed (0 or 1).
@@ -188,17 +169,5 @@ fn load(conn: &mut DbConnection, sql: String, binds: &[Bind]) -> QueryResult<Vec
     match conn {
         DbConnection::Sqlite(c) => sqlite_query(sql, binds).load::<User>(c),
         DbConnection::Postgres(c) => pg_query(sql, binds).load::<User>(c),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lock_key;
-
-    #[test]
-    fn lock_keys_are_stable_and_distinct() {
-        assert_eq!(lock_key("user", "a"), lock_key("user", "a"));
-        assert_ne!(lock_key("user", "a"), lock_key("user", "b"));
-        assert_ne!(lock_key("user", "a"), lock_key("group", "a"));
     }
 }

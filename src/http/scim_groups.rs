@@ -1,0 +1,198 @@
+//! `/scim/v2/Groups` (RFC 7644 §3): every handler requires a credential with scope `scim`. Members are loaded
+//! only when the response includes them (`excludedAttributes=members` keeps big groups cheap).
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Authenticated, ScimScope};
+use super::body::{Params, ScimJson};
+use super::error::SCIM_JSON;
+use super::scim_users::{if_match, list_query, projection};
+use crate::error::AppError;
+use crate::lifecycle::groups::{self, GroupView};
+use crate::lifecycle::users::etag;
+use crate::scim::projection::Projection;
+use crate::scim::schema::registry;
+use crate::scim::{LIST_RESPONSE_SCHEMA, ScimError};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/Groups")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/Groups/{id}")
+            .route(web::get().to(get))
+            .route(web::put().to(replace))
+            .route(web::patch().to(patch))
+            .route(web::delete().to(delete)),
+    );
+}
+
+type Auth = Authenticated<ScimScope>;
+
+/// A resource id that cannot be one of ours answers 404 without a query (DECISIONS.md §8).
+fn valid_id(id: &str) -> Result<(), AppError> {
+    if uuid::Uuid::try_parse(id).is_ok() {
+        Ok(())
+    } else {
+        Err(ScimError::not_found("no such group").into())
+    }
+}
+
+/// Whether the response needs the members.
+fn with_members(proj: &Projection) -> bool {
+    !proj.excludes(registry().group(), "members")
+}
+
+fn resource_response(
+    status: StatusCode,
+    state: &AppState,
+    view: &GroupView,
+    proj: &Projection,
+) -> HttpResponse {
+    let mut body = groups::to_scim(view, &state.scim_base);
+    proj.apply(registry().group(), &mut body);
+    let mut res = HttpResponse::build(status);
+    res.content_type(SCIM_JSON);
+    if let Ok(v) = HeaderValue::from_str(&etag(view.group.version)) {
+        res.insert_header((header::ETAG, v));
+    }
+    if status == StatusCode::CREATED
+        && let Ok(v) = HeaderValue::from_str(&format!("{}/Groups/{}", state.scim_base, view.group.id))
+    {
+        res.insert_header((header::LOCATION, v));
+    }
+    res.json(body)
+}
+
+/// GET /Groups — filter, paging, projection.
+async fn list(auth: Auth, state: web::Data<AppState>, params: Params) -> Result<HttpResponse, AppError> {
+    let max = state.config.limits.max_results;
+    let base = state.scim_base.clone();
+    let (page, proj) = auth
+        .run(move |db, _| {
+            let proj = projection(&params)?;
+            let q = list_query(&params, max)?;
+            let page = groups::list(
+                db,
+                q.filter.as_deref(),
+                q.start_index,
+                q.count,
+                with_members(&proj),
+                &base,
+            )?;
+            Ok((page, proj))
+        })
+        .await?;
+    let rt = registry().group();
+    let resources: Vec<Value> = page
+        .resources
+        .into_iter()
+        .map(|mut r| {
+            proj.apply(rt, &mut r);
+            r
+        })
+        .collect();
+    Ok(HttpResponse::Ok().content_type(SCIM_JSON).json(json!({
+        "schemas": [LIST_RESPONSE_SCHEMA],
+        "totalResults": page.total,
+        "startIndex": page.start_index,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    })))
+}
+
+/// POST /Groups — 201 with the created group.
+async fn create(
+    auth: Auth,
+    state: web::Data<AppState>,
+    params: Params,
+    body: ScimJson,
+) -> Result<HttpResponse, AppError> {
+    let (view, proj) = auth
+        .run(move |db, _| {
+            let proj = projection(&params)?;
+            Ok((groups::create(db, &body.0, with_members(&proj))?, proj))
+        })
+        .await?;
+    Ok(resource_response(StatusCode::CREATED, &state, &view, &proj))
+}
+
+/// GET /Groups/{id}.
+async fn get(
+    auth: Auth,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    params: Params,
+) -> Result<HttpResponse, AppError> {
+    let (view, proj) = auth
+        .run(move |db, _| {
+            let proj = projection(&params)?;
+            valid_id(&id)?;
+            Ok((groups::get(db, &id, with_members(&proj))?, proj))
+        })
+        .await?;
+    Ok(resource_response(StatusCode::OK, &state, &view, &proj))
+}
+
+/// PUT /Groups/{id} — replace; `members` left out keeps them; honours `If-Match`.
+async fn replace(
+    auth: Auth,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    params: Params,
+    body: ScimJson,
+) -> Result<HttpResponse, AppError> {
+    let if_match = if_match(&req);
+    let (view, proj) = auth
+        .run(move |db, _| {
+            let proj = projection(&params)?;
+            valid_id(&id)?;
+            Ok((
+                groups::replace(db, &id, &body.0, if_match.as_deref(), with_members(&proj))?,
+                proj,
+            ))
+        })
+        .await?;
+    Ok(resource_response(StatusCode::OK, &state, &view, &proj))
+}
+
+/// PATCH /Groups/{id} — answers 200 with the group (DECISIONS.md §13); honours `If-Match`.
+async fn patch(
+    auth: Auth,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    params: Params,
+    body: ScimJson,
+) -> Result<HttpResponse, AppError> {
+    let if_match = if_match(&req);
+    let (view, proj) = auth
+        .run(move |db, _| {
+            let proj = projection(&params)?;
+            valid_id(&id)?;
+            Ok((
+                groups::patch(db, &id, &body.0, if_match.as_deref(), with_members(&proj))?,
+                proj,
+            ))
+        })
+        .await?;
+    Ok(resource_response(StatusCode::OK, &state, &view, &proj))
+}
+
+/// DELETE /Groups/{id} — 204; every member's sessions end.
+async fn delete(auth: Auth, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let if_match = if_match(&req);
+    auth.run(move |db, _| {
+        valid_id(&id)?;
+        groups::delete(db, &id, if_match.as_deref())
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,598 @@
+//! SCIM Group use cases: create, read, list, replace (PUT), patch, delete. Group membership is the RBAC input of
+//! the tokens (`groups` claim), so the rules of DECISIONS.md §4 apply here: adding a member or renaming a group
+//! ends nobody's sessions; a member who leaves (by PATCH, PUT or group delete) has their sessions ended through
+//! [`super::end_sessions`] in the same transaction, so a removed role never survives in an old token.
+//!
+//! Members live in `group_members`: a PATCH touches only the rows that change, and the group document is stored
+//! without them. Removing members removes exactly the members named: Entra's
+//! `{"op":"Remove","path":"members","value":[…]}` removes the listed members, never the whole group.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Map, Value, json};
+
+use crate::db::models::{Group, GroupChange, NewGroup};
+use crate::db::repo::groups::{Listing, Member};
+use crate::db::{Db, DbConnection, now, repo};
+use crate::error::AppError;
+use crate::lifecycle::users::{etag, format_time, if_match_allows};
+use crate::scim::filter::{self, AttrPath, CompValue, CompareOp, Filter};
+use crate::scim::patch::{self, OpKind, PatchOp};
+use crate::scim::schema::{ResourceType, fold, registry};
+use crate::scim::{GROUP_SCHEMA, ScimError};
+
+fn rt() -> &'static ResourceType {
+    registry().group()
+}
+
+/// A group with its members, when they were asked for.
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub group: Group,
+    /// None when the response excludes `members` (cheap for big groups).
+    pub members: Option<Vec<Member>>,
+}
+
+/// The full SCIM representation of a group.
+pub fn to_scim(view: &GroupView, base_url: &str) -> Value {
+    let group = &view.group;
+    let mut obj = if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&group.resource) {
+        m
+    } else {
+        tracing::error!(group.id = %group.id, "stored resource of group {} is not a JSON object", group.id);
+        Map::new()
+    };
+    obj.insert("id".into(), Value::String(group.id.clone()));
+    obj.insert(
+        "meta".into(),
+        json!({
+            "resourceType": "Group",
+            "created": format_time(group.created),
+            "lastModified": format_time(group.last_modified),
+            "location": format!("{base_url}/Groups/{}", group.id),
+            "version": etag(group.version),
+        }),
+    );
+    if let Some(members) = view.members.as_ref().filter(|m| !m.is_empty()) {
+        let list = members
+            .iter()
+            .map(|m| {
+                json!({
+                    "value": m.user_id,
+                    "$ref": format!("{base_url}/Users/{}", m.user_id),
+                    "display": m.display,
+                    "type": "User",
+                })
+            })
+            .collect();
+        obj.insert("members".into(), Value::Array(list));
+    }
+    Value::Object(obj)
+}
+
+/// The indexed columns of a stored group document, and the document without `members`.
+struct Indexed {
+    display_name: String,
+    external_id: Option<String>,
+    resource: String,
+}
+
+fn indexed(mut stored: Value) -> Result<Indexed, AppError> {
+    if let Value::Object(m) = &mut stored {
+        m.remove("members");
+    }
+    let display_name = stored
+        .get("displayName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ScimError::invalid_value("displayName is required"))?
+        .to_owned();
+    Ok(Indexed {
+        display_name,
+        external_id: stored
+            .get("externalId")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        resource: serde_json::to_string(&stored).map_err(AppError::internal)?,
+    })
+}
+
+/// The user ids of a `members` value: an array of `{"value": id, …}` (or one such object).
+fn member_ids(value: &Value) -> Result<Vec<String>, ScimError> {
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        one => vec![one],
+    };
+    let mut ids = Vec::with_capacity(items.len());
+    let mut seen = HashSet::with_capacity(items.len());
+    for item in items {
+        let id = match item {
+            Value::Object(m) => m
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("value"))
+                .and_then(|(_, v)| v.as_str()),
+            Value::String(s) => Some(s.as_str()),
+            _ => None,
+        }
+        .ok_or_else(|| ScimError::invalid_value("each member needs a \"value\" with the user's id"))?;
+        if seen.insert(id) {
+            ids.push(id.to_owned());
+        }
+    }
+    Ok(ids)
+}
+
+/// Fails unless every id is a live user.
+fn require_users(c: &mut DbConnection, ids: &[String]) -> Result<(), AppError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let live: HashSet<String> = repo::groups::live_users_among(c, ids)?.into_iter().collect();
+    if let Some(missing) = ids.iter().find(|id| !live.contains(*id)) {
+        return Err(
+            ScimError::invalid_value(format!("member {missing} is not a user of this service")).into(),
+        );
+    }
+    Ok(())
+}
+
+/// The user id of `members[value eq "…"]` filters (also `or`-ed), the form Okta and Entra send.
+fn value_eq_ids(f: &Filter, out: &mut Vec<String>) -> bool {
+    match f {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value: CompValue::String(id),
+        } if path.urn.is_none() && path.sub.is_none() && path.name.eq_ignore_ascii_case("value") => {
+            out.push(id.clone());
+            true
+        }
+        Filter::Or(a, b) => value_eq_ids(a, out) && value_eq_ids(b, out),
+        _ => false,
+    }
+}
+
+/// A change to the member list, in request order.
+#[derive(Debug, Clone)]
+enum MemberChange {
+    Add(Vec<String>),
+    Remove(Vec<String>),
+    RemoveAll,
+    RemoveWhere(Filter),
+    Replace(Vec<String>),
+}
+
+fn is_members(path: &AttrPath) -> bool {
+    path.name.eq_ignore_ascii_case("members")
+        && path
+            .urn
+            .as_deref()
+            .is_none_or(|u| u.eq_ignore_ascii_case(GROUP_SCHEMA))
+}
+
+/// Splits a PATCH into member changes and operations on the group document.
+fn split_ops(ops: Vec<PatchOp>) -> Result<(Vec<MemberChange>, Vec<PatchOp>), ScimError> {
+    let mut members = Vec::new();
+    let mut rest = Vec::new();
+    for op in ops {
+        match &op.path {
+            Some(p) if is_members(&p.attr) => {
+                if p.attr.sub.is_some() || p.sub.is_some() {
+                    return Err(ScimError::mutability(
+                        "member sub-attributes are computed; add or remove members by value",
+                    ));
+                }
+                let change = match (op.op, &p.filter, op.value.as_ref()) {
+                    (OpKind::Remove, Some(f), _) => {
+                        let mut ids = Vec::new();
+                        if value_eq_ids(f, &mut ids) {
+                            MemberChange::Remove(ids)
+                        } else {
+                            MemberChange::RemoveWhere(f.clone())
+                        }
+                    }
+                    (_, Some(_), _) => {
+                        return Err(ScimError::invalid_path(
+                            "members are added or replaced by value, not by filter",
+                        ));
+                    }
+                    (OpKind::Remove, None, None | Some(Value::Null)) => MemberChange::RemoveAll,
+                    // Entra: remove only the listed members (read literally it would empty the group).
+                    (OpKind::Remove, None, Some(v)) => MemberChange::Remove(member_ids(v)?),
+                    (OpKind::Add, None, Some(v)) => MemberChange::Add(member_ids(v)?),
+                    (OpKind::Replace, None, Some(v)) => MemberChange::Replace(member_ids(v)?),
+                    (OpKind::Add | OpKind::Replace, None, None) => {
+                        return Err(ScimError::invalid_value("a members operation needs a value"));
+                    }
+                };
+                members.push(change);
+            }
+            None if op.op != OpKind::Remove && op.value.as_ref().is_some_and(Value::is_object) => {
+                // A no-path value map may carry `members` beside other attributes (Okta re-sends the group).
+                let mut map = op
+                    .value
+                    .as_ref()
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                let key = map.keys().find(|k| k.eq_ignore_ascii_case("members")).cloned();
+                if let Some(v) = key.and_then(|k| map.remove(&k)) {
+                    let ids = member_ids(&v)?;
+                    members.push(if op.op == OpKind::Add {
+                        MemberChange::Add(ids)
+                    } else {
+                        MemberChange::Replace(ids)
+                    });
+                }
+                if !map.is_empty() {
+                    rest.push(PatchOp {
+                        op: op.op,
+                        path: None,
+                        value: Some(Value::Object(map)),
+                    });
+                }
+            }
+            _ => rest.push(op),
+        }
+    }
+    Ok((members, rest))
+}
+
+/// The net effect of a PATCH or PUT on the member list.
+#[derive(Debug, Default)]
+struct MemberDelta {
+    /// Members before the change who are not members after it: their sessions end.
+    left: Vec<String>,
+    /// How many users are members after the change who were not before.
+    joined: usize,
+}
+
+impl MemberDelta {
+    fn changed(&self) -> bool {
+        !self.left.is_empty() || self.joined > 0
+    }
+}
+
+/// Applies member changes in order and returns their net effect. Each user's membership before the change is
+/// recorded when an operation first touches them, and compared with their membership at the end.
+fn apply_member_changes(
+    c: &mut DbConnection,
+    group_id: &str,
+    changes: Vec<MemberChange>,
+) -> Result<MemberDelta, AppError> {
+    if changes.is_empty() {
+        return Ok(MemberDelta::default());
+    }
+    let mut before: HashMap<String, bool> = HashMap::new();
+    let mut note = |ids: &[String], present: &HashSet<&String>| {
+        for id in ids {
+            before.entry(id.clone()).or_insert_with(|| present.contains(id));
+        }
+    };
+    for change in changes {
+        match change {
+            MemberChange::Add(ids) => {
+                require_users(c, &ids)?;
+                let present = repo::groups::members_among(c, group_id, &ids)?;
+                let present: HashSet<&String> = present.iter().collect();
+                note(&ids, &present);
+                let new: Vec<String> = ids.iter().filter(|id| !present.contains(id)).cloned().collect();
+                repo::groups::add_members(c, group_id, &new)?;
+            }
+            MemberChange::Remove(ids) => {
+                let present = repo::groups::members_among(c, group_id, &ids)?;
+                note(&present, &present.iter().collect());
+                repo::groups::remove_members(c, group_id, &present)?;
+            }
+            MemberChange::RemoveAll => {
+                let present = repo::groups::member_ids(c, group_id)?;
+                note(&present, &present.iter().collect());
+                repo::groups::remove_members(c, group_id, &present)?;
+            }
+            MemberChange::RemoveWhere(f) => {
+                let path = AttrPath {
+                    urn: None,
+                    name: "members".into(),
+                    sub: None,
+                };
+                let value_path = Filter::ValuePath {
+                    path,
+                    filter: Box::new(f),
+                };
+                let matching: Vec<String> = repo::groups::members(c, group_id)?
+                    .into_iter()
+                    .filter(|m| {
+                        let one =
+                            json!({"members": [{"value": m.user_id, "display": m.display, "type": "User"}]});
+                        filter::matches(&value_path, &one, rt())
+                    })
+                    .map(|m| m.user_id)
+                    .collect();
+                note(&matching, &matching.iter().collect());
+                repo::groups::remove_members(c, group_id, &matching)?;
+            }
+            MemberChange::Replace(ids) => {
+                require_users(c, &ids)?;
+                let current = repo::groups::member_ids(c, group_id)?;
+                let present: HashSet<&String> = current.iter().collect();
+                note(&current, &present);
+                note(&ids, &present);
+                let wanted: HashSet<&String> = ids.iter().collect();
+                let gone: Vec<String> = current
+                    .iter()
+                    .filter(|id| !wanted.contains(id))
+                    .cloned()
+                    .collect();
+                let new: Vec<String> = ids.iter().filter(|id| !present.contains(id)).cloned().collect();
+                repo::groups::remove_members(c, group_id, &gone)?;
+                repo::groups::add_members(c, group_id, &new)?;
+            }
+        }
+    }
+    let touched: Vec<String> = before.keys().cloned().collect();
+    let after: HashSet<String> = repo::groups::members_among(c, group_id, &touched)?
+        .into_iter()
+        .collect();
+    let mut delta = MemberDelta::default();
+    for (id, was) in before {
+        match (was, after.contains(&id)) {
+            (true, false) => delta.left.push(id),
+            (false, true) => delta.joined += 1,
+            _ => {}
+        }
+    }
+    delta.left.sort();
+    Ok(delta)
+}
+
+/// Ends the sessions of users who left a group.
+fn end_sessions_of_leavers(
+    c: &mut DbConnection,
+    group: &str,
+    leavers: &[String],
+    why: &str,
+) -> Result<(), AppError> {
+    for user_id in leavers {
+        super::end_sessions(c, user_id, why)?;
+    }
+    if !leavers.is_empty() {
+        tracing::info!(group.id = %group, count = leavers.len(), "ended sessions of {} users who left group {group}", leavers.len());
+    }
+    Ok(())
+}
+
+fn load_view(c: &mut DbConnection, id: &str, with_members: bool) -> Result<GroupView, AppError> {
+    let group = repo::groups::find(c, id)?.ok_or_else(not_found)?;
+    let members = if with_members {
+        Some(repo::groups::members(c, id)?)
+    } else {
+        None
+    };
+    Ok(GroupView { group, members })
+}
+
+fn not_found() -> AppError {
+    ScimError::not_found("no such group").into()
+}
+
+fn load_for_update(c: &mut DbConnection, id: &str, if_match: Option<&str>) -> Result<Group, AppError> {
+    repo::groups::lock(c, id)?;
+    let group = repo::groups::find(c, id)?.ok_or_else(not_found)?;
+    if let Some(h) = if_match
+        && !if_match_allows(h, group.version)
+    {
+        return Err(AppError::PreconditionFailed);
+    }
+    Ok(group)
+}
+
+/// POST /Groups.
+pub fn create(db: &Db, input: &Value, with_members: bool) -> Result<GroupView, AppError> {
+    let stored = rt().normalize(input)?;
+    let ids = stored
+        .get("members")
+        .map(member_ids)
+        .transpose()?
+        .unwrap_or_default();
+    let ix = indexed(stored)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let at = now();
+    let view = db.write(|c| {
+        require_users(c, &ids)?;
+        let folded = fold(&ix.display_name);
+        repo::groups::insert(
+            c,
+            &NewGroup {
+                id: &id,
+                display_name: &ix.display_name,
+                display_name_folded: &folded,
+                external_id: ix.external_id.as_deref(),
+                resource: &ix.resource,
+                version: 1,
+                created: at,
+                last_modified: at,
+            },
+        )?;
+        repo::groups::add_members(c, &id, &ids)?;
+        load_view(c, &id, with_members)
+    })?;
+    tracing::info!(group.id = %id, "created group {id} with {} members", ids.len());
+    Ok(view)
+}
+
+/// GET /Groups/{id}.
+pub fn get(db: &Db, id: &str, with_members: bool) -> Result<GroupView, AppError> {
+    db.read(|c| load_view(c, id, with_members))
+}
+
+/// Writes a new group document (if it changed) or only a new version (members changed).
+fn store(c: &mut DbConnection, before: &Group, stored: Value, members_changed: bool) -> Result<(), AppError> {
+    let ix = indexed(stored)?;
+    let n = if ix.resource == before.resource {
+        if !members_changed {
+            return Ok(());
+        }
+        repo::groups::touch(c, &before.id, before.version, now())?
+    } else {
+        let folded = fold(&ix.display_name);
+        let change = GroupChange {
+            display_name: &ix.display_name,
+            display_name_folded: &folded,
+            external_id: ix.external_id.clone(),
+            resource: &ix.resource,
+            last_modified: now(),
+        };
+        repo::groups::update(c, &before.id, before.version, &change)?
+    };
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(AppError::internal(format!(
+            "group {} changed under its lock",
+            before.id
+        )))
+    }
+}
+
+/// PUT /Groups/{id}. `members` left out keeps the members (RFC 7644 §3.5.1 lets the provider treat an omitted
+/// attribute as not asserted); `"members": []` removes them all.
+pub fn replace(
+    db: &Db,
+    id: &str,
+    input: &Value,
+    if_match: Option<&str>,
+    with_members: bool,
+) -> Result<GroupView, AppError> {
+    let stored = rt().normalize(input)?;
+    let asserted = input
+        .as_object()
+        .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case("members")));
+    let changes = if asserted {
+        vec![MemberChange::Replace(
+            stored
+                .get("members")
+                .map(member_ids)
+                .transpose()?
+                .unwrap_or_default(),
+        )]
+    } else {
+        Vec::new()
+    };
+    db.write(|c| {
+        let before = load_for_update(c, id, if_match)?;
+        let delta = apply_member_changes(c, id, changes.clone())?;
+        store(c, &before, stored.clone(), delta.changed())?;
+        end_sessions_of_leavers(c, id, &delta.left, "removed from group")?;
+        load_view(c, id, with_members)
+    })
+}
+
+/// PATCH /Groups/{id}: member operations touch only the member rows that change; all or nothing.
+pub fn patch(
+    db: &Db,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+    with_members: bool,
+) -> Result<GroupView, AppError> {
+    let ops = patch::parse_request(body)?;
+    db.write(|c| {
+        let (member_changes, doc_ops) = split_ops(ops.clone())?;
+        let before = load_for_update(c, id, if_match)?;
+        let current: Value = serde_json::from_str(&before.resource).map_err(AppError::internal)?;
+        let stored = if doc_ops.is_empty() {
+            current
+        } else {
+            patch::apply(rt(), &current, &doc_ops)?
+        };
+        let delta = apply_member_changes(c, id, member_changes)?;
+        store(c, &before, stored, delta.changed())?;
+        end_sessions_of_leavers(c, id, &delta.left, "removed from group")?;
+        load_view(c, id, with_members)
+    })
+}
+
+/// DELETE /Groups/{id}: every member loses the group, so every member's sessions end.
+pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError> {
+    db.write(|c| {
+        load_for_update(c, id, if_match)?;
+        let members = repo::groups::member_ids(c, id)?;
+        repo::groups::delete(c, id)?;
+        end_sessions_of_leavers(c, id, &members, "group deleted")
+    })?;
+    tracing::info!(group.id = %id, "deleted group {id}");
+    Ok(())
+}
+
+/// One page of groups.
+#[derive(Debug)]
+pub struct Page {
+    pub total: usize,
+    pub start_index: usize,
+    pub resources: Vec<Value>,
+}
+
+/// GET /Groups: filtered, paged, stable order (creation time, then id). Members are loaded only when the response
+/// includes them, or when the filter needs them.
+pub fn list(
+    db: &Db,
+    filter_text: Option<&str>,
+    start_index: usize,
+    count: usize,
+    with_members: bool,
+    base_url: &str,
+) -> Result<Page, AppError> {
+    let filter: Option<Filter> = match filter_text.map(str::trim) {
+        Some(text) if !text.is_empty() => {
+            let f = filter::parse(text)?;
+            filter::validate(&f, rt())?;
+            Some(f)
+        }
+        _ => None,
+    };
+    let offset = start_index.saturating_sub(1);
+    db.read(|c| {
+        let listing = repo::groups::list(
+            c,
+            |dialect, first| {
+                filter
+                    .as_ref()
+                    .map(|f| crate::db::filter_sql::users_where(f, rt(), dialect, first))
+            },
+            offset,
+            count,
+        )?;
+        let (total, rows) = match listing {
+            Listing::Page { total, rows } => (total, rows),
+            Listing::Candidates(rows) => {
+                let mut matching = Vec::new();
+                for g in rows {
+                    let view = load_view(c, &g.id, true)?;
+                    if filter
+                        .as_ref()
+                        .is_none_or(|f| filter::matches(f, &to_scim(&view, base_url), rt()))
+                    {
+                        matching.push(g);
+                    }
+                }
+                let total = matching.len();
+                (total, matching.into_iter().skip(offset).take(count).collect())
+            }
+        };
+        let mut resources = Vec::with_capacity(rows.len());
+        for group in rows {
+            let members = if with_members {
+                Some(repo::groups::members(c, &group.id)?)
+            } else {
+                None
+            };
+            resources.push(to_scim(&GroupView { group, members }, base_url));
+        }
+        Ok(Page {
+            total,
+            start_index,
+            resources,
+        })
+    })
+}

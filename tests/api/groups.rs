@@ -1,0 +1,287 @@
+//! SCIM Groups and the RBAC rules of DECISIONS.md §4: adding a member or renaming ends nobody's sessions; a
+//! member who leaves (PATCH, PUT, group delete) gets a new token generation in the same transaction; nobody else
+//! does. Entra's `Remove` with a `value` list removes only the listed members.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, TestApp, both_backends, patch_op};
+
+async fn users(app: &TestApp, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(app.create_user(&format!("member{i}@example.com")).await);
+    }
+    ids
+}
+
+fn members(ids: &[&String]) -> Value {
+    Value::Array(ids.iter().map(|id| json!({"value": id})).collect())
+}
+
+async fn create_group(app: &TestApp, name: &str, member_ids: &[&String]) -> String {
+    let res = app
+        .post("/Groups", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name, "members": members(member_ids)}))
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    res.body["id"].as_str().unwrap().to_owned()
+}
+
+fn generations(app: &TestApp, ids: &[String]) -> Vec<i64> {
+    ids.iter().map(|id| app.user_row(id).token_generation).collect()
+}
+
+fn member_values(body: &Value) -> Vec<String> {
+    let mut v: Vec<String> = body["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|x| x["value"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+async fn entra_remove_with_value_removes_only_the_listed_members(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 3).await;
+    let gid = create_group(&app, "eng", &[&u[0], &u[1], &u[2]]).await;
+    assert_eq!(
+        generations(&app, &u),
+        vec![0, 0, 0],
+        "joining ends nobody's sessions"
+    );
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": u[1]}]}]});
+    let res = app.patch(&format!("/Groups/{gid}"), &body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let mut want = vec![u[0].clone(), u[2].clone()];
+    want.sort();
+    assert_eq!(member_values(&res.body), want);
+    assert_eq!(
+        generations(&app, &u),
+        vec![0, 1, 0],
+        "only the removed member's tokens die"
+    );
+}
+
+async fn adding_and_renaming_end_no_sessions(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 2).await;
+    let gid = create_group(&app, "eng", &[&u[0]]).await;
+    let path = format!("/Groups/{gid}");
+    let res = app
+        .patch(
+            &path,
+            &patch_op("add", Some("members"), &members(&[&u[1], &u[0]])),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(
+        member_values(&res.body).len(),
+        2,
+        "adding an existing member is not an error nor a duplicate"
+    );
+    // Okta re-sends the id and the name with membership changes.
+    let res = app
+        .patch(
+            &path,
+            &patch_op("replace", None, &json!({"id": gid, "displayName": "engineering"})),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["displayName"], "engineering");
+    assert_eq!(generations(&app, &u), vec![0, 0]);
+    let user = app.get(&format!("/Users/{}", u[1])).await.body;
+    assert_eq!(user["groups"][0]["value"], gid.as_str());
+    assert_eq!(user["groups"][0]["display"], "engineering");
+}
+
+async fn removal_by_filter_replace_and_delete_end_sessions_of_leavers_only(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 4).await;
+    let gid = create_group(&app, "ops", &[&u[0], &u[1], &u[2]]).await;
+    let path = format!("/Groups/{gid}");
+    // Okta: remove by filter, then add in the same PATCH.
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "remove", "path": format!("members[value eq \"{}\"]", u[0])},
+        {"op": "add", "path": "members", "value": [{"value": u[3]}]}]});
+    assert_eq!(app.patch(&path, &body).await.status, 200);
+    assert_eq!(generations(&app, &u), vec![1, 0, 0, 0]);
+    // Removing a member and adding them back in one PATCH is no change for them.
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "remove", "path": format!("members[value eq \"{}\"]", u[1])},
+        {"op": "add", "path": "members", "value": [{"value": u[1]}]}]});
+    assert_eq!(app.patch(&path, &body).await.status, 200);
+    assert_eq!(generations(&app, &u), vec![1, 0, 0, 0]);
+    // Okta's "replace members": whoever is not in the new list leaves.
+    let res = app
+        .patch(
+            &path,
+            &patch_op("replace", Some("members"), &members(&[&u[1], &u[0]])),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(
+        generations(&app, &u),
+        vec![1, 0, 1, 1],
+        "u2 and u3 left; u0 joined again"
+    );
+    // Deleting the group ends the sessions of everyone still in it.
+    assert_eq!(app.delete(&path).await.status, 204);
+    assert_eq!(app.get(&path).await.status, 404);
+    assert_eq!(generations(&app, &u), vec![2, 1, 1, 1]);
+    assert!(
+        app.get(&format!("/Users/{}", u[0]))
+            .await
+            .body
+            .get("groups")
+            .is_none()
+    );
+}
+
+async fn put_keeps_members_unless_it_names_them(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 2).await;
+    let gid = create_group(&app, "sre", &[&u[0], &u[1]]).await;
+    let path = format!("/Groups/{gid}");
+    let res = app
+        .put(&path, &json!({"displayName": "sre-team", "id": gid}))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(
+        member_values(&res.body).len(),
+        2,
+        "members left out of a PUT are kept"
+    );
+    assert_eq!(generations(&app, &u), vec![0, 0]);
+    let res = app
+        .put(&path, &json!({"displayName": "sre-team", "members": []}))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(res.body.get("members").is_none());
+    assert_eq!(generations(&app, &u), vec![1, 1]);
+}
+
+async fn a_failing_patch_changes_nothing(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 2).await;
+    let gid = create_group(&app, "db", &[&u[0], &u[1]]).await;
+    let path = format!("/Groups/{gid}");
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "replace", "path": "displayName", "value": "renamed"},
+        {"op": "remove", "path": format!("members[value eq \"{}\"]", u[0])},
+        {"op": "add", "path": "members", "value": [{"value": "0192e4a1-0000-7000-8000-000000000000"}]}]});
+    let res = app.patch(&path, &body).await;
+    assert_eq!(
+        (res.status, res.body["scimType"].as_str()),
+        (400, Some("invalidValue")),
+        "{}",
+        res.text
+    );
+    let group = app.get(&path).await.body;
+    assert_eq!(group["displayName"], "db");
+    assert_eq!(member_values(&group).len(), 2);
+    assert_eq!(group["meta"]["version"], "W/\"1\"");
+    assert_eq!(
+        generations(&app, &u),
+        vec![0, 0],
+        "a rolled-back removal ends no session"
+    );
+}
+
+async fn deleting_a_user_removes_it_from_every_group(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 2).await;
+    let g1 = create_group(&app, "a", &[&u[0], &u[1]]).await;
+    let g2 = create_group(&app, "b", &[&u[0]]).await;
+    assert_eq!(app.delete(&format!("/Users/{}", u[0])).await.status, 204);
+    assert_eq!(
+        member_values(&app.get(&format!("/Groups/{g1}")).await.body),
+        vec![u[1].clone()]
+    );
+    assert!(
+        app.get(&format!("/Groups/{g2}"))
+            .await
+            .body
+            .get("members")
+            .is_none()
+    );
+}
+
+async fn excluded_members_and_filters(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 2).await;
+    let gid = create_group(&app, "Platform Team", &[&u[0]]).await;
+    create_group(&app, "other", &[&u[1]]).await;
+    let res = app
+        .get(&format!("/Groups/{gid}?excludedAttributes=members"))
+        .await;
+    assert_eq!(res.status, 200);
+    assert!(res.body.get("members").is_none());
+    assert_eq!(res.body["displayName"], "Platform Team");
+    let res = app
+        .get("/Groups?filter=displayName%20eq%20%22platform%20team%22&excludedAttributes=members")
+        .await;
+    assert_eq!(res.body["totalResults"], 1, "{}", res.text);
+    assert!(res.body["Resources"][0].get("members").is_none());
+    let res = app
+        .get(&format!("/Groups?filter=members.value%20eq%20%22{}%22", u[1]))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["totalResults"], 1);
+    assert_eq!(res.body["Resources"][0]["displayName"], "other");
+    let res = app.post("/Groups", &json!({"members": []})).await;
+    assert_eq!(res.status, 400, "displayName is required");
+    assert_eq!(app.get("/Groups/not-a-uuid").await.status, 404);
+}
+
+async fn large_groups_are_patched_by_rows(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(app.create_user(&format!("bulk{i}@example.com")).await);
+    }
+    let id_refs: Vec<&String> = ids.iter().collect();
+    let gid = create_group(&app, "everyone", &id_refs[..299]).await;
+    let path = format!("/Groups/{gid}?excludedAttributes=members");
+    let res = app
+        .patch(&path, &patch_op("add", Some("members"), &members(&[&ids[299]])))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(res.body.get("members").is_none());
+    let full = app.get(&format!("/Groups/{gid}")).await.body;
+    assert_eq!(full["members"].as_array().unwrap().len(), 300);
+    let concurrent = (0..20).map(|i| {
+        let (app, path, id) = (&app, &path, &ids[i]);
+        async move {
+            app.patch(
+                path,
+                &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]}),
+            )
+            .await
+        }
+    });
+    for r in futures::future::join_all(concurrent).await {
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let full = app.get(&format!("/Groups/{gid}")).await.body;
+    assert_eq!(
+        full["members"].as_array().unwrap().len(),
+        280,
+        "no concurrent removal lost"
+    );
+}
+
+both_backends!(
+    entra_remove_with_value_removes_only_the_listed_members,
+    adding_and_renaming_end_no_sessions,
+    removal_by_filter_replace_and_delete_end_sessions_of_leavers_only,
+    put_keeps_members_unless_it_names_them,
+    a_failing_patch_changes_nothing,
+    deleting_a_user_removes_it_from_every_group,
+    excluded_members_and_filters,
+    large_groups_are_patched_by_rows,
+);
