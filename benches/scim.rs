@@ -1,0 +1,949 @@
+//! The SCIM load benchmark: create throughput, `userName eq` lookup latency, GET by id, and PATCH
+//! `active=false` / `active=true` throughput, on SQLite and PostgreSQL, at a given number of users.
+//!
+//! ```text
+//! cargo bench --bench scim -- [--backend sqlite|postgres|both] [--users 100000] [--seconds 10] [--connections 32]
+//! ```
+//!
+//! Each backend gets a fresh database (SQLite in a temp dir; PostgreSQL a database `offboard_bench_<uuid>` created
+//! on `TEST_DATABASE_URL` and dropped at the end), seeded with Okta-shaped users through
+//! `offboard::lifecycle::users::create`, the same use case `POST /Users` runs (no HTTP, several threads). The real
+//! server then runs in-process on a loopback listener: one actix worker in its own thread and `actix_web::rt::System`,
+//! built through `offboard::configure` exactly as `offboard serve` does. The load generator is a current-thread
+//! tokio runtime in the main thread keeping `--connections` requests in flight over reqwest. Every answer is
+//! checked, and the store is read back at the end; a wrong answer fails the run. The server's writes are durable as
+//! in production (SQLite WAL with `synchronous=NORMAL`; PostgreSQL with the server's `synchronous_commit`, printed).
+//! Only the seeding connections, closed before the server starts, commit without waiting for PostgreSQL's WAL flush.
+//!
+//! Nothing here pins threads to cores: on a small machine the load generator shares the CPU with the server, so
+//! compare runs made on the same machine, and record them in BENCHMARKS.md with the machine line printed here.
+
+use std::cell::{Cell, RefCell};
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, ValueEnum};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use hdrhistogram::Histogram;
+use offboard::config::Config;
+use offboard::credentials::{self, Scope};
+use offboard::db::{Backend, Db, DbError, DbOptions, DbUrl, schema};
+use offboard::lifecycle::users;
+use offboard::scim::{PATCH_OP_SCHEMA, USER_SCHEMA};
+use offboard::{AppState, configure};
+use rand::Rng;
+use rand::seq::SliceRandom;
+use serde_json::{Value, json};
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Debug, Parser)]
+#[command(about = "SCIM load benchmark for offboard (see the module doc of benches/scim.rs)")]
+struct Args {
+    /// Which backends to measure.
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    backend: Which,
+    /// Users seeded before the phases.
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    /// Length of each phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Requests kept in flight.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Added by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+fn main() -> ExitCode {
+    match run(&Args::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("FAILED: the server gave wrong answers (see above)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the selected backends; `Ok(false)` when any answer was wrong.
+fn run(args: &Args) -> anyhow::Result<bool> {
+    if args.users == 0 || args.connections == 0 || args.seconds == 0 {
+        bail!("--users, --connections and --seconds must be at least 1");
+    }
+    println!("# offboard SCIM benchmark\n");
+    println!(
+        "`cargo bench --bench scim -- --backend {} --users {} --seconds {} --connections {}`\n",
+        match args.backend {
+            Which::Sqlite => "sqlite",
+            Which::Postgres => "postgres",
+            Which::Both => "both",
+        },
+        args.users,
+        args.seconds,
+        args.connections
+    );
+    println!("machine: {}\n", machine());
+    let backends: &[Backend] = match args.backend {
+        Which::Sqlite => &[Backend::Sqlite],
+        Which::Postgres => &[Backend::Postgres],
+        Which::Both => &[Backend::Sqlite, Backend::Postgres],
+    };
+    let mut all_right = true;
+    let mut ran = 0;
+    for &backend in backends {
+        let Some(bench_db) = BenchDb::create(backend)? else {
+            continue;
+        };
+        let report = run_backend(&bench_db, args)?;
+        drop(bench_db);
+        report.print();
+        all_right &= report.all_right();
+        ran += 1;
+    }
+    if ran == 0 {
+        bail!("no backend could run");
+    }
+    Ok(all_right)
+}
+
+/// `nproc` and the CPU model.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cpus} CPUs (nproc), {model}")
+}
+
+/// A database that exists for one backend's run and is removed after it.
+enum BenchDb {
+    Sqlite { dir: tempfile::TempDir },
+    Postgres { admin_url: String, name: String },
+}
+
+impl BenchDb {
+    /// A fresh database, or `None` (with a notice) when PostgreSQL is unreachable.
+    fn create(backend: Backend) -> anyhow::Result<Option<Self>> {
+        match backend {
+            Backend::Sqlite => Ok(Some(Self::Sqlite {
+                dir: tempfile::tempdir().context("create a temp dir")?,
+            })),
+            Backend::Postgres => {
+                let admin_url =
+                    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+                let shown = DbUrl::parse(&admin_url).map_or_else(|_| admin_url.clone(), |u| u.redacted());
+                let mut admin = match PgConnection::establish(&admin_url) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let why = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                        println!(
+                            "PostgreSQL at {shown} is unreachable ({why}): SKIPPED the PostgreSQL run; set \
+                             TEST_DATABASE_URL\n"
+                        );
+                        return Ok(None);
+                    }
+                };
+                let name = format!("offboard_bench_{}", uuid::Uuid::new_v4().simple());
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .with_context(|| format!("create database {name} on {shown}"))?;
+                Ok(Some(Self::Postgres { admin_url, name }))
+            }
+        }
+    }
+
+    /// PostgreSQL: whether connections opened from now on wait for the WAL flush at commit (the server default)
+    /// or not (for seeding).
+    fn seeding_commits(&self, seeding: bool) -> anyhow::Result<()> {
+        let Self::Postgres { admin_url, name } = self else {
+            return Ok(());
+        };
+        let sql = if seeding {
+            format!("ALTER DATABASE {name} SET synchronous_commit = off")
+        } else {
+            format!("ALTER DATABASE {name} RESET synchronous_commit")
+        };
+        let mut admin = PgConnection::establish(admin_url)?;
+        diesel::sql_query(sql).execute(&mut admin)?;
+        Ok(())
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Sqlite { dir } => dir.path().join("offboard.db").to_string_lossy().into_owned(),
+            Self::Postgres { admin_url, name } => with_database(admin_url, name),
+        }
+    }
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        if let Self::Postgres { admin_url, name } = self {
+            let dropped = PgConnection::establish(admin_url)
+                .map_err(|e| e.to_string())
+                .and_then(|mut admin| {
+                    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = dropped {
+                eprintln!("could not drop the benchmark database {name}: {e}; drop it by hand");
+            }
+        }
+    }
+}
+
+/// Replaces the database name of a PostgreSQL URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let root = base.rsplit_once('/').map_or(base, |(root, _)| root);
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+/// A seeded user, as the load generator addresses it.
+struct Seeded {
+    id: String,
+    user_name: String,
+}
+
+/// An Okta "Push New Users" body (shared/fixtures/okta-create-user.json): password, `groups: []` and locale
+/// included, as Okta sends them. `kind` keeps the Okta ids (`externalId`) of seeded and created users apart.
+fn okta_user(user_name: &str, n: usize, kind: char) -> Value {
+    json!({
+        "schemas": [USER_SCHEMA],
+        "userName": user_name,
+        "name": {"givenName": "Bench", "familyName": format!("User{n}")},
+        "emails": [{"primary": true, "value": user_name, "type": "work"}],
+        "displayName": format!("Bench User{n}"),
+        "locale": "en-US",
+        "externalId": format!("00u{kind}{n:016x}"),
+        "groups": [],
+        "password": "1mz050nq",
+        "active": true
+    })
+}
+
+fn seed_name(n: usize) -> String {
+    format!("Seed.User{n}@Bench.Example")
+}
+
+fn created_name(n: usize) -> String {
+    format!("New.User{n}@Bench.Example")
+}
+
+/// Creates `count` users through `lifecycle::users::create` from several threads.
+fn seed(db: &Db, count: usize) -> anyhow::Result<Vec<Seeded>> {
+    let threads = match db.backend() {
+        // One writer connection: more threads only queue on it, two keep it busy while JSON is prepared.
+        Backend::Sqlite => 2,
+        // One thread per pooled connection: the use case is a chain of round trips, so many overlap.
+        Backend::Postgres => 16,
+    };
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new(Vec::with_capacity(count));
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    let mut mine = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= count {
+                            break;
+                        }
+                        let user_name = seed_name(n);
+                        let created = users::create(db, &okta_user(&user_name, n, 's')).map_err(|e| {
+                            next.store(count, Ordering::Relaxed); // stops the other threads
+                            anyhow!("seeding user {n}: {e:?}")
+                        })?;
+                        mine.push((
+                            n,
+                            Seeded {
+                                id: created.user.id,
+                                user_name,
+                            },
+                        ));
+                    }
+                    done.lock()
+                        .map_err(|_| anyhow!("a seeding thread panicked"))?
+                        .extend(mine);
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow!("a seeding thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let mut done = done
+        .into_inner()
+        .map_err(|_| anyhow!("a seeding thread panicked"))?;
+    done.sort_unstable_by_key(|(n, _)| *n);
+    Ok(done.into_iter().map(|(_, s)| s).collect())
+}
+
+/// What one backend's run measured.
+struct Report {
+    backend: Backend,
+    db_version: String,
+    durability: String,
+    users: usize,
+    seed_secs: f64,
+    phases: Vec<Measured>,
+    checks: Vec<String>,
+}
+
+fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<Report> {
+    let url = DbUrl::parse(&bench_db.url()).map_err(|e| anyhow!("database url: {e}"))?;
+    let backend = url.backend;
+    println!("## {}\n", backend_name(backend));
+    // What `offboard serve` uses with a default configuration.
+    let config = Config {
+        database_url: bench_db.url(),
+        workers: 1,
+        ..Config::default()
+    };
+    let opts = DbOptions {
+        pool_size: config.database.pool_size,
+        connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
+        sqlite_busy_timeout_ms: config.database.sqlite_busy_timeout_ms,
+    };
+    let open = || Db::open(&url, &opts).with_context(|| format!("open {}", url.redacted()));
+
+    // Seeding runs the same use case as POST /Users on its own pool. On PostgreSQL its commits do not wait for the
+    // WAL flush (`synchronous_commit = off` for the seeding connections only): the rows are the same, and the
+    // server's pool, opened afterwards, commits durably (printed below).
+    bench_db.seeding_commits(true)?;
+    let seeding_db = open()?;
+    seeding_db.migrate()?;
+    let token = credentials::create(&seeding_db, "bench-idp", &[Scope::Scim])?
+        .expose()
+        .to_owned();
+    eprintln!("seeding {} users…", args.users);
+    let started = Instant::now();
+    let seeded = seed(&seeding_db, args.users)?;
+    let seed_secs = started.elapsed().as_secs_f64();
+    println!(
+        "seeded {} users in {seed_secs:.1} s ({:.0} users/s)\n",
+        args.users,
+        rate(args.users as u64, seed_secs)
+    );
+    if backend == Backend::Postgres {
+        // Autovacuum would analyse a table this size within a minute; do it now so the plans do not depend on when
+        // it ran.
+        seeding_db.read(|c| diesel::sql_query("ANALYZE").execute(c).map_err(DbError::from))?;
+    }
+    drop(seeding_db);
+    bench_db.seeding_commits(false)?;
+
+    let db = open()?;
+    let (db_version, durability) = db_facts(&db)?;
+
+    let listener = TcpListener::bind("127.0.0.1:0").context("bind a loopback port")?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(
+        db.clone(),
+        Config {
+            issuer: format!("http://{addr}"),
+            ..config
+        },
+    );
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let server =
+        std::thread::Builder::new()
+            .name("offboard-server".into())
+            .spawn(move || -> anyhow::Result<()> {
+                actix_web::rt::System::new().block_on(async move {
+                    let server = actix_web::HttpServer::new(move || {
+                        actix_web::App::new().configure(configure(state.clone()))
+                    })
+                    .workers(1)
+                    .disable_signals()
+                    .listen(listener)?
+                    .run();
+                    handle_tx
+                        .send(server.handle())
+                        .map_err(|_| anyhow!("the benchmark went away"))?;
+                    server.await.context("HTTP server failed")
+                })
+            })?;
+    let handle = handle_rx.recv().context("the server did not start")?;
+
+    let load = Load {
+        root: format!("http://{addr}"),
+        token,
+        connections: args.connections,
+        duration: Duration::from_secs(args.seconds),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(async {
+        let outcome = phases(&load, &seeded).await;
+        handle.stop(true).await;
+        outcome
+    });
+    server
+        .join()
+        .map_err(|_| anyhow!("the server thread panicked"))??;
+    let outcome = outcome?;
+    let checks = verify_store(&db, &seeded, &outcome)?;
+    let phases = outcome.measured;
+    Ok(Report {
+        backend,
+        db_version,
+        durability,
+        users: args.users,
+        seed_secs,
+        phases,
+        checks,
+    })
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "SQLite",
+        Backend::Postgres => "PostgreSQL",
+    }
+}
+
+#[derive(QueryableByName)]
+struct Text {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    v: String,
+}
+
+/// The database version and how durable a commit is, as the server's connections see it.
+fn db_facts(db: &Db) -> anyhow::Result<(String, String)> {
+    let one = |sql: &'static str| {
+        db.read(|c| {
+            diesel::sql_query(sql)
+                .get_result::<Text>(c)
+                .map_err(DbError::from)
+        })
+    };
+    Ok(match db.backend() {
+        Backend::Sqlite => (
+            format!("SQLite {}", one("SELECT sqlite_version() AS v")?.v),
+            "WAL, synchronous=NORMAL (set per connection by offboard)".to_owned(),
+        ),
+        Backend::Postgres => {
+            let version = one("SELECT current_setting('server_version') AS v")?.v;
+            let sync = one("SELECT current_setting('synchronous_commit') AS v")?.v;
+            let fsync = one("SELECT current_setting('fsync') AS v")?.v;
+            (
+                format!("PostgreSQL {version}"),
+                format!("synchronous_commit={sync}, fsync={fsync}"),
+            )
+        }
+    })
+}
+
+/// How the load is applied.
+struct Load {
+    /// `http://127.0.0.1:PORT`.
+    root: String,
+    token: String,
+    connections: usize,
+    duration: Duration,
+}
+
+/// Judges an answer: `Err` says what is wrong with it.
+type Check = Box<dyn FnOnce(u16, &Value) -> Result<(), String>>;
+
+/// One request to send and how to judge its answer (status and JSON body, `Null` when not JSON).
+struct Job {
+    request: reqwest::RequestBuilder,
+    check: Check,
+}
+
+/// What one phase measured.
+struct Measured {
+    name: &'static str,
+    hist: Histogram<u64>,
+    right: u64,
+    wrong: u64,
+    /// The first few wrong answers, described.
+    samples: Vec<String>,
+    elapsed: Duration,
+    /// The phase ended before its time because it had no more targets (each PATCH needs a fresh user).
+    ran_out: bool,
+    /// CPU time of the process without the load generator (the server, and SQLite inside it), and of the load
+    /// generator, during the phase. PostgreSQL's own processes are not counted.
+    cpu: Option<CpuSplit>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CpuSplit {
+    server: Duration,
+    load: Duration,
+}
+
+const WRONG_SAMPLES: usize = 5;
+
+impl Measured {
+    fn new(name: &'static str) -> anyhow::Result<Self> {
+        Ok(Self {
+            name,
+            // Microseconds, 1 µs to 10 min, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+            right: 0,
+            wrong: 0,
+            samples: Vec::new(),
+            elapsed: Duration::ZERO,
+            ran_out: false,
+            cpu: None,
+        })
+    }
+
+    fn record(&mut self, latency: Duration, verdict: Result<(), String>) {
+        self.hist
+            .saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1));
+        match verdict {
+            Ok(()) => self.right += 1,
+            Err(why) => {
+                self.wrong += 1;
+                if self.samples.len() < WRONG_SAMPLES {
+                    self.samples.push(why);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `next`'s jobs with `load.connections` in flight until the phase's time is up or `next` has none left.
+async fn drive(name: &'static str, load: &Load, next: impl Fn() -> Option<Job>) -> anyhow::Result<Measured> {
+    let measured = RefCell::new(Measured::new(name)?);
+    let ran_out = Cell::new(false);
+    let cpu_before = cpu_times();
+    let started = Instant::now();
+    let deadline = started + load.duration;
+    let (next, measured_ref, ran_out_ref) = (&next, &measured, &ran_out);
+    let worker = || async move {
+        while Instant::now() < deadline {
+            let Some(job) = next() else {
+                ran_out_ref.set(true);
+                break;
+            };
+            let sent = Instant::now();
+            let answer = match job.request.send().await {
+                Ok(res) => {
+                    let status = res.status().as_u16();
+                    res.bytes().await.map(|b| (status, b))
+                }
+                Err(e) => Err(e),
+            };
+            let latency = sent.elapsed();
+            let verdict = match answer {
+                Ok((status, bytes)) => {
+                    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    (job.check)(status, &body)
+                        .map_err(|why| format!("{why}; HTTP {status}: {}", snippet(&bytes)))
+                }
+                Err(e) => Err(format!("no answer: {e}")),
+            };
+            measured_ref.borrow_mut().record(latency, verdict);
+        }
+    };
+    futures::future::join_all((0..load.connections).map(|_| worker())).await;
+    let mut measured = measured.into_inner();
+    measured.elapsed = started.elapsed();
+    measured.ran_out = ran_out.get();
+    measured.cpu = cpu_before.zip(cpu_times()).map(|((p0, t0), (p1, t1))| {
+        let load = t1.saturating_sub(t0);
+        CpuSplit {
+            server: p1.saturating_sub(p0).saturating_sub(load),
+            load,
+        }
+    });
+    Ok(measured)
+}
+
+/// CPU time (user + system) used so far by the whole process and by the calling thread, from /proc.
+fn cpu_times() -> Option<(Duration, Duration)> {
+    Some((cpu_time("/proc/self/stat")?, cpu_time("/proc/thread-self/stat")?))
+}
+
+/// `utime + stime` of a `/proc/…/stat` file.
+fn cpu_time(path: &str) -> Option<Duration> {
+    /// `USER_HZ`: the unit of those fields, 100 on every Linux architecture offboard runs on.
+    const TICKS_PER_SEC: u64 = 100;
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces); utime and stime are fields 14 and 15 of the line.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * (1000 / TICKS_PER_SEC)))
+}
+
+fn snippet(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut s: String = text.chars().take(200).collect();
+    if text.chars().nth(200).is_some() {
+        s.push('…');
+    }
+    s
+}
+
+fn expect_status(status: u16, want: u16) -> Result<(), String> {
+    if status == want {
+        Ok(())
+    } else {
+        Err(format!("expected {want}"))
+    }
+}
+
+fn expect_field(body: &Value, pointer: &str, want: &Value) -> Result<(), String> {
+    match body.pointer(pointer) {
+        Some(v) if v == want => Ok(()),
+        Some(v) => Err(format!("{pointer} is {v}, expected {want}")),
+        None => Err(format!("{pointer} missing, expected {want}")),
+    }
+}
+
+/// The SCIM API as the IdP calls it: bearer credential, SCIM media types.
+struct Api {
+    client: reqwest::Client,
+    root: String,
+    auth: String,
+}
+
+impl Api {
+    fn new(load: &Load) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(load.connections)
+            .build()?;
+        Ok(Self {
+            client,
+            root: load.root.clone(),
+            auth: format!("Bearer {}", load.token),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}/scim/v2{path}", self.root))
+            .header("Authorization", &self.auth)
+            .header("Accept", "application/scim+json")
+    }
+
+    fn with_body(&self, method: reqwest::Method, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.request(method, path)
+            .header("Content-Type", "application/scim+json; charset=utf-8")
+            .body(body.to_string())
+    }
+}
+
+/// Opens the connections before the first phase, so no phase pays for connection set-up.
+async fn warm_up(api: &Api, load: &Load) -> anyhow::Result<()> {
+    let probes =
+        (0..load.connections).map(|_| api.request(reqwest::Method::GET, "/ServiceProviderConfig").send());
+    for res in futures::future::join_all(probes).await {
+        res.context("the server does not answer")?;
+    }
+    Ok(())
+}
+
+/// What the phases produced: their measurements, and which seeded users each PATCH phase changed.
+struct Phases {
+    measured: Vec<Measured>,
+    deactivated: Vec<usize>,
+    reactivated: Vec<usize>,
+}
+
+/// The phases, in order: create, lookup, get, deactivate, reactivate.
+async fn phases(load: &Load, seeded: &[Seeded]) -> anyhow::Result<Phases> {
+    let api = Api::new(load)?;
+    warm_up(&api, load).await?;
+    let mut measured = Vec::new();
+
+    // create: new unique Okta users → 201 with the user.
+    let created = Cell::new(0usize);
+    measured.push(
+        drive("create (POST)", load, || {
+            let n = created.get();
+            created.set(n + 1);
+            let user_name = created_name(n);
+            let request = api.with_body(reqwest::Method::POST, "/Users", &okta_user(&user_name, n, 'c'));
+            Some(Job {
+                request,
+                check: Box::new(move |status, body| {
+                    expect_status(status, 201)?;
+                    expect_field(body, "/userName", &json!(user_name))?;
+                    expect_field(body, "/active", &json!(true))?;
+                    match body.get("id").and_then(Value::as_str) {
+                        Some(id) if !id.is_empty() => Ok(()),
+                        _ => Err("no id".into()),
+                    }
+                }),
+            })
+        })
+        .await?,
+    );
+
+    // lookup: `userName eq` on random seeded users, spelt as seeded → exactly that user.
+    measured.push(
+        drive("lookup (userName eq)", load, || {
+            let user = seeded.get(rand::rng().random_range(0..seeded.len()))?;
+            let filter = format!("userName eq \"{}\"", user.user_name);
+            let request = api
+                .request(reqwest::Method::GET, "/Users")
+                .query(&[("filter", filter)]);
+            let id = json!(user.id);
+            Some(Job {
+                request,
+                check: Box::new(move |status, body| {
+                    expect_status(status, 200)?;
+                    expect_field(body, "/totalResults", &json!(1))?;
+                    expect_field(body, "/Resources/0/id", &id)
+                }),
+            })
+        })
+        .await?,
+    );
+
+    // get: GET /Users/{id} on random seeded users.
+    measured.push(
+        drive("get (GET /Users/{id})", load, || {
+            let user = seeded.get(rand::rng().random_range(0..seeded.len()))?;
+            let request = api.request(reqwest::Method::GET, &format!("/Users/{}", user.id));
+            let user_name = json!(user.user_name);
+            Some(Job {
+                request,
+                check: Box::new(move |status, body| {
+                    expect_status(status, 200)?;
+                    expect_field(body, "/userName", &user_name)
+                }),
+            })
+        })
+        .await?,
+    );
+
+    // deactivate: Okta's PATCH (replace, no path, value map) on distinct active users in random order, each a real
+    // state change (version 1 → 2) that ends the user's sessions.
+    let mut order: Vec<usize> = (0..seeded.len()).collect();
+    order.shuffle(&mut rand::rng());
+    let (deactivate, deactivated) = patch_active(
+        "deactivate (PATCH active=false)",
+        load,
+        &api,
+        seeded,
+        &order,
+        false,
+    )
+    .await?;
+    measured.push(deactivate);
+
+    // reactivate: the same users back to active, in the same order (version 2 → 3).
+    let (reactivate, reactivated) = patch_active(
+        "reactivate (PATCH active=true)",
+        load,
+        &api,
+        seeded,
+        &deactivated,
+        true,
+    )
+    .await?;
+    measured.push(reactivate);
+    Ok(Phases {
+        measured,
+        deactivated,
+        reactivated,
+    })
+}
+
+/// Sends a PATCH of `active` to the seeded users named by `order`, one request each, in that order. Returns the
+/// measurement and the users whose change was confirmed.
+async fn patch_active(
+    name: &'static str,
+    load: &Load,
+    api: &Api,
+    seeded: &[Seeded],
+    order: &[usize],
+    active: bool,
+) -> anyhow::Result<(Measured, Vec<usize>)> {
+    let body = json!({
+        "schemas": [PATCH_OP_SCHEMA],
+        "Operations": [{"op": "replace", "value": {"active": active}}]
+    });
+    // Seeded at version 1; each phase changes each user once.
+    let version = json!(if active { "W/\"3\"" } else { "W/\"2\"" });
+    let position = Cell::new(0usize);
+    let changed = std::rc::Rc::new(RefCell::new(Vec::new()));
+    let measured = drive(name, load, || {
+        let i = position.get();
+        let &n = order.get(i)?;
+        position.set(i + 1);
+        let user = seeded.get(n)?;
+        let request = api.with_body(reqwest::Method::PATCH, &format!("/Users/{}", user.id), &body);
+        let (changed, version) = (changed.clone(), version.clone());
+        Some(Job {
+            request,
+            check: Box::new(move |status, body| {
+                expect_status(status, 200)?;
+                expect_field(body, "/active", &json!(active))?;
+                expect_field(body, "/meta/version", &version)?;
+                changed.borrow_mut().push(n);
+                Ok(())
+            }),
+        })
+    })
+    .await?;
+    let changed = changed.take();
+    Ok((measured, changed))
+}
+
+/// Reads the store behind the server's back: the answers must have been real, committed changes.
+fn verify_store(db: &Db, seeded: &[Seeded], phases: &Phases) -> anyhow::Result<Vec<String>> {
+    use schema::users::dsl as u;
+    let mut problems = Vec::new();
+    let created = phases.measured.first().map_or(0, |m| m.right);
+    let live: i64 = db.read(|c| {
+        u::users
+            .filter(u::deleted_at.is_null())
+            .count()
+            .get_result(c)
+            .map_err(DbError::from)
+    })?;
+    let expected = seeded.len() as u64 + created;
+    if u64::try_from(live).ok() != Some(expected) {
+        problems.push(format!(
+            "{live} live users in the store, expected {expected} (seeded + created)"
+        ));
+    }
+    // A sample of the PATCHed users: deactivation bumped the token generation once, in the same transaction.
+    let reactivated: std::collections::HashSet<usize> = phases.reactivated.iter().copied().collect();
+    for &n in phases
+        .deactivated
+        .iter()
+        .step_by((phases.deactivated.len() / 200).max(1))
+    {
+        let Some(user) = seeded.get(n) else { continue };
+        let (is_active, generation): (bool, i64) = db.read(|c| {
+            u::users
+                .filter(u::id.eq(&user.id))
+                .select((u::active, u::token_generation))
+                .first(c)
+                .map_err(DbError::from)
+        })?;
+        let active = reactivated.contains(&n);
+        if is_active != active || generation != 1 {
+            problems.push(format!(
+                "user {}: active={is_active} token_generation={generation} in the store, expected active={active} \
+                 token_generation=1",
+                user.id
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+#[expect(clippy::cast_precision_loss, reason = "request counts are far below 2^52")]
+fn rate(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "latencies in µs are far below 2^52")]
+fn millis(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+impl Report {
+    fn all_right(&self) -> bool {
+        self.checks.is_empty() && self.phases.iter().all(|m| m.wrong == 0 && m.right > 0)
+    }
+
+    fn print(&self) {
+        println!(
+            "{} at {} users ({}; {}), seeding {:.0} users/s through lifecycle::users::create\n",
+            backend_name(self.backend),
+            self.users,
+            self.db_version,
+            self.durability,
+            rate(self.users as u64, self.seed_secs)
+        );
+        println!(
+            "| phase | requests | req/s | p50 ms | p99 ms | max ms | wrong | offboard CPU | load gen CPU |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for m in &self.phases {
+            let secs = m.elapsed.as_secs_f64();
+            let note = if m.ran_out {
+                format!(" (ran out of users after {secs:.1} s)")
+            } else {
+                String::new()
+            };
+            // Share of one core.
+            let share = |d: Duration| format!("{:.0} %", 100.0 * d.as_secs_f64() / secs);
+            let (server, load) = m
+                .cpu
+                .map_or_else(|| ("?".into(), "?".into()), |c| (share(c.server), share(c.load)));
+            println!(
+                "| {}{note} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {server} | {load} |",
+                m.name,
+                m.right + m.wrong,
+                rate(m.right + m.wrong, secs),
+                millis(m.hist.value_at_quantile(0.5)),
+                millis(m.hist.value_at_quantile(0.99)),
+                millis(m.hist.max()),
+                m.wrong
+            );
+        }
+        println!(
+            "\nCPU in % of one core: offboard is this process without the load generator's thread (HTTP worker, \
+             blocking pool{}); load gen is reqwest and the answer checks.\n",
+            match self.backend {
+                Backend::Sqlite => ", SQLite",
+                Backend::Postgres => "; PostgreSQL's own processes are not counted",
+            }
+        );
+        for m in self.phases.iter().filter(|m| m.wrong > 0) {
+            println!(
+                "wrong answers in {} ({} of them), the first ones:",
+                m.name, m.wrong
+            );
+            for s in &m.samples {
+                println!("- {s}");
+            }
+        }
+        for m in self.phases.iter().filter(|m| m.right == 0) {
+            println!("{}: no right answer at all", m.name);
+        }
+        for p in &self.checks {
+            println!("store check failed: {p}");
+        }
+        if self.all_right() {
+            println!("every answer right; the store agrees with them\n");
+        }
+    }
+}
