@@ -129,18 +129,7 @@ fn indexed(stored: &Value) -> Result<Indexed, AppError> {
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ScimError::invalid_value("userName is required"))?;
     let display_name = text("displayName");
-    let emails = stored
-        .get("emails")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(|e| {
-                    let value = e.get("value")?.as_str()?;
-                    Some((fold(value), e.get("type").and_then(Value::as_str).map(fold)))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let emails = email_keys(stored);
     Ok(Indexed {
         user_name_folded: fold(&user_name),
         user_name,
@@ -151,6 +140,22 @@ fn indexed(stored: &Value) -> Result<Indexed, AppError> {
         emails,
         resource: serde_json::to_string(stored).map_err(AppError::internal)?,
     })
+}
+
+/// The email index rows of a stored resource: folded value and folded type of each email with a value.
+fn email_keys(stored: &Value) -> Vec<EmailKey> {
+    stored
+        .get("emails")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|e| {
+                    let value = e.get("value")?.as_str()?;
+                    Some((fold(value), e.get("type").and_then(Value::as_str).map(fold)))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Sets `active` in a stored resource.
@@ -246,7 +251,13 @@ fn store(c: &mut DbConnection, before: &User, stored: &Value) -> Result<UserView
             before.id
         )));
     }
-    repo::users::replace_emails(c, &before.id, &ix.emails)?;
+    // Most changes (deactivation above all) leave the emails alone: rewrite their index rows only when they moved.
+    let old_emails = serde_json::from_str::<Value>(&before.resource)
+        .map(|v| email_keys(&v))
+        .unwrap_or_default();
+    if old_emails != ix.emails {
+        repo::users::replace_emails(c, &before.id, &ix.emails)?;
+    }
     if before.active && !ix.active {
         super::deprovision(c, &before.id, Deprovision::Deactivate)?;
     } else if !before.active && ix.active {
