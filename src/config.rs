@@ -91,6 +91,10 @@ pub struct Limits {
     /// Largest page a list request returns (`count` above it is capped).
     #[serde(deserialize_with = "lenient")]
     pub max_results: usize,
+    /// Most resources a list may evaluate one by one in memory (a filter on an attribute without a column, or
+    /// `sortBy` on one); a request that would need more gets 400 `tooMany`.
+    #[serde(deserialize_with = "lenient")]
+    pub max_scan: usize,
 }
 
 impl Default for Config {
@@ -124,6 +128,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             max_results: 1000,
+            max_scan: 100_000,
         }
     }
 }
@@ -206,6 +211,9 @@ impl Config {
         }
         if self.limits.max_results == 0 {
             return Err(ConfigError::invalid("limits.max_results", "must be at least 1"));
+        }
+        if self.limits.max_scan == 0 {
+            return Err(ConfigError::invalid("limits.max_scan", "must be at least 1"));
         }
         Ok(self)
     }

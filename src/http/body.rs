@@ -29,36 +29,65 @@ fn too_large(limit: usize) -> AppError {
     .into()
 }
 
+/// Reads the whole body under the configured size limit (413 beyond it).
+fn read_limited(
+    req: &HttpRequest,
+    payload: &mut actix_web::dev::Payload,
+) -> Pin<Box<dyn Future<Output = Result<web::BytesMut, AppError>>>> {
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(2 * 1024 * 1024, |s| s.config.limits.max_body_bytes);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut payload = payload.take();
+    Box::pin(async move {
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large(limit));
+        }
+        let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| ScimError::invalid_syntax("the request body could not be read"))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    })
+}
+
 impl FromRequest for ScimJson {
     type Error = AppError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let limit = req
-            .app_data::<web::Data<AppState>>()
-            .map_or(2 * 1024 * 1024, |s| s.config.limits.max_body_bytes);
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
-        Box::pin(async move {
-            if declared.is_some_and(|n| n > limit) {
-                return Err(too_large(limit));
-            }
-            let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-            while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|_| ScimError::invalid_syntax("the request body could not be read"))?;
-                if buf.len() + chunk.len() > limit {
-                    return Err(too_large(limit));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            let value = parse_json(&buf)?;
-            Ok(Self(value))
-        })
+        let body = read_limited(req, payload);
+        Box::pin(async move { Ok(Self(parse_json(&body.await?)?)) })
+    }
+}
+
+/// A body read under the size limit but not parsed yet: for handlers that parse it only after the credential is
+/// checked, inside `Authenticated::run` (a `.search` body is read, not acted on, before authentication).
+#[derive(Debug)]
+pub struct ScimBody(pub web::Bytes);
+
+impl ScimBody {
+    /// The body as JSON, with the errors of [`parse_json`].
+    pub fn json(&self) -> Result<Value, ScimError> {
+        parse_json(&self.0)
+    }
+}
+
+impl FromRequest for ScimBody {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let body = read_limited(req, payload);
+        Box::pin(async move { Ok(Self(body.await?.freeze())) })
     }
 }
 

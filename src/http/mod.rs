@@ -4,14 +4,18 @@
 //! - `auth`: the authenticated-client extractor (`Authenticated<S>` for a required scope).
 //! - `body`: the SCIM JSON body and query-parameter extractors, with limits.
 //! - `error`: the one place where `AppError` becomes an HTTP response.
-//! - `scim_users`, `scim_groups`: `/scim/v2/Users`, `/scim/v2/Groups`.
+//! - `scim_users`, `scim_groups`: `/scim/v2/Users`, `/scim/v2/Groups`; `scim_search`: `POST /.search` and the
+//!   list helpers they share; `scim_discovery`: `/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas`.
+//! - `scim_search`: `POST /scim/v2/.search` (all resource types), and the `SearchRequest`/`ListResponse` shapes.
 //! - `ops`: `/healthz`, `/readyz`.
 
 pub mod auth;
 pub mod body;
 pub mod error;
 pub mod ops;
+pub mod scim_discovery;
 pub mod scim_groups;
+pub mod scim_search;
 pub mod scim_users;
 
 use std::sync::Arc;
@@ -63,7 +67,9 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .service(
                         web::scope("/scim/v2")
                             .configure(scim_users::routes)
+                            .configure(scim_discovery::routes)
                             .configure(scim_groups::routes)
+                            .configure(scim_search::routes)
                             .default_service(web::to(scim_not_found)),
                     ),
             );
@@ -72,6 +78,20 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
 
 async fn scim_not_found() -> Result<actix_web::HttpResponse, AppError> {
     Err(crate::scim::ScimError::not_found("no such SCIM endpoint").into())
+}
+
+/// A resource whose other methods answer 405 with `Allow` and a SCIM error body (RFC 9110 §15.5.6, RFC 7644
+/// §3.12), instead of actix's empty default.
+pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        actix_web::HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allow))
+            .content_type(error::SCIM_JSON)
+            .json(
+                crate::scim::ScimError::new(405, None, format!("this endpoint answers {allow} only"))
+                    .to_json(),
+            )
+    }))
 }
 
 /// The request id of the current request (from `X-Request-Id` when the caller sent a sane one).

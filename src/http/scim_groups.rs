@@ -4,28 +4,30 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{Authenticated, ScimScope};
-use super::body::{Params, ScimJson};
+use super::body::{Params, ScimBody, ScimJson};
 use super::error::SCIM_JSON;
-use super::scim_users::{if_match, list_query, projection};
+use super::scim_search::{list_response, search_request};
+use super::scim_users::{if_match, if_none_match, list_query, not_modified, projection};
 use crate::error::AppError;
 use crate::lifecycle::groups::{self, GroupView};
 use crate::lifecycle::users::etag;
+use crate::scim::ScimError;
 use crate::scim::projection::Projection;
 use crate::scim::schema::registry;
-use crate::scim::{LIST_RESPONSE_SCHEMA, ScimError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/Groups")
+        super::resource("/Groups", "GET, POST")
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
+    // Before `/Groups/{id}`: actix tries resources in registration order.
+    .service(super::resource("/Groups/.search", "POST").route(web::post().to(search)))
     .service(
-        web::resource("/Groups/{id}")
+        super::resource("/Groups/{id}", "GET, PUT, PATCH, DELETE")
             .route(web::get().to(get))
             .route(web::put().to(replace))
             .route(web::patch().to(patch))
@@ -70,41 +72,37 @@ fn resource_response(
     res.json(body)
 }
 
-/// GET /Groups — filter, paging, projection.
+/// GET /Groups — filter, sort, paging, projection.
 async fn list(auth: Auth, state: web::Data<AppState>, params: Params) -> Result<HttpResponse, AppError> {
-    let max = state.config.limits.max_results;
+    let limits = state.config.limits.clone();
     let base = state.scim_base.clone();
     let (page, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
-            let q = list_query(&params, max)?;
-            let page = groups::list(
-                db,
-                q.filter.as_deref(),
-                q.start_index,
-                q.count,
-                with_members(&proj),
-                &base,
-            )?;
-            Ok((page, proj))
+            let q = list_query(&params, limits.max_results)?;
+            Ok((
+                groups::list(db, &q, with_members(&proj), limits.max_scan, &base)?,
+                proj,
+            ))
         })
         .await?;
-    let rt = registry().group();
-    let resources: Vec<Value> = page
-        .resources
-        .into_iter()
-        .map(|mut r| {
-            proj.apply(rt, &mut r);
-            r
+    Ok(list_response(page, &proj))
+}
+
+/// POST /Groups/.search — the same list, asked with a `SearchRequest` body (RFC 7644 §3.4.3).
+async fn search(auth: Auth, state: web::Data<AppState>, body: ScimBody) -> Result<HttpResponse, AppError> {
+    let limits = state.config.limits.clone();
+    let base = state.scim_base.clone();
+    let (page, proj) = auth
+        .run(move |db, _| {
+            let (q, proj) = search_request(&body, limits.max_results)?;
+            Ok((
+                groups::list(db, &q, with_members(&proj), limits.max_scan, &base)?,
+                proj,
+            ))
         })
-        .collect();
-    Ok(HttpResponse::Ok().content_type(SCIM_JSON).json(json!({
-        "schemas": [LIST_RESPONSE_SCHEMA],
-        "totalResults": page.total,
-        "startIndex": page.start_index,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
-    })))
+        .await?;
+    Ok(list_response(page, &proj))
 }
 
 /// POST /Groups — 201 with the created group.
@@ -123,13 +121,15 @@ async fn create(
     Ok(resource_response(StatusCode::CREATED, &state, &view, &proj))
 }
 
-/// GET /Groups/{id}.
+/// GET /Groups/{id}; 304 when `If-None-Match` matches.
 async fn get(
     auth: Auth,
+    req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
     params: Params,
 ) -> Result<HttpResponse, AppError> {
+    let if_none_match = if_none_match(&req);
     let (view, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
@@ -137,6 +137,9 @@ async fn get(
             Ok((groups::get(db, &id, with_members(&proj))?, proj))
         })
         .await?;
+    if let Some(res) = not_modified(if_none_match.as_deref(), view.group.version) {
+        return Ok(res);
+    }
     Ok(resource_response(StatusCode::OK, &state, &view, &proj))
 }
 

@@ -3,26 +3,28 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{Authenticated, ScimScope};
-use super::body::{Params, ScimJson};
+use super::body::{Params, ScimBody, ScimJson};
 use super::error::SCIM_JSON;
+use super::scim_search::{list_response, search_request};
 use crate::error::AppError;
 use crate::lifecycle::users::{self, ListQuery, UserView};
+use crate::scim::ScimError;
 use crate::scim::projection::Projection;
 use crate::scim::schema::registry;
-use crate::scim::{LIST_RESPONSE_SCHEMA, ScimError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/Users")
+        super::resource("/Users", "GET, POST")
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
+    // Before `/Users/{id}`: actix tries resources in registration order.
+    .service(super::resource("/Users/.search", "POST").route(web::post().to(search)))
     .service(
-        web::resource("/Users/{id}")
+        super::resource("/Users/{id}", "GET, PUT, PATCH, DELETE")
             .route(web::get().to(get))
             .route(web::put().to(replace))
             .route(web::patch().to(patch))
@@ -55,6 +57,27 @@ pub(super) fn if_match(req: &HttpRequest) -> Option<String> {
         .map(str::to_owned)
 }
 
+pub(super) fn if_none_match(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// 304 Not Modified, with the `ETag` and no body, when `If-None-Match` matches the resource's version (RFC 7232
+/// §3.2: weak comparison, `*` matches any current representation).
+pub(super) fn not_modified(if_none_match: Option<&str>, version: i64) -> Option<HttpResponse> {
+    let tags = if_none_match?;
+    if !users::if_match_allows(tags, version) {
+        return None;
+    }
+    let mut res = HttpResponse::NotModified();
+    if let Ok(v) = HeaderValue::from_str(&users::etag(version)) {
+        res.insert_header((header::ETAG, v));
+    }
+    Some(res.finish())
+}
+
 /// A single-resource response: projected body, `ETag`, and `Location` on 201.
 fn resource_response(
     status: StatusCode,
@@ -78,55 +101,37 @@ fn resource_response(
     res.json(body)
 }
 
-/// Reads the list parameters: `startIndex` below 1 reads as 1, `count` is capped at `max` (negative → 0).
+/// Reads the list parameters (`filter`, `startIndex`, `count`, `sortBy`, `sortOrder`): `startIndex` below 1 reads
+/// as 1, `count` is capped at `max` (negative → 0).
 pub(super) fn list_query(params: &Params, max: usize) -> Result<ListQuery, AppError> {
-    let int = |name: &str| -> Result<Option<i64>, AppError> {
-        params
-            .get(name)
-            .map(|s| {
-                s.trim()
-                    .parse::<i64>()
-                    .map_err(|_| ScimError::invalid_value(format!("{name} must be an integer")))
-            })
-            .transpose()
-            .map_err(AppError::from)
-    };
-    let start_index = int("startIndex")?.unwrap_or(1).max(1);
-    let count = int("count")?.map_or(max, |n| usize::try_from(n.max(0)).unwrap_or(max).min(max));
-    Ok(ListQuery {
-        filter: params.get("filter").map(str::to_owned),
-        start_index: usize::try_from(start_index).unwrap_or(usize::MAX),
-        count,
-    })
+    Ok(ListQuery::from_params(|name| params.get(name), max)?)
 }
 
-/// GET /Users — filter, paging (`startIndex`, `count`), projection.
+/// GET /Users — filter, sort, paging (`startIndex`, `count`), projection.
 async fn list(auth: Auth, state: web::Data<AppState>, params: Params) -> Result<HttpResponse, AppError> {
-    let max = state.config.limits.max_results;
+    let limits = state.config.limits.clone();
     let base = state.scim_base.clone();
     let (page, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
-            let q = list_query(&params, max)?;
-            Ok((users::list(db, &q, &base)?, proj))
+            let q = list_query(&params, limits.max_results)?;
+            Ok((users::list(db, &q, limits.max_scan, &base)?, proj))
         })
         .await?;
-    let rt = registry().user();
-    let resources: Vec<Value> = page
-        .resources
-        .into_iter()
-        .map(|mut r| {
-            proj.apply(rt, &mut r);
-            r
+    Ok(list_response(page, &proj))
+}
+
+/// POST /Users/.search — the same list, asked with a `SearchRequest` body (RFC 7644 §3.4.3).
+async fn search(auth: Auth, state: web::Data<AppState>, body: ScimBody) -> Result<HttpResponse, AppError> {
+    let limits = state.config.limits.clone();
+    let base = state.scim_base.clone();
+    let (page, proj) = auth
+        .run(move |db, _| {
+            let (q, proj) = search_request(&body, limits.max_results)?;
+            Ok((users::list(db, &q, limits.max_scan, &base)?, proj))
         })
-        .collect();
-    Ok(HttpResponse::Ok().content_type(SCIM_JSON).json(json!({
-        "schemas": [LIST_RESPONSE_SCHEMA],
-        "totalResults": page.total,
-        "startIndex": page.start_index,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
-    })))
+        .await?;
+    Ok(list_response(page, &proj))
 }
 
 /// POST /Users — 201 with the created user.
@@ -145,13 +150,15 @@ async fn create(
     Ok(resource_response(StatusCode::CREATED, &state, &user, &proj))
 }
 
-/// GET /Users/{id}.
+/// GET /Users/{id}; 304 when `If-None-Match` matches.
 async fn get(
     auth: Auth,
+    req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
     params: Params,
 ) -> Result<HttpResponse, AppError> {
+    let if_none_match = if_none_match(&req);
     let (user, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
@@ -159,6 +166,9 @@ async fn get(
             Ok((users::get(db, &id)?, proj))
         })
         .await?;
+    if let Some(res) = not_modified(if_none_match.as_deref(), user.user.version) {
+        return Ok(res);
+    }
     Ok(resource_response(StatusCode::OK, &state, &user, &proj))
 }
 

@@ -11,12 +11,16 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
+use super::listing::{Page, Purpose, Source};
+use crate::db::filter_sql::{Dialect, SqlFilter, users_where};
 use crate::db::models::{Group, GroupChange, NewGroup};
-use crate::db::repo::groups::{Listing, Member};
+use crate::db::repo::groups::Member;
+use crate::db::repo::list::{SortColumn, Table};
 use crate::db::{Db, DbConnection, now, repo};
 use crate::error::AppError;
 use crate::lifecycle::users::{etag, format_time, if_match_allows};
 use crate::scim::filter::{self, AttrPath, CompValue, CompareOp, Filter};
+use crate::scim::list::{ListQuery, SortKey};
 use crate::scim::patch::{self, OpKind, PatchOp};
 use crate::scim::schema::{ResourceType, fold, registry};
 use crate::scim::{GROUP_SCHEMA, ScimError};
@@ -525,74 +529,69 @@ pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError>
     Ok(())
 }
 
-/// One page of groups.
-#[derive(Debug)]
-pub struct Page {
-    pub total: usize,
-    pub start_index: usize,
-    pub resources: Vec<Value>,
+/// Groups as the list engine sees them (`super::listing`): rows of `groups`, filters through the shared
+/// column translation (groups have `id`, `externalId`, `displayName`, `meta.*` columns like users), SQL sort
+/// columns from `repo::groups::sort_column`. Members are loaded to evaluate a filter (it may name them) and for
+/// a response only when it includes them.
+#[derive(Debug, Clone, Copy)]
+pub struct Groups {
+    pub with_members: bool,
 }
 
-/// GET /Groups: filtered, paged, stable order (creation time, then id). Members are loaded only when the response
-/// includes them, or when the filter needs them.
+impl Source for Groups {
+    type Row = Group;
+
+    fn rt(&self) -> &'static ResourceType {
+        rt()
+    }
+
+    fn table(&self) -> &'static Table {
+        &repo::groups::TABLE
+    }
+
+    fn filter_sql(&self, f: &Filter, dialect: Dialect, first: usize) -> SqlFilter {
+        users_where(f, rt(), dialect, first)
+    }
+
+    fn sort_column(&self, key: &SortKey<'_>) -> Option<SortColumn> {
+        repo::groups::sort_column(key)
+    }
+
+    fn id<'r>(&self, row: &'r Group) -> &'r str {
+        &row.id
+    }
+
+    fn represent(
+        &self,
+        conn: &mut DbConnection,
+        rows: Vec<Group>,
+        purpose: Purpose,
+        base_url: &str,
+    ) -> Result<Vec<Value>, AppError> {
+        let load = match purpose {
+            Purpose::Evaluate => true,
+            Purpose::Respond => self.with_members,
+        };
+        rows.into_iter()
+            .map(|group| {
+                let members = if load {
+                    Some(repo::groups::members(conn, &group.id)?)
+                } else {
+                    None
+                };
+                Ok(to_scim(&GroupView { group, members }, base_url))
+            })
+            .collect()
+    }
+}
+
+/// GET /Groups and POST /Groups/.search: filtered, sorted, paged like users (`super::listing`).
 pub fn list(
     db: &Db,
-    filter_text: Option<&str>,
-    start_index: usize,
-    count: usize,
+    q: &ListQuery,
     with_members: bool,
+    max_scan: usize,
     base_url: &str,
 ) -> Result<Page, AppError> {
-    let filter: Option<Filter> = match filter_text.map(str::trim) {
-        Some(text) if !text.is_empty() => {
-            let f = filter::parse(text)?;
-            filter::validate(&f, rt())?;
-            Some(f)
-        }
-        _ => None,
-    };
-    let offset = start_index.saturating_sub(1);
-    db.read(|c| {
-        let listing = repo::groups::list(
-            c,
-            |dialect, first| {
-                filter
-                    .as_ref()
-                    .map(|f| crate::db::filter_sql::users_where(f, rt(), dialect, first))
-            },
-            offset,
-            count,
-        )?;
-        let (total, rows) = match listing {
-            Listing::Page { total, rows } => (total, rows),
-            Listing::Candidates(rows) => {
-                let mut matching = Vec::new();
-                for g in rows {
-                    let view = load_view(c, &g.id, true)?;
-                    if filter
-                        .as_ref()
-                        .is_none_or(|f| filter::matches(f, &to_scim(&view, base_url), rt()))
-                    {
-                        matching.push(g);
-                    }
-                }
-                let total = matching.len();
-                (total, matching.into_iter().skip(offset).take(count).collect())
-            }
-        };
-        let mut resources = Vec::with_capacity(rows.len());
-        for group in rows {
-            let members = if with_members {
-                Some(repo::groups::members(c, &group.id)?)
-            } else {
-                None
-            };
-            resources.push(to_scim(&GroupView { group, members }, base_url));
-        }
-        Ok(Page {
-            total,
-            start_index,
-            resources,
-        })
-    })
+    super::listing::list(db, &Groups { with_members }, q, max_scan, base_url)
 }

@@ -3,6 +3,7 @@
 //! generation bump commit together or not at all (DESIGN.md invariant 1; DECISIONS.md §1–2).
 
 pub mod groups;
+pub mod listing;
 pub mod users;
 
 use diesel::QueryResult;

@@ -7,13 +7,16 @@ use chrono::NaiveDateTime;
 use serde_json::{Map, Value, json};
 
 use super::Deprovision;
-use crate::db::filter_sql::users_where;
+use super::listing::{Purpose, Source};
+use crate::db::filter_sql::{Dialect, SqlFilter, users_where};
 use crate::db::models::{NewUser, User, UserChange};
 use crate::db::repo::groups::GroupRef;
-use crate::db::repo::users::{EmailKey, Listing};
+use crate::db::repo::list::{SortColumn, Table};
+use crate::db::repo::users::EmailKey;
 use crate::db::{Db, DbConnection, now, repo};
 use crate::error::AppError;
-use crate::scim::filter::{self, Filter};
+use crate::scim::filter::Filter;
+use crate::scim::list::SortKey;
 use crate::scim::schema::{ResourceType, fold, registry};
 use crate::scim::{ScimError, patch};
 
@@ -291,7 +294,12 @@ pub fn patch(db: &Db, id: &str, body: &Value, if_match: Option<&str>) -> Result<
         let before = load_for_update(c, id, if_match)?;
         let mut current: Value = serde_json::from_str(&before.resource).map_err(AppError::internal)?;
         set_active(&mut current, before.active);
-        let stored = patch::apply(rt(), &current, &ops)?;
+        let mut stored = patch::apply(rt(), &current, &ops)?;
+        if stored.get("active").and_then(Value::as_bool).is_none() {
+            // `remove active` leaves the flag unassigned (RFC 7644 §3.5.2.2). Access is what an unassigned flag
+            // must not grant: it reads as inactive, and ends the user's sessions like any deactivation.
+            set_active(&mut stored, false);
+        }
         if stored == current {
             return UserView::load(c, before);
         }
@@ -325,66 +333,55 @@ pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError>
     Ok(())
 }
 
-/// A list request after parameter parsing.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    pub filter: Option<String>,
-    /// 1-based, already clamped to ≥ 1.
-    pub start_index: usize,
-    /// Already capped at `maxResults`.
-    pub count: usize,
+pub use super::listing::Page;
+pub use crate::scim::list::ListQuery;
+
+/// Users as the list engine sees them (`super::listing`): live rows of `users`, filters through
+/// `db::filter_sql::users_where`, SQL sort columns from `repo::users::sort_column`.
+#[derive(Debug, Clone, Copy)]
+pub struct Users;
+
+impl Source for Users {
+    type Row = User;
+
+    fn rt(&self) -> &'static ResourceType {
+        rt()
+    }
+
+    fn table(&self) -> &'static Table {
+        &repo::users::TABLE
+    }
+
+    fn filter_sql(&self, f: &Filter, dialect: Dialect, first: usize) -> SqlFilter {
+        users_where(f, rt(), dialect, first)
+    }
+
+    fn sort_column(&self, key: &SortKey<'_>) -> Option<SortColumn> {
+        repo::users::sort_column(key)
+    }
+
+    fn id<'r>(&self, row: &'r User) -> &'r str {
+        &row.id
+    }
+
+    fn represent(
+        &self,
+        conn: &mut DbConnection,
+        rows: Vec<User>,
+        _: Purpose,
+        base_url: &str,
+    ) -> Result<Vec<Value>, AppError> {
+        Ok(UserView::load_many(conn, rows)?
+            .iter()
+            .map(|u| to_scim(u, base_url))
+            .collect())
+    }
 }
 
-/// One page of a list.
-#[derive(Debug)]
-pub struct Page {
-    pub total: usize,
-    pub start_index: usize,
-    pub resources: Vec<Value>,
-}
-
-/// GET /Users: filtered, paged, stable order (creation time, then id).
-pub fn list(db: &Db, q: &ListQuery, base_url: &str) -> Result<Page, AppError> {
-    let filter: Option<Filter> = match q.filter.as_deref().map(str::trim) {
-        Some(text) if !text.is_empty() => {
-            let f = filter::parse(text)?;
-            filter::validate(&f, rt())?;
-            Some(f)
-        }
-        _ => None,
-    };
-    let offset = q.start_index.saturating_sub(1);
-    let (total, resources) = db.read(|c| {
-        let listing = repo::users::list(
-            c,
-            |dialect, first| filter.as_ref().map(|f| users_where(f, rt(), dialect, first)),
-            offset,
-            q.count,
-        )?;
-        Ok::<_, AppError>(match listing {
-            Listing::Page { total, rows } => (
-                total,
-                UserView::load_many(c, rows)?
-                    .iter()
-                    .map(|u| to_scim(u, base_url))
-                    .collect(),
-            ),
-            Listing::Candidates(rows) => {
-                let matching: Vec<Value> = UserView::load_many(c, rows)?
-                    .iter()
-                    .map(|u| to_scim(u, base_url))
-                    .filter(|v| filter.as_ref().is_none_or(|f| filter::matches(f, v, rt())))
-                    .collect();
-                let total = matching.len();
-                (total, matching.into_iter().skip(offset).take(q.count).collect())
-            }
-        })
-    })?;
-    Ok(Page {
-        total,
-        start_index: q.start_index,
-        resources,
-    })
+/// GET /Users and POST /Users/.search: filtered, sorted (`sortBy`, default creation time), paged; ties by id so
+/// paging is stable. `max_scan` bounds a filter or sort evaluated in Rust (`limits.max_scan`).
+pub fn list(db: &Db, q: &ListQuery, max_scan: usize, base_url: &str) -> Result<Page, AppError> {
+    super::listing::list(db, &Users, q, max_scan, base_url)
 }
 
 #[cfg(test)]

@@ -6,12 +6,14 @@
 //! - `path`: PATCH paths (`attrPath`, `valuePath[.subAttr]`).
 //! - `patch`: the RFC 7644 §3.5.2 PATCH engine over a JSON resource, all-or-nothing.
 //! - `projection`: `attributes` / `excludedAttributes`.
+//! - `list`: list and search parameters (`filter`, paging, `sortBy`/`sortOrder`, `SearchRequest`) and the sort order.
 //! - `error`: the §3.12 error type every part reports with.
 //!
 //! Callers (`lifecycle`, `http`) hand JSON in and get JSON or a `ScimError` out; this module never touches storage.
 
 pub mod error;
 pub mod filter;
+pub mod list;
 pub mod patch;
 pub mod path;
 pub mod projection;

@@ -205,6 +205,12 @@ pub struct Registry {
     schemas: Vec<Schema>,
     /// `[User, Group]`.
     resource_types: [ResourceType; 2],
+    /// The RFC 7643 §5 document of `/ServiceProviderConfig`; `filter.maxResults` and `meta.location` are filled in
+    /// by the HTTP layer.
+    service_provider_config: Value,
+    /// The RFC 7643 §8.7.2 schemas of the discovery resources themselves (`ServiceProviderConfig`,
+    /// `ResourceType`, `Schema`): served at `/Schemas`, never used to resolve attributes.
+    discovery_schemas: Vec<Value>,
 }
 
 impl Registry {
@@ -235,6 +241,17 @@ impl Registry {
         let [_, group] = &self.resource_types;
         group
     }
+
+    /// The `/ServiceProviderConfig` document as embedded (`filter.maxResults` is the default, not the config's).
+    pub fn service_provider_config(&self) -> &Value {
+        &self.service_provider_config
+    }
+
+    /// The schema documents of `ServiceProviderConfig`, `ResourceType` and `Schema` (listed after
+    /// [`Self::schemas`] at `/Schemas`).
+    pub fn discovery_schemas(&self) -> &[Value] {
+        &self.discovery_schemas
+    }
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(load);
@@ -249,6 +266,12 @@ const ENTERPRISE_USER_DOC: &str = include_str!("../../scim-schemas/EnterpriseUse
 const GROUP_DOC: &str = include_str!("../../scim-schemas/Group.json");
 const USER_RT_DOC: &str = include_str!("../../scim-schemas/ResourceType-User.json");
 const GROUP_RT_DOC: &str = include_str!("../../scim-schemas/ResourceType-Group.json");
+const SERVICE_PROVIDER_CONFIG_DOC: &str = include_str!("../../scim-schemas/ServiceProviderConfig.json");
+const DISCOVERY_SCHEMA_DOCS: [&str; 3] = [
+    include_str!("../../scim-schemas/Schema-ServiceProviderConfig.json"),
+    include_str!("../../scim-schemas/Schema-ResourceType.json"),
+    include_str!("../../scim-schemas/Schema-Schema.json"),
+];
 
 #[expect(
     clippy::expect_used,
@@ -276,9 +299,23 @@ fn build() -> Result<Registry, String> {
     {
         return Err("the User resource type must list the enterprise extension".into());
     }
+    let service_provider_config: Value = serde_json::from_str(SERVICE_PROVIDER_CONFIG_DOC)
+        .map_err(|e| format!("ServiceProviderConfig document: {e}"))?;
+    let discovery_schemas = DISCOVERY_SCHEMA_DOCS
+        .iter()
+        .map(|doc| serde_json::from_str(doc).map_err(|e| format!("discovery schema document: {e}")))
+        .collect::<Result<Vec<Value>, _>>()?;
+    if discovery_schemas
+        .iter()
+        .any(|d| d.get("id").and_then(Value::as_str).is_none())
+    {
+        return Err("a discovery schema document has no id".into());
+    }
     Ok(Registry {
         schemas,
         resource_types: [user, group],
+        service_provider_config,
+        discovery_schemas,
     })
 }
 
@@ -1299,7 +1336,7 @@ mod tests {
         assert_eq!(
             stored,
             json!({"schemas": [GROUP_SCHEMA], "externalId": "8aa1", "displayName": "displayName",
-                   "members": [{"value": "u1"}, {"value": "u2"}, {"value": "u3", "display": "U3", "type": "User"}]})
+                   "members": [{"value": "u1"}, {"value": "u2"}, {"value": "u3", "type": "User"}]})
         );
         let okta = group
             .normalize(&json!({"schemas": [GROUP_SCHEMA], "displayName": "Test SCIMv2", "members": []}))

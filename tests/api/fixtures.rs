@@ -18,10 +18,7 @@ const SCENARIOS: &[&str] = &[
 
 /// Fixtures whose capability belongs to a later issue (SCIM complete: Groups, discovery), with the reason.
 /// Each entry is removed when that capability lands; the replay fails if a listed fixture starts passing.
-const DEFERRED: &[(&str, &str)] = &[(
-    "entra-get-schemas",
-    "GET /Schemas: discovery endpoints are issue 3",
-)];
+const DEFERRED: &[(&str, &str)] = &[];
 
 /// Scenarios not replayed yet, with the reason.
 const DEFERRED_SCENARIOS: &[(&str, &str)] = &[];
@@ -187,7 +184,7 @@ async fn replays_every_idp_fixture(backend: Backend) {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(passed, 74, "every fixture replayed except the deferred ones");
+    assert_eq!(passed, 75, "every fixture replayed except the deferred ones");
 }
 
 both_backends!(replays_every_idp_fixture);

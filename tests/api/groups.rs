@@ -275,7 +275,60 @@ async fn large_groups_are_patched_by_rows(backend: Backend) {
     );
 }
 
+async fn groups_sort_search_and_answer_304(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 1).await;
+    for name in ["beta", "Alpha", "gamma"] {
+        create_group(&app, name, &[&u[0]]).await;
+    }
+    let names = |body: &Value| -> Vec<String> {
+        body["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["displayName"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let res = app
+        .get("/Groups?sortBy=displayName&sortOrder=descending&excludedAttributes=members")
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(names(&res.body), vec!["gamma", "beta", "Alpha"]);
+    assert!(res.body["Resources"][0].get("members").is_none());
+    let search = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": "displayName sw \"a\"", "sortBy": "displayName", "excludedAttributes": ["members"]});
+    let res = app.post("/Groups/.search", &search).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(names(&res.body), vec!["Alpha"]);
+    let root = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": "displayName sw \"g\" or displayName sw \"test\"", "sortBy": "meta.created"});
+    let res = app.post("/.search", &root).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(
+        res.body["totalResults"], 2,
+        "one group and one user: {}",
+        res.text
+    );
+    let gid = res.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["meta"]["resourceType"] == "Group")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let req = actix_web::test::TestRequest::get()
+        .uri(&format!("{}/Groups/{gid}", crate::harness::SCIM))
+        .insert_header(("Authorization", format!("Bearer {}", app.token)))
+        .insert_header(("If-None-Match", "W/\"1\""));
+    let res = app.send(req).await;
+    assert_eq!(res.status, 304);
+    assert!(res.text.is_empty());
+}
+
 both_backends!(
+    groups_sort_search_and_answer_304,
     entra_remove_with_value_removes_only_the_listed_members,
     adding_and_renaming_end_no_sessions,
     removal_by_filter_replace_and_delete_end_sessions_of_leavers_only,

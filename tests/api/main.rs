@@ -9,7 +9,9 @@
 mod harness;
 
 mod auth;
+mod discovery;
 mod fixtures;
 mod groups;
+mod lists;
 mod storage;
 mod users;

@@ -383,7 +383,45 @@ async fn concurrent_creates_and_patches_lose_nothing(backend: Backend) {
     assert_eq!(found["totalResults"], 1);
 }
 
+async fn removing_active_ends_access(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let id = app.create_user("gina@example.com").await;
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "remove", "path": "active"}]});
+    let res = app.patch(&format!("/Users/{id}"), &body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(
+        res.body["active"], false,
+        "an unassigned active flag grants no access"
+    );
+    let row = app.user_row(&id);
+    assert!(!row.active);
+    assert_eq!(row.token_generation, 1);
+}
+
+async fn wrong_methods_get_405_with_allow(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for (method, path, allow) in [
+        ("PUT", "/Users", "GET, POST"),
+        ("DELETE", "/Groups", "GET, POST"),
+        (
+            "POST",
+            "/Users/0192e4a1-0000-7000-8000-000000000000",
+            "GET, PUT, PATCH, DELETE",
+        ),
+        ("GET", "/Users/.search", "POST"),
+        ("GET", "/.search", "POST"),
+    ] {
+        let res = app.scim(method, path, None).await;
+        assert_eq!(res.status, 405, "{method} {path}");
+        assert_eq!(res.header("allow"), Some(allow), "{method} {path}");
+        assert_eq!(res.body["status"], "405", "{method} {path}: {}", res.text);
+    }
+}
+
 both_backends!(
+    removing_active_ends_access,
+    wrong_methods_get_405_with_allow,
     create_returns_201_with_location_etag_and_meta,
     unknown_ids_answer_404_scim_errors,
     deactivation_bumps_the_generation_once,

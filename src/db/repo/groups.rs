@@ -5,13 +5,12 @@ use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 
-use super::{pg_query, sqlite_query};
+use super::list::{SortColumn, Table, common_sort_column, text_sort_column};
 use crate::db::DbConnection;
-use crate::db::filter_sql::{Bind, Dialect, SqlFilter};
 use crate::db::models::{Group, GroupChange, NewGroup, NewMember};
 use crate::db::schema::{group_members, groups, users};
+use crate::scim::list::SortKey;
 
 /// Rows per multi-row statement (SQLite allows 32 766 parameters; two per member).
 const CHUNK: usize = 1000;
@@ -191,73 +190,28 @@ pub fn groups_of(conn: &mut DbConnection, user_ids: &[&str]) -> QueryResult<Hash
 const GROUP_COLUMNS: &str =
     "id, display_name, display_name_folded, external_id, resource, version, created, last_modified";
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
+/// The `groups` table as list statements see it (no tombstones: a deleted group is gone).
+pub const TABLE: Table = Table {
+    name: "groups",
+    columns: GROUP_COLUMNS,
+    live: "1=1",
+};
 
-/// What a filtered list of groups returns (see `users::Listing`).
-#[derive(Debug)]
-pub enum Listing {
-    Page { total: usize, rows: Vec<Group> },
-    Candidates(Vec<Group>),
-}
+const DISPLAY_NAME: SortColumn = SortColumn {
+    name: "display_name_folded",
+    text: true,
+    nullable: false,
+};
+const EXTERNAL_ID: SortColumn = SortColumn {
+    name: "external_id",
+    text: true,
+    nullable: true,
+};
 
-/// Groups matching `filter` (all when None), ordered by creation then id.
-pub fn list(
-    conn: &mut DbConnection,
-    filter: impl Fn(Dialect, usize) -> Option<SqlFilter>,
-    offset: usize,
-    limit: usize,
-) -> QueryResult<Listing> {
-    let dialect = match conn {
-        DbConnection::Sqlite(_) => Dialect::Sqlite,
-        DbConnection::Postgres(_) => Dialect::Postgres,
-    };
-    let (clause, mut binds, exact) = match filter(dialect, 1) {
-        Some(f) => (format!(" WHERE ({})", f.sql), f.binds, f.exact),
-        None => (String::new(), Vec::new(), true),
-    };
-    let base = format!("FROM groups{clause}");
-    if !exact {
-        return load(
-            conn,
-            format!("SELECT {GROUP_COLUMNS} {base} ORDER BY created, id"),
-            &binds,
-        )
-        .map(Listing::Candidates);
-    }
-    let count_sql = format!("SELECT COUNT(*) AS n {base}");
-    let total = match conn {
-        DbConnection::Sqlite(c) => sqlite_query(count_sql, &binds).get_result::<Count>(c)?.n,
-        DbConnection::Postgres(c) => pg_query(count_sql, &binds).get_result::<Count>(c)?.n,
-    };
-    let total = usize::try_from(total).unwrap_or(0);
-    if limit == 0 || offset >= total {
-        return Ok(Listing::Page {
-            total,
-            rows: Vec::new(),
-        });
-    }
-    let n = binds.len();
-    let page = match dialect {
-        Dialect::Sqlite => " LIMIT ? OFFSET ?".to_owned(),
-        Dialect::Postgres => format!(" LIMIT ${} OFFSET ${}", n + 1, n + 2),
-    };
-    binds.push(Bind::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)));
-    binds.push(Bind::BigInt(i64::try_from(offset).unwrap_or(i64::MAX)));
-    let rows = load(
-        conn,
-        format!("SELECT {GROUP_COLUMNS} {base} ORDER BY created, id{page}"),
-        &binds,
-    )?;
-    Ok(Listing::Page { total, rows })
-}
-
-fn load(conn: &mut DbConnection, sql: String, binds: &[Bind]) -> QueryResult<Vec<Group>> {
-    match conn {
-        DbConnection::Sqlite(c) => sqlite_query(sql, binds).load::<Group>(c),
-        DbConnection::Postgres(c) => pg_query(sql, binds).load::<Group>(c),
-    }
+/// The column a `sortBy` orders groups by in SQL: `displayName` (folded), `externalId`, `id`, `meta.created`,
+/// `meta.lastModified`. Anything else (e.g. `members`) is sorted in Rust.
+pub fn sort_column(key: &SortKey<'_>) -> Option<SortColumn> {
+    text_sort_column(key, "displayName", DISPLAY_NAME, true)
+        .or_else(|| text_sort_column(key, "externalId", EXTERNAL_ID, false))
+        .or_else(|| common_sort_column(key))
 }

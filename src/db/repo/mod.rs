@@ -3,6 +3,7 @@
 
 pub mod credentials;
 pub mod groups;
+pub mod list;
 pub mod users;
 
 use chrono::NaiveDateTime;

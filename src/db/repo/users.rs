@@ -2,13 +2,12 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 
-use super::{pg_query, sqlite_query};
+use super::list::{SortColumn, Table, common_sort_column, text_sort_column};
 use crate::db::DbConnection;
-use crate::db::filter_sql::{Bind, Dialect, SqlFilter};
 use crate::db::models::{NewUser, NewUserEmail, User, UserChange};
 use crate::db::schema::{user_emails, users};
+use crate::scim::list::SortKey;
 
 const USER_COLUMNS: &str = "id, user_name, user_name_folded, external_id, display_name, display_name_folded, \
                             active, resource, token_generation, version, created, last_modified, deleted_at";
@@ -106,68 +105,34 @@ pub fn replace_emails(conn: &mut DbConnection, id: &str, emails: &[EmailKey]) ->
     Ok(())
 }
 
-/// What a filtered list query returns.
-#[derive(Debug)]
-pub enum Listing {
-    /// The SQL filter was exact: `total` matches, `rows` is the requested page.
-    Page { total: usize, rows: Vec<User> },
-    /// The SQL filter only narrowed: every candidate, in order, for the caller to filter and page.
-    Candidates(Vec<User>),
-}
+/// The `users` table as list statements see it: live users only.
+pub const TABLE: Table = Table {
+    name: "users",
+    columns: USER_COLUMNS,
+    live: "deleted_at IS NULL",
+};
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
+const USER_NAME: SortColumn = SortColumn {
+    name: "user_name_folded",
+    text: true,
+    nullable: false,
+};
+const DISPLAY_NAME: SortColumn = SortColumn {
+    name: "display_name_folded",
+    text: true,
+    nullable: true,
+};
+const EXTERNAL_ID: SortColumn = SortColumn {
+    name: "external_id",
+    text: true,
+    nullable: true,
+};
 
-/// Live users matching `filter` (all when None), ordered by creation then id (stable across pages).
-pub fn list(
-    conn: &mut DbConnection,
-    filter: impl Fn(Dialect, usize) -> Option<SqlFilter>,
-    offset: usize,
-    limit: usize,
-) -> QueryResult<Listing> {
-    let dialect = match conn {
-        DbConnection::Sqlite(_) => Dialect::Sqlite,
-        DbConnection::Postgres(_) => Dialect::Postgres,
-    };
-    let (clause, mut binds, exact) = match filter(dialect, 1) {
-        Some(f) => (format!(" AND ({})", f.sql), f.binds, f.exact),
-        None => (String::new(), Vec::new(), true),
-    };
-    let base = format!("FROM users WHERE deleted_at IS NULL{clause}");
-    if !exact {
-        let sql = format!("SELECT {USER_COLUMNS} {base} ORDER BY created, id");
-        return load(conn, sql, &binds).map(Listing::Candidates);
-    }
-    let count_sql = format!("SELECT COUNT(*) AS n {base}");
-    let total = match conn {
-        DbConnection::Sqlite(c) => sqlite_query(count_sql, &binds).get_result::<Count>(c)?.n,
-        DbConnection::Postgres(c) => pg_query(count_sql, &binds).get_result::<Count>(c)?.n,
-    };
-    let total = usize::try_from(total).unwrap_or(0);
-    if limit == 0 || offset >= total {
-        return Ok(Listing::Page {
-            total,
-            rows: Vec::new(),
-        });
-    }
-    let n = binds.len();
-    let page = match dialect {
-        Dialect::Sqlite => " LIMIT ? OFFSET ?".to_owned(),
-        Dialect::Postgres => format!(" LIMIT ${} OFFSET ${}", n + 1, n + 2),
-    };
-    binds.push(Bind::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)));
-    binds.push(Bind::BigInt(i64::try_from(offset).unwrap_or(i64::MAX)));
-    let sql = format!("SELECT {USER_COLUMNS} {base} ORDER BY created, id{page}");
-    let rows = load(conn, sql, &binds)?;
-    Ok(Listing::Page { total, rows })
-}
-
-fn load(conn: &mut DbConnection, sql: String, binds: &[Bind]) -> QueryResult<Vec<User>> {
-    match conn {
-        DbConnection::Sqlite(c) => sqlite_query(sql, binds).load::<User>(c),
-        DbConnection::Postgres(c) => pg_query(sql, binds).load::<User>(c),
-    }
+/// The column a `sortBy` orders by in SQL, when the attribute has one: `userName` and `displayName` (folded),
+/// `externalId`, `id`, `meta.created`, `meta.lastModified`. Anything else is sorted in Rust.
+pub fn sort_column(key: &SortKey<'_>) -> Option<SortColumn> {
+    text_sort_column(key, "userName", USER_NAME, true)
+        .or_else(|| text_sort_column(key, "displayName", DISPLAY_NAME, true))
+        .or_else(|| text_sort_column(key, "externalId", EXTERNAL_ID, false))
+        .or_else(|| common_sort_column(key))
 }

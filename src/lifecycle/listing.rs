@@ -1,0 +1,423 @@
+//! The list engine every resource type shares (`GET /Users`, `POST /Users/.search`, and the same for Groups),
+//! and the root search (`POST /.search`) across resource types. Reads only.
+//!
+//! A resource type plugs in by implementing [`Source`] (its table, filter translation, sort columns and
+//! representation). Then one list is:
+//! - **in SQL** when the filter translates exactly and the sort attribute has a column: `COUNT(*)`, then one page
+//!   with `ORDER BY column, id LIMIT … OFFSET …`;
+//! - **in Rust** otherwise (a filter on an attribute without a column, or `sortBy` on one): the rows the SQL part of
+//!   the filter selects are scanned by id in batches, each represented and checked with `filter::matches`; only the
+//!   sort value and id of each match are kept, sorted with `scim::list::compare`, and the page's rows loaded by id.
+//!   More than `limits.max_scan` candidates is a 400 `tooMany` before any row is read: the one case where offboard
+//!   will not evaluate a filter (DECISIONS.md §14).
+//!
+//! Both ways give the same order (`scim::list`'s rules; the SQL side renders them in `db::repo::list`).
+
+use std::collections::HashMap;
+
+use diesel::QueryableByName;
+use diesel::pg::Pg;
+use diesel::sqlite::Sqlite;
+use serde_json::Value;
+
+use crate::db::filter_sql::{Dialect, SqlFilter};
+use crate::db::repo::list::{self as sql, SortColumn, Table};
+use crate::db::{Db, DbConnection};
+use crate::error::AppError;
+use crate::scim::filter::{self, Filter};
+use crate::scim::list::{ListQuery, SortBy, SortKey, SortOrder, SortValue, compare};
+use crate::scim::schema::ResourceType;
+use crate::scim::{ScimError, ScimType};
+
+/// Rows per batch of a Rust-side scan.
+const SCAN_BATCH: usize = 500;
+
+/// What a representation is for: evaluating a filter and sort key (everything a filter may name), or the
+/// response (a type may leave out what the projection drops, as Groups do with `members`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Evaluate,
+    Respond,
+}
+
+/// A resource type as the list engine sees it.
+pub trait Source {
+    type Row: QueryableByName<Sqlite> + QueryableByName<Pg> + 'static;
+
+    fn rt(&self) -> &'static ResourceType;
+    fn table(&self) -> &'static Table;
+    /// The filter's SQL translation, placeholders numbered from `first`.
+    fn filter_sql(&self, f: &Filter, dialect: Dialect, first: usize) -> SqlFilter;
+    /// The column `key` orders by in SQL, if it has one.
+    fn sort_column(&self, key: &SortKey<'_>) -> Option<SortColumn>;
+    fn id<'r>(&self, row: &'r Self::Row) -> &'r str;
+    /// Full SCIM representations of `rows`, in their order.
+    fn represent(
+        &self,
+        conn: &mut DbConnection,
+        rows: Vec<Self::Row>,
+        purpose: Purpose,
+        base_url: &str,
+    ) -> Result<Vec<Value>, AppError>;
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct Page {
+    pub total: usize,
+    pub start_index: usize,
+    /// Full representations; each names its type in `meta.resourceType`.
+    pub resources: Vec<Value>,
+}
+
+/// How one resource type's results are ordered.
+#[derive(Debug, Clone, Copy)]
+pub enum Order<'a> {
+    /// By an attribute of the type (the default order is `meta.created`).
+    Key(SortKey<'a>),
+    /// By id alone: a root search sorting on an attribute this type does not have (every value is missing).
+    IdOnly(SortOrder),
+}
+
+impl Order<'_> {
+    fn direction(&self) -> SortOrder {
+        match self {
+            Self::Key(k) => k.order,
+            Self::IdOnly(o) => *o,
+        }
+    }
+
+    fn value_of(&self, resource: &Value) -> Option<SortValue> {
+        match self {
+            Self::Key(k) => k.value_of(resource),
+            Self::IdOnly(_) => None,
+        }
+    }
+}
+
+/// Parses and validates a filter for `rt` (none when absent or blank).
+pub fn parse_filter(text: Option<&str>, rt: &ResourceType) -> Result<Option<Filter>, ScimError> {
+    match text.map(str::trim) {
+        Some(text) if !text.is_empty() => {
+            let f = filter::parse(text)?;
+            filter::validate(&f, rt)?;
+            Ok(Some(f))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The list of one resource type at its own endpoint: `GET /{Type}` and `POST /{Type}/.search`.
+pub fn list<S: Source>(
+    db: &Db,
+    source: &S,
+    q: &ListQuery,
+    max_scan: usize,
+    base_url: &str,
+) -> Result<Page, AppError> {
+    let rt = source.rt();
+    let filter = parse_filter(q.filter.as_deref(), rt)?;
+    let sort = q.sort.clone().unwrap_or_else(SortBy::default_order);
+    let order = Order::Key(sort.resolve_for(rt)?);
+    let window = Window {
+        offset: q.start_index.saturating_sub(1),
+        count: q.count,
+        max_scan,
+        max_rows: usize::MAX,
+    };
+    let (total, resources) = db.read(|c| select(c, source, filter.as_ref(), &order, window, base_url))?;
+    Ok(Page {
+        total,
+        start_index: q.start_index,
+        resources,
+    })
+}
+
+/// Which part of the ordered results to return, and the bounds on the work.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub offset: usize,
+    pub count: usize,
+    /// Most candidates a Rust-side evaluation may scan (`limits.max_scan`).
+    pub max_scan: usize,
+    /// Most rows the page may hold (a root search asks each type for `offset + count` rows).
+    pub max_rows: usize,
+}
+
+/// What needs more Rust-side work than `limits.max_scan` allows.
+#[derive(Debug, Clone, Copy)]
+enum Over<'a> {
+    Filter,
+    Sort(&'a SortKey<'a>),
+    /// A root search window: this many results of one type.
+    Window,
+}
+
+fn too_many(rt: &ResourceType, over: Over<'_>, n: usize, limit: usize) -> AppError {
+    const INDEXED: &str = "id, externalId, displayName, meta.created, meta.lastModified; for Users also userName, \
+                           emails.value, active";
+    let name = &rt.name;
+    let detail = match over {
+        Over::Filter => format!(
+            "the filter names attributes without an index, so {n} {name} resources would be checked one by one, \
+             over limits.max_scan ({limit}); add a condition on an indexed attribute ({INDEXED})"
+        ),
+        Over::Sort(key) => format!(
+            "sortBy '{}' has no index, and {n} {name} resources would be sorted by it, over limits.max_scan \
+             ({limit}); narrow the filter or sort by an indexed attribute ({INDEXED})",
+            match key.resolved.sub {
+                Some(sub) => format!("{}.{}", key.resolved.attr.name, sub.name),
+                None => key.resolved.attr.name.clone(),
+            }
+        ),
+        Over::Window => format!(
+            "this root search page needs the first {n} {name} results, over limits.max_scan ({limit}); \
+             search /{name}s or narrow the filter"
+        ),
+    };
+    ScimError::bad_request(ScimType::TooMany, detail).into()
+}
+
+/// The total and the window of the resources of one type that `filter` selects, in `order`.
+pub fn select<S: Source>(
+    conn: &mut DbConnection,
+    source: &S,
+    filter: Option<&Filter>,
+    order: &Order<'_>,
+    w: Window,
+    base_url: &str,
+) -> Result<(usize, Vec<Value>), AppError> {
+    let dialect = sql::dialect(conn);
+    let table = source.table();
+    let where_sql = filter.map(|f| source.filter_sql(f, dialect, 1));
+    let exact = where_sql.as_ref().is_none_or(|f| f.exact);
+    let order_sql = match order {
+        Order::Key(k) => source
+            .sort_column(k)
+            .map(|col| sql::order_by(col, k.order, dialect)),
+        Order::IdOnly(o) => Some(sql::order_by(sql::ID, *o, dialect)),
+    };
+    let counted = sql::count(conn, &sql::count_statement(table, where_sql.as_ref()))?;
+    match order_sql {
+        Some(order_sql) if exact => {
+            let rows_wanted = counted.saturating_sub(w.offset).min(w.count);
+            if rows_wanted > w.max_rows {
+                return Err(too_many(source.rt(), Over::Window, rows_wanted, w.max_rows));
+            }
+            if rows_wanted == 0 {
+                return Ok((counted, Vec::new()));
+            }
+            let st = sql::page_statement(table, where_sql.as_ref(), &order_sql, w.offset, w.count, dialect);
+            let rows = sql::load::<S::Row>(conn, &st)?;
+            Ok((counted, source.represent(conn, rows, Purpose::Respond, base_url)?))
+        }
+        _ => {
+            if counted > w.max_scan {
+                let over = match order {
+                    Order::Key(key) if exact => Over::Sort(key),
+                    _ => Over::Filter,
+                };
+                return Err(too_many(source.rt(), over, counted, w.max_scan));
+            }
+            let filter = if exact { None } else { filter };
+            scan(conn, source, where_sql.as_ref(), filter, order, w, base_url)
+        }
+    }
+}
+
+/// The Rust-side evaluation: scan the SQL candidates by id, keep each match's sort value and id, sort, and load
+/// the window's rows.
+fn scan<S: Source>(
+    conn: &mut DbConnection,
+    source: &S,
+    where_sql: Option<&SqlFilter>,
+    filter: Option<&Filter>,
+    order: &Order<'_>,
+    w: Window,
+    base_url: &str,
+) -> Result<(usize, Vec<Value>), AppError> {
+    let (rt, table) = (source.rt(), source.table());
+    let dialect = sql::dialect(conn);
+    let mut matches: Vec<(Option<SortValue>, String)> = Vec::new();
+    let mut after: Option<String> = None;
+    let mut scanned = 0usize;
+    loop {
+        let st = sql::scan_statement(table, where_sql, after.as_deref(), SCAN_BATCH, dialect);
+        let rows = sql::load::<S::Row>(conn, &st)?;
+        let n = rows.len();
+        scanned += n;
+        if scanned > w.max_scan {
+            // Rows arrived after the count; still refuse rather than run unbounded.
+            return Err(too_many(rt, Over::Filter, scanned, w.max_scan));
+        }
+        after = rows.last().map(|r| source.id(r).to_owned());
+        for v in source.represent(conn, rows, Purpose::Evaluate, base_url)? {
+            if filter.is_some_and(|f| !filter::matches(f, &v, rt)) {
+                continue;
+            }
+            let Some(id) = v.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            matches.push((order.value_of(&v), id.to_owned()));
+        }
+        if n < SCAN_BATCH {
+            break;
+        }
+    }
+    let direction = order.direction();
+    matches.sort_by(|a, b| compare((a.0.as_ref(), &a.1), (b.0.as_ref(), &b.1), direction));
+    let total = matches.len();
+    let ids: Vec<&str> = matches
+        .iter()
+        .skip(w.offset)
+        .take(w.count)
+        .map(|m| m.1.as_str())
+        .collect();
+    if ids.len() > w.max_rows {
+        return Err(too_many(rt, Over::Window, ids.len(), w.max_rows));
+    }
+    if ids.is_empty() {
+        return Ok((total, Vec::new()));
+    }
+    let mut by_id: HashMap<String, S::Row> = sql::load_by_ids::<S::Row>(conn, table, &ids)?
+        .into_iter()
+        .map(|r| (source.id(&r).to_owned(), r))
+        .collect();
+    // Rows deleted since the scan are simply missing from the page.
+    let ordered: Vec<S::Row> = ids.iter().filter_map(|id| by_id.remove(*id)).collect();
+    Ok((
+        total,
+        source.represent(conn, ordered, Purpose::Respond, base_url)?,
+    ))
+}
+
+/// One resource type as a root search sees it: [`Source`] without its row type, so types can share a list.
+pub trait Searchable: Send + Sync {
+    fn rt(&self) -> &'static ResourceType;
+    fn select_window(
+        &self,
+        conn: &mut DbConnection,
+        filter: Option<&Filter>,
+        order: &Order<'_>,
+        w: Window,
+        base_url: &str,
+    ) -> Result<(usize, Vec<Value>), AppError>;
+}
+
+impl<S: Source + Send + Sync> Searchable for S {
+    fn rt(&self) -> &'static ResourceType {
+        Source::rt(self)
+    }
+
+    fn select_window(
+        &self,
+        conn: &mut DbConnection,
+        filter: Option<&Filter>,
+        order: &Order<'_>,
+        w: Window,
+        base_url: &str,
+    ) -> Result<(usize, Vec<Value>), AppError> {
+        select(conn, self, filter, order, w, base_url)
+    }
+}
+
+/// `POST /.search` (RFC 7644 §3.4.3 on the server root): the resources of every type in `sources`, filtered,
+/// sorted and paged as one list.
+///
+/// The filter applies to each type it is valid for (its attributes exist there); a type it names unknown
+/// attributes of contributes nothing, and a filter valid for no type is the first type's 400 `invalidFilter`. A
+/// `sortBy` that a type lacks sorts that type's resources as having no value; one that no type has is a 400
+/// `invalidValue`. Each type returns its first `startIndex - 1 + count` results in the common order; they are
+/// merged and the window taken. So a deep page costs that many rows per type, bounded by `limits.max_scan`
+/// (`tooMany` beyond).
+pub fn search_root(
+    db: &Db,
+    sources: &[&dyn Searchable],
+    q: &ListQuery,
+    max_scan: usize,
+    base_url: &str,
+) -> Result<Page, AppError> {
+    let parsed = match q.filter.as_deref().map(str::trim) {
+        Some(text) if !text.is_empty() => Some(filter::parse(text)?),
+        _ => None,
+    };
+    let sort = q.sort.clone().unwrap_or_else(SortBy::default_order);
+    let mut filter_error = None;
+    let mut sortable = false;
+    let mut parts = Vec::new();
+    for source in sources {
+        let rt = source.rt();
+        let order = match sort.resolve(rt)? {
+            Some(key) => Order::Key(key),
+            None => Order::IdOnly(sort.order),
+        };
+        sortable |= matches!(order, Order::Key(_));
+        match parsed.as_ref().map(|f| filter::validate(f, rt)) {
+            Some(Err(e)) => {
+                filter_error.get_or_insert(e);
+            }
+            _ => parts.push((*source, order)),
+        }
+    }
+    if !sortable {
+        return Err(ScimError::invalid_value(format!(
+            "sortBy: '{}' is not an attribute of any resource type",
+            sort.path
+        ))
+        .into());
+    }
+    if parts.is_empty()
+        && let Some(e) = filter_error
+    {
+        return Err(e.into());
+    }
+    let offset = q.start_index.saturating_sub(1);
+    let (total, mut merged) = db.read(|c| {
+        // Past the first page, count first: a window past the end needs no rows at all.
+        if offset > 0 || q.count == 0 {
+            let counting = Window {
+                offset: 0,
+                count: 0,
+                max_scan,
+                max_rows: 0,
+            };
+            let mut total = 0usize;
+            for (source, order) in &parts {
+                total += source
+                    .select_window(c, parsed.as_ref(), order, counting, base_url)?
+                    .0;
+            }
+            if offset >= total || q.count == 0 {
+                return Ok((total, Vec::new()));
+            }
+        }
+        let window = Window {
+            offset: 0,
+            count: offset.saturating_add(q.count),
+            max_scan,
+            max_rows: max_scan,
+        };
+        let mut total = 0usize;
+        let mut merged: Vec<(Option<SortValue>, String, Value)> = Vec::new();
+        for (source, order) in &parts {
+            let (n, resources) = source.select_window(c, parsed.as_ref(), order, window, base_url)?;
+            total += n;
+            for v in resources {
+                let id = v.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                merged.push((order.value_of(&v), id, v));
+            }
+        }
+        Ok::<_, AppError>((total, merged))
+    })?;
+    merged.sort_by(|a, b| compare((a.0.as_ref(), &a.1), (b.0.as_ref(), &b.1), sort.order));
+    Ok(Page {
+        total,
+        start_index: q.start_index,
+        resources: merged
+            .into_iter()
+            .skip(offset)
+            .take(q.count)
+            .map(|m| m.2)
+            .collect(),
+    })
+}
