@@ -197,6 +197,21 @@ pub fn select<S: Source>(
             .map(|col| sql::order_by(col, k.order, dialect)),
         Order::IdOnly(o) => Some(sql::order_by(sql::ID, *o, dialect)),
     };
+    // The first page of an exact, SQL-ordered list (every IdP lookup: `userName eq "…"`) is read first: when it is
+    // not full, its length is the total, and the COUNT query is not needed.
+    if let Some(order_sql) = order_sql
+        .as_ref()
+        .filter(|_| exact && w.offset == 0 && w.count > 0 && w.count <= w.max_rows)
+    {
+        let st = sql::page_statement(table, where_sql.as_ref(), order_sql, 0, w.count, dialect);
+        let rows = sql::load::<S::Row>(conn, &st)?;
+        let total = if rows.len() < w.count {
+            rows.len()
+        } else {
+            sql::count(conn, &sql::count_statement(table, where_sql.as_ref()))?
+        };
+        return Ok((total, source.represent(conn, rows, Purpose::Respond, base_url)?));
+    }
     let counted = sql::count(conn, &sql::count_statement(table, where_sql.as_ref()))?;
     match order_sql {
         Some(order_sql) if exact => {

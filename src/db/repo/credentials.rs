@@ -18,16 +18,16 @@ pub fn find_by_hash(conn: &mut DbConnection, secret_hash: &str) -> QueryResult<O
     credentials::table
         .filter(credentials::secret_hash.eq(secret_hash))
         .select(Credential::as_select())
-        .first(conn)
-        .optional()
+        .load(conn)
+        .map(super::unique)
 }
 
 pub fn find_by_name(conn: &mut DbConnection, name: &str) -> QueryResult<Option<Credential>> {
     credentials::table
         .filter(credentials::name.eq(name))
         .select(Credential::as_select())
-        .first(conn)
-        .optional()
+        .load(conn)
+        .map(super::unique)
 }
 
 pub fn list(conn: &mut DbConnection) -> QueryResult<Vec<Credential>> {

@@ -26,8 +26,8 @@ pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Group>> {
     groups::table
         .find(id)
         .select(Group::as_select())
-        .first(conn)
-        .optional()
+        .load(conn)
+        .map(super::unique)
 }
 
 /// Serialises read-modify-write of one group until the transaction ends.
@@ -173,13 +173,17 @@ pub type GroupRef = (String, String);
 /// The groups of each of `user_ids` (absent key: none), ordered by displayName.
 pub fn groups_of(conn: &mut DbConnection, user_ids: &[&str]) -> QueryResult<HashMap<String, Vec<GroupRef>>> {
     let mut out: HashMap<String, Vec<GroupRef>> = HashMap::new();
+    let base = group_members::table
+        .inner_join(groups::table)
+        .order((groups::display_name_folded.asc(), groups::id.asc()))
+        .select((group_members::user_id, groups::id, groups::display_name));
     for chunk in user_ids.chunks(CHUNK) {
-        let rows: Vec<(String, String, String)> = group_members::table
-            .inner_join(groups::table)
-            .filter(group_members::user_id.eq_any(chunk))
-            .order((groups::display_name_folded.asc(), groups::id.asc()))
-            .select((group_members::user_id, groups::id, groups::display_name))
-            .load(conn)?;
+        // One user (every GET, PUT, PATCH) with `=`: diesel caches that statement; an `IN (…)` list it prepares
+        // again on every call.
+        let rows: Vec<(String, String, String)> = match chunk {
+            [one] => base.filter(group_members::user_id.eq(*one)).load(conn)?,
+            many => base.filter(group_members::user_id.eq_any(many)).load(conn)?,
+        };
         for (user_id, group_id, name) in rows {
             out.entry(user_id).or_default().push((group_id, name));
         }

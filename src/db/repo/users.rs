@@ -26,8 +26,8 @@ pub fn find_live(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>>
         .filter(users::id.eq(id))
         .filter(users::deleted_at.is_null())
         .select(User::as_select())
-        .first(conn)
-        .optional()
+        .load(conn)
+        .map(super::unique)
 }
 
 /// The live user with this userName (compared folded).
@@ -36,8 +36,8 @@ pub fn find_live_by_user_name(conn: &mut DbConnection, user_name_folded: &str) -
         .filter(users::user_name_folded.eq(user_name_folded))
         .filter(users::deleted_at.is_null())
         .select(User::as_select())
-        .first(conn)
-        .optional()
+        .load(conn)
+        .map(super::unique)
 }
 
 /// Serialises read-modify-write of one user until the transaction ends (DECISIONS.md §9).
@@ -69,7 +69,8 @@ pub fn bump_generation(conn: &mut DbConnection, id: &str) -> QueryResult<i64> {
     users::table
         .filter(users::id.eq(id))
         .select(users::token_generation)
-        .first(conn)
+        .load(conn)
+        .and_then(|rows| super::unique(rows).ok_or(diesel::result::Error::NotFound))
 }
 
 /// Turns a live user into a tombstone: inactive, out of SCIM results, userName free for a new user.
