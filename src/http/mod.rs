@@ -13,6 +13,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod ops;
+pub mod scim_common;
 pub mod scim_discovery;
 pub mod scim_groups;
 pub mod scim_search;

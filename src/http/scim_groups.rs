@@ -2,19 +2,15 @@
 //! only when the response includes them (`excludedAttributes=members` keeps big groups cheap).
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::auth::{Authenticated, ScimScope};
 use super::body::{Params, ScimBody, ScimJson};
-use super::error::SCIM_JSON;
+use super::scim_common::{self, if_match, if_none_match, list_query, not_modified, projection, valid_id};
 use super::scim_search::{list_response, search_request};
-use super::scim_users::{if_match, if_none_match, list_query, not_modified, projection};
 use crate::error::AppError;
 use crate::lifecycle::groups::{self, GroupView};
-use crate::lifecycle::users::etag;
-use crate::scim::ScimError;
 use crate::scim::projection::Projection;
 use crate::scim::schema::registry;
 
@@ -37,15 +33,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 type Auth = Authenticated<ScimScope>;
 
-/// A resource id that cannot be one of ours answers 404 without a query (DECISIONS.md §8).
-fn valid_id(id: &str) -> Result<(), AppError> {
-    if uuid::Uuid::try_parse(id).is_ok() {
-        Ok(())
-    } else {
-        Err(ScimError::not_found("no such group").into())
-    }
-}
-
 /// Whether the response needs the members.
 fn with_members(proj: &Projection) -> bool {
     !proj.excludes(registry().group(), "members")
@@ -57,19 +44,16 @@ fn resource_response(
     view: &GroupView,
     proj: &Projection,
 ) -> HttpResponse {
-    let mut body = groups::to_scim(view, &state.scim_base);
-    proj.apply(registry().group(), &mut body);
-    let mut res = HttpResponse::build(status);
-    res.content_type(SCIM_JSON);
-    if let Ok(v) = HeaderValue::from_str(&etag(view.group.version)) {
-        res.insert_header((header::ETAG, v));
-    }
-    if status == StatusCode::CREATED
-        && let Ok(v) = HeaderValue::from_str(&format!("{}/Groups/{}", state.scim_base, view.group.id))
-    {
-        res.insert_header((header::LOCATION, v));
-    }
-    res.json(body)
+    let body = groups::to_scim(view, &state.scim_base);
+    let location = format!("{}/Groups/{}", state.scim_base, view.group.id);
+    scim_common::resource_response(
+        status,
+        registry().group(),
+        body,
+        view.group.version,
+        &location,
+        proj,
+    )
 }
 
 /// GET /Groups — filter, sort, paging, projection.
@@ -133,7 +117,7 @@ async fn get(
     let (view, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
-            valid_id(&id)?;
+            valid_id(&id, "group")?;
             Ok((groups::get(db, &id, with_members(&proj))?, proj))
         })
         .await?;
@@ -156,7 +140,7 @@ async fn replace(
     let (view, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
-            valid_id(&id)?;
+            valid_id(&id, "group")?;
             Ok((
                 groups::replace(db, &id, &body.0, if_match.as_deref(), with_members(&proj))?,
                 proj,
@@ -179,7 +163,7 @@ async fn patch(
     let (view, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
-            valid_id(&id)?;
+            valid_id(&id, "group")?;
             Ok((
                 groups::patch(db, &id, &body.0, if_match.as_deref(), with_members(&proj))?,
                 proj,
@@ -193,7 +177,7 @@ async fn patch(
 async fn delete(auth: Auth, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, AppError> {
     let if_match = if_match(&req);
     auth.run(move |db, _| {
-        valid_id(&id)?;
+        valid_id(&id, "group")?;
         groups::delete(db, &id, if_match.as_deref())
     })
     .await?;

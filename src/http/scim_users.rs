@@ -1,17 +1,15 @@
 //! `/scim/v2/Users` (RFC 7644 §3): every handler requires a credential with scope `scim`.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::auth::{Authenticated, ScimScope};
 use super::body::{Params, ScimBody, ScimJson};
-use super::error::SCIM_JSON;
+use super::scim_common::{self, if_match, if_none_match, list_query, not_modified, projection, valid_id};
 use super::scim_search::{list_response, search_request};
 use crate::error::AppError;
-use crate::lifecycle::users::{self, ListQuery, UserView};
-use crate::scim::ScimError;
+use crate::lifecycle::users::{self, UserView};
 use crate::scim::projection::Projection;
 use crate::scim::schema::registry;
 
@@ -34,77 +32,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 type Auth = Authenticated<ScimScope>;
 
-/// A resource id that cannot be one of ours answers 404 without a query (DECISIONS.md §8).
-fn valid_id(id: &str) -> Result<(), AppError> {
-    if uuid::Uuid::try_parse(id).is_ok() {
-        Ok(())
-    } else {
-        Err(ScimError::not_found("no such user").into())
-    }
-}
-
-pub(super) fn projection(params: &Params) -> Result<Projection, AppError> {
-    Ok(Projection::parse(
-        params.get("attributes"),
-        params.get("excludedAttributes"),
-    )?)
-}
-
-pub(super) fn if_match(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-pub(super) fn if_none_match(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// 304 Not Modified, with the `ETag` and no body, when `If-None-Match` matches the resource's version (RFC 7232
-/// §3.2: weak comparison, `*` matches any current representation).
-pub(super) fn not_modified(if_none_match: Option<&str>, version: i64) -> Option<HttpResponse> {
-    let tags = if_none_match?;
-    if !users::if_match_allows(tags, version) {
-        return None;
-    }
-    let mut res = HttpResponse::NotModified();
-    if let Ok(v) = HeaderValue::from_str(&users::etag(version)) {
-        res.insert_header((header::ETAG, v));
-    }
-    Some(res.finish())
-}
-
-/// A single-resource response: projected body, `ETag`, and `Location` on 201.
+/// A single-resource response for a user.
 fn resource_response(
     status: StatusCode,
     state: &AppState,
     view: &UserView,
     proj: &Projection,
 ) -> HttpResponse {
-    let user = &view.user;
-    let mut body = users::to_scim(view, &state.scim_base);
-    proj.apply(registry().user(), &mut body);
-    let mut res = HttpResponse::build(status);
-    res.content_type(SCIM_JSON);
-    if let Ok(v) = HeaderValue::from_str(&users::etag(user.version)) {
-        res.insert_header((header::ETAG, v));
-    }
-    if status == StatusCode::CREATED
-        && let Ok(v) = HeaderValue::from_str(&format!("{}/Users/{}", state.scim_base, user.id))
-    {
-        res.insert_header((header::LOCATION, v));
-    }
-    res.json(body)
-}
-
-/// Reads the list parameters (`filter`, `startIndex`, `count`, `sortBy`, `sortOrder`): `startIndex` below 1 reads
-/// as 1, `count` is capped at `max` (negative → 0).
-pub(super) fn list_query(params: &Params, max: usize) -> Result<ListQuery, AppError> {
-    Ok(ListQuery::from_params(|name| params.get(name), max)?)
+    let body = users::to_scim(view, &state.scim_base);
+    let location = format!("{}/Users/{}", state.scim_base, view.user.id);
+    scim_common::resource_response(
+        status,
+        registry().user(),
+        body,
+        view.user.version,
+        &location,
+        proj,
+    )
 }
 
 /// GET /Users — filter, sort, paging (`startIndex`, `count`), projection.
@@ -162,7 +106,7 @@ async fn get(
     let (user, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
-            valid_id(&id)?;
+            valid_id(&id, "user")?;
             Ok((users::get(db, &id)?, proj))
         })
         .await?;
@@ -185,7 +129,7 @@ async fn replace(
     let (user, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
-            valid_id(&id)?;
+            valid_id(&id, "user")?;
             Ok((users::replace(db, &id, &body.0, if_match.as_deref())?, proj))
         })
         .await?;
@@ -205,7 +149,7 @@ async fn patch(
     let (user, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
-            valid_id(&id)?;
+            valid_id(&id, "user")?;
             Ok((users::patch(db, &id, &body.0, if_match.as_deref())?, proj))
         })
         .await?;
@@ -216,7 +160,7 @@ async fn patch(
 async fn delete(auth: Auth, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, AppError> {
     let if_match = if_match(&req);
     auth.run(move |db, _| {
-        valid_id(&id)?;
+        valid_id(&id, "user")?;
         users::delete(db, &id, if_match.as_deref())
     })
     .await?;
