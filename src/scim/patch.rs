@@ -1521,11 +1521,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(gone, user());
+        // `manager.displayName` is not offered (offboard does not compute it), so naming it is an invalid path.
         let r = user_patch(
             &out,
             json!([{"op": "replace", "path": "manager.displayName", "value": "Boss"}]),
         );
-        assert_eq!(err_type(r), Some(ScimType::Mutability));
+        assert_eq!(err_type(r), Some(ScimType::InvalidPath));
     }
 
     #[test]

@@ -272,7 +272,7 @@ mod tests {
             "active": true,
             "password": "leaked?",
             "groups": [{"value": "g1", "display": "Eng"}],
-            ENTERPRISE_USER_SCHEMA: {"employeeNumber": "701984", "manager": {"value": "m1", "displayName": "Boss"}},
+            ENTERPRISE_USER_SCHEMA: {"employeeNumber": "701984", "manager": {"value": "m1"}},
             "meta": {"resourceType": "User", "created": "2010-01-23T04:56:22Z",
                      "lastModified": "2011-05-13T04:42:34Z", "version": "W/\"a330bc54f0671c9\""}
         })
