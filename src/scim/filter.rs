@@ -31,8 +31,8 @@ use winnow::token::{literal, one_of, take_while};
 
 use super::schema::parse_datetime;
 
-use super::ScimError;
 use super::schema::{AttrType, AttributeDef, ResourceType, Returned, fold};
+use super::{ScimError, get_ci};
 
 /// Longest filter (and PATCH path) accepted, in bytes (DECISIONS.md §15).
 pub const MAX_LEN: usize = 16 * 1024;
@@ -879,17 +879,6 @@ fn elements(value: &Value) -> Box<dyn Iterator<Item = &Value> + '_> {
         Value::Array(items) => Box::new(items.iter()),
         other => Box::new(std::iter::once(other)),
     }
-}
-
-/// A key of an object, exactly or else case-insensitively (names are stored canonical; be lenient anyway).
-fn get_ci<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
-    let object = value.as_object()?;
-    object.get(key).or_else(|| {
-        object
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
 }
 
 /// `pr`: not null, not `""`, not `[]`, not `{}`; an array needs one present element, an object one present member

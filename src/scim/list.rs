@@ -26,11 +26,11 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::SEARCH_REQUEST_SCHEMA;
-use super::ScimError;
 use super::filter::AttrPath;
 use super::schema::{
     AttrType, AttributeDef, Resolved, ResourceType, Returned, fold, parse_datetime, split_attr_key,
 };
+use super::{ScimError, get_ci};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SortOrder {
@@ -263,17 +263,6 @@ fn leaf_value(leaf: &AttributeDef, v: &Value) -> Option<SortValue> {
         }
         _ => None,
     }
-}
-
-/// A key of an object, exactly or else ASCII case-insensitively.
-fn get_ci<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
-    let object = value.as_object()?;
-    object.get(key).or_else(|| {
-        object
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
 }
 
 /// A list request after parameter parsing, from a query string or a `SearchRequest` body.

@@ -28,3 +28,22 @@ pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Li
 pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 pub const SEARCH_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+
+/// A member of a JSON object by exact name, else ASCII case-insensitively (SCIM names are case-insensitive; IdPs
+/// send `Operations`, `Value`, `UserName`).
+pub(crate) fn get_ci_map<'v>(
+    object: &'v serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Option<&'v serde_json::Value> {
+    object.get(key).or_else(|| {
+        object
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+/// [`get_ci_map`] on a value; None when it is not an object.
+pub(crate) fn get_ci<'v>(value: &'v serde_json::Value, key: &str) -> Option<&'v serde_json::Value> {
+    get_ci_map(value.as_object()?, key)
+}

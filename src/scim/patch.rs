@@ -20,7 +20,7 @@ use super::schema::{
     AttrType, AttributeDef, Mutability, Resolved, ResourceType, eq_fold, fold, is_unassigned, parse_datetime,
     single_primary, split_attr_key,
 };
-use super::{PATCH_OP_SCHEMA, ScimError};
+use super::{PATCH_OP_SCHEMA, ScimError, get_ci_map};
 
 /// Filters are already bounded by their parser (32 levels of brackets); this bounds the evaluation here
 /// independently of it. `and`/`or` chains are walked with a heap stack, so only `not` and brackets recurse.
@@ -67,7 +67,7 @@ pub fn parse_request(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
             "a PATCH body must be a PatchOp JSON object",
         ));
     };
-    if let Some(schemas) = get_ci(message, "schemas") {
+    if let Some(schemas) = get_ci_map(message, "schemas") {
         let ok = schemas.as_array().is_some_and(|a| {
             a.iter()
                 .any(|s| s.as_str().is_some_and(|s| eq_fold(s, PATCH_OP_SCHEMA)))
@@ -78,7 +78,7 @@ pub fn parse_request(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
             )));
         }
     }
-    let Some(Value::Array(operations)) = get_ci(message, "Operations") else {
+    let Some(Value::Array(operations)) = get_ci_map(message, "Operations") else {
         return Err(ScimError::invalid_syntax(
             "'Operations' must be an array of operations",
         ));
@@ -96,7 +96,7 @@ fn parse_op(index: usize, op: &Value) -> Result<PatchOp, ScimError> {
             "Operations[{index}] must be an object"
         )));
     };
-    let kind = get_ci(op, "op")
+    let kind = get_ci_map(op, "op")
         .and_then(Value::as_str)
         .and_then(OpKind::parse)
         .ok_or_else(|| {
@@ -104,7 +104,7 @@ fn parse_op(index: usize, op: &Value) -> Result<PatchOp, ScimError> {
                 "Operations[{index}].op must be \"add\", \"replace\" or \"remove\""
             ))
         })?;
-    let path = match get_ci(op, "path") {
+    let path = match get_ci_map(op, "path") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => None,
         Some(Value::String(s)) => Some(path::parse(s)?),
@@ -117,7 +117,7 @@ fn parse_op(index: usize, op: &Value) -> Result<PatchOp, ScimError> {
     let op = PatchOp {
         op: kind,
         path,
-        value: get_ci(op, "value").cloned(),
+        value: get_ci_map(op, "value").cloned(),
     };
     check_op(&op)?;
     Ok(op)
@@ -132,15 +132,6 @@ fn check_op(op: &PatchOp) -> Result<(), ScimError> {
         ))),
         _ => Ok(()),
     }
-}
-
-/// A member of a JSON object by exact name, else case-insensitively.
-fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
 }
 
 /// Applies the operations in order to a copy of `resource` (stored form) and returns the new stored form, or the
