@@ -30,16 +30,6 @@ pub fn find_live(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>>
         .map(super::unique)
 }
 
-/// The live user with this userName (compared folded).
-pub fn find_live_by_user_name(conn: &mut DbConnection, user_name_folded: &str) -> QueryResult<Option<User>> {
-    users::table
-        .filter(users::user_name_folded.eq(user_name_folded))
-        .filter(users::deleted_at.is_null())
-        .select(User::as_select())
-        .load(conn)
-        .map(super::unique)
-}
-
 /// Serialises read-modify-write of one user until the transaction ends (DECISIONS.md §9).
 pub fn lock(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
     super::advisory_lock(conn, "user", id)
