@@ -543,13 +543,15 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<Report> {
 
     let listener = TcpListener::bind("127.0.0.1:0").context("bind a loopback port")?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(
-        db.clone(),
-        Config {
-            issuer: format!("http://{addr}"),
-            ..config
-        },
-    );
+    let mut config = Config {
+        issuer: format!("http://{addr}"),
+        ..config
+    };
+    // A throwaway key-encryption key: the benchmark's signing keys die with its database.
+    config.keys.kek = Some(offboard::config::SecretString::new(
+        "YmVuY2gtb25seS1rZXktZW5jcnlwdGlvbi1rZXkhISE=",
+    ));
+    let state = AppState::open(db.clone(), config)?;
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     let server =
         std::thread::Builder::new()

@@ -59,6 +59,136 @@ pub struct Config {
     pub blocking_threads: usize,
     pub database: DatabaseConfig,
     pub limits: Limits,
+    /// The `aud` of tokens minted without an explicit audience; defaults to the issuer (DECISIONS.md §19).
+    pub default_audience: Option<String>,
+    pub tokens: TokenConfig,
+    pub keys: KeyConfig,
+    /// IdPs whose ID tokens and JWTs offboard accepts in token exchange and Global Token Revocation.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// Access and refresh token lifetimes and claims.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TokenConfig {
+    /// Lifetime of an access token, seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub access_ttl_secs: u64,
+    /// Longest lifetime a caller may ask for (`offboard token mint --ttl`), seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub max_access_ttl_secs: u64,
+    /// Absolute lifetime of a refresh-token family (one login), seconds, however often it is used.
+    #[serde(deserialize_with = "lenient")]
+    pub refresh_absolute_ttl_secs: u64,
+    /// A refresh token not used within this many seconds has expired.
+    #[serde(deserialize_with = "lenient")]
+    pub refresh_idle_ttl_secs: u64,
+    /// Audiences offboard issues tokens for besides `default_audience`.
+    pub audiences: Vec<String>,
+    /// Signing algorithm of access tokens: `RS256` (default) or `EdDSA`. SETs are always RS256.
+    pub algorithm: TokenAlgorithm,
+    /// Entries in the in-process cache of verified access-token signatures (0 turns it off).
+    #[serde(deserialize_with = "lenient")]
+    pub verify_cache_entries: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TokenAlgorithm {
+    RS256,
+    EdDSA,
+}
+
+impl TokenAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+}
+
+/// Signing keys and the key-encryption key that seals them at rest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KeyConfig {
+    /// The key-encryption key: 32 random bytes, base64 (e.g. `openssl rand -base64 32`). Prefer the env var
+    /// `OFFBOARD_KEYS__KEK` or `kek_file` to writing it into the TOML file.
+    pub kek: Option<SecretString>,
+    /// A file holding the key-encryption key (base64). In dev mode offboard creates `offboard.kek` when neither
+    /// this nor `kek` is set.
+    pub kek_file: Option<PathBuf>,
+    /// `Cache-Control: max-age` of the JWKS, seconds; also how long a key is pre-published before it signs.
+    #[serde(deserialize_with = "lenient")]
+    pub jwks_max_age_secs: u64,
+    /// How often a running server re-reads the keys (to follow `offboard keys rotate` from another process).
+    #[serde(deserialize_with = "lenient")]
+    pub reload_secs: u64,
+    /// A PEM file of PKCS#8 private keys that new keys are taken from, in order, before any is generated
+    /// (importing existing keys; tests use it to skip RSA key generation).
+    pub import_pem_file: Option<PathBuf>,
+}
+
+/// A string whose `Debug` and `Display` print nothing of it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(…)")
+    }
+}
+
+/// An IdP whose signed tokens offboard trusts (RFC 8693 subject tokens, Global Token Revocation assertions).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrustedIssuer {
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    /// The `aud` its ID tokens carry for offboard (offboard's client id at that IdP).
+    pub audience: String,
+    /// A local JWKS file with its public keys.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Its JWKS URL, fetched at start and again (at most every 30 s) when a token names an unknown `kid`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The claim that identifies the user (`sub`, `email`, `oid`, …).
+    #[serde(default = "default_claim")]
+    pub claim: String,
+    /// The SCIM attribute that claim is matched against: `userName`, `externalId` or `email`.
+    #[serde(default = "default_attribute")]
+    pub attribute: MappedAttribute,
+    /// When set, the token's `tid` claim must equal it (Entra ID: the tenant id).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+}
+
+fn default_claim() -> String {
+    "sub".into()
+}
+
+fn default_attribute() -> MappedAttribute {
+    MappedAttribute::ExternalId
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum MappedAttribute {
+    #[serde(rename = "userName")]
+    UserName,
+    #[serde(rename = "externalId")]
+    ExternalId,
+    #[serde(rename = "email", alias = "emails")]
+    Email,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -109,6 +239,36 @@ impl Default for Config {
             blocking_threads: 0,
             database: DatabaseConfig::default(),
             limits: Limits::default(),
+            default_audience: None,
+            tokens: TokenConfig::default(),
+            keys: KeyConfig::default(),
+            trusted_issuers: Vec::new(),
+        }
+    }
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            access_ttl_secs: 300,
+            max_access_ttl_secs: 3600,
+            refresh_absolute_ttl_secs: 7 * 24 * 3600,
+            refresh_idle_ttl_secs: 24 * 3600,
+            audiences: Vec::new(),
+            algorithm: TokenAlgorithm::RS256,
+            verify_cache_entries: 100_000,
+        }
+    }
+}
+
+impl Default for KeyConfig {
+    fn default() -> Self {
+        Self {
+            kek: None,
+            kek_file: None,
+            jwks_max_age_secs: 300,
+            reload_secs: 5,
+            import_pem_file: None,
         }
     }
 }
@@ -215,7 +375,86 @@ impl Config {
         if self.limits.max_scan == 0 {
             return Err(ConfigError::invalid("limits.max_scan", "must be at least 1"));
         }
+        self.validate_tokens()?;
         Ok(self)
+    }
+
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
+        let t = &self.tokens;
+        if !(10..=86_400).contains(&t.access_ttl_secs) {
+            return Err(ConfigError::invalid(
+                "tokens.access_ttl_secs",
+                "must be between 10 and 86400 seconds",
+            ));
+        }
+        if t.max_access_ttl_secs < t.access_ttl_secs {
+            return Err(ConfigError::invalid(
+                "tokens.max_access_ttl_secs",
+                "must be at least tokens.access_ttl_secs",
+            ));
+        }
+        if t.refresh_idle_ttl_secs == 0 || t.refresh_absolute_ttl_secs < t.refresh_idle_ttl_secs {
+            return Err(ConfigError::invalid(
+                "tokens.refresh_idle_ttl_secs",
+                "must be at least 1 and at most tokens.refresh_absolute_ttl_secs",
+            ));
+        }
+        if self.keys.reload_secs == 0 {
+            return Err(ConfigError::invalid("keys.reload_secs", "must be at least 1"));
+        }
+        for (i, ti) in self.trusted_issuers.iter().enumerate() {
+            let key = format!("trusted_issuers[{i}]");
+            if ti.issuer.trim().is_empty() || ti.audience.trim().is_empty() {
+                return Err(ConfigError::invalid(&key, "needs `issuer` and `audience`"));
+            }
+            if ti.jwks_file.is_some() == ti.jwks_uri.is_some() {
+                return Err(ConfigError::invalid(
+                    &key,
+                    "needs exactly one of `jwks_file` and `jwks_uri`",
+                ));
+            }
+            if ti.claim.trim().is_empty() {
+                return Err(ConfigError::invalid(&format!("{key}.claim"), "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Dev mode (DECISIONS.md §23): the issuer is an `http://` loopback URL. Only then may offboard create its own
+    /// key-encryption key.
+    pub fn dev_mode(&self) -> bool {
+        let Some(rest) = self.issuer.strip_prefix("http://") else {
+            return false;
+        };
+        let host = rest.split(['/', '?']).next().unwrap_or_default();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.split_once(']').map(|(h, _)| h))
+            .unwrap_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| h));
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// The `aud` of tokens minted without an explicit audience.
+    pub fn default_audience(&self) -> &str {
+        self.default_audience.as_deref().unwrap_or(&self.issuer)
+    }
+
+    /// Whether offboard issues tokens for this audience.
+    pub fn issues_for(&self, audience: &str) -> bool {
+        audience == self.default_audience() || self.tokens.audiences.iter().any(|a| a == audience)
+    }
+
+    /// Every audience offboard issues tokens for.
+    pub fn audiences(&self) -> Vec<String> {
+        let mut v = vec![self.default_audience().to_owned()];
+        v.extend(
+            self.tokens
+                .audiences
+                .iter()
+                .filter(|a| *a != self.default_audience())
+                .cloned(),
+        );
+        v
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -341,6 +580,54 @@ mod tests {
         assert!(err.to_string().contains("issuer"), "{err}");
         let err = Config::load_from(None, env(&[("OFFBOARD_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("log_format"), "{err}");
+    }
+
+    #[test]
+    fn dev_mode_is_a_loopback_http_issuer() {
+        let with = |issuer: &str| Config {
+            issuer: issuer.into(),
+            ..Config::default()
+        };
+        assert!(with("http://127.0.0.1:8080").dev_mode());
+        assert!(with("http://localhost").dev_mode());
+        assert!(with("http://[::1]:9000").dev_mode());
+        assert!(!with("https://127.0.0.1:8080").dev_mode());
+        assert!(!with("http://offboard.example.com").dev_mode());
+        assert!(!with("http://10.0.0.1:8080").dev_mode());
+    }
+
+    #[test]
+    fn token_settings_are_checked_and_secrets_hidden() {
+        let err = Config::load_from(None, env(&[("OFFBOARD_TOKENS__ACCESS_TTL_SECS", "1")])).unwrap_err();
+        assert!(err.to_string().contains("tokens.access_ttl_secs"), "{err}");
+        let loaded =
+            Config::load_from(None, env(&[("OFFBOARD_KEYS__KEK", "c2VjcmV0LWtlay12YWx1ZQ==")])).unwrap();
+        assert!(!format!("{:?}", loaded.config).contains("c2VjcmV0"));
+        assert_eq!(loaded.config.default_audience(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn trusted_issuers_come_from_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offboard.toml");
+        std::fs::write(
+            &path,
+            "[[trusted_issuers]]\nissuer = \"https://acme.okta.com\"\naudience = \"0oa1\"\njwks_file = \"okta.json\"\n\
+             [[trusted_issuers]]\nissuer = \"https://login.microsoftonline.com/t/v2.0\"\naudience = \"app\"\n\
+             jwks_uri = \"https://login.microsoftonline.com/t/discovery/v2.0/keys\"\nclaim = \"oid\"\ntenant_id = \"t\"\n",
+        )
+        .unwrap();
+        let loaded = Config::load_from(Some(&path), env(&[])).unwrap();
+        let [okta, entra] = loaded.config.trusted_issuers.as_slice() else {
+            panic!("two issuers")
+        };
+        assert_eq!(okta.claim, "sub");
+        assert_eq!(okta.attribute, MappedAttribute::ExternalId);
+        assert_eq!(entra.claim, "oid");
+        assert_eq!(entra.tenant_id.as_deref(), Some("t"));
+        std::fs::write(&path, "[[trusted_issuers]]\nissuer = \"x\"\naudience = \"y\"\n").unwrap();
+        let err = Config::load_from(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("trusted_issuers[0]"), "{err}");
     }
 
     #[test]

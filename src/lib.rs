@@ -10,8 +10,10 @@ pub mod credentials;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod keys;
 pub mod lifecycle;
 pub mod scim;
 pub mod telemetry;
+pub mod tokens;
 
 pub use http::{AppState, configure};

@@ -1,5 +1,5 @@
-//! The `offboard` command line: `serve`, `migrate`, `credentials`. Parses arguments, loads configuration, and
-//! calls into the library; no logic of its own beyond presentation.
+//! The `offboard` command line: `serve`, `migrate`, `credentials`, `keys`, `users`, `token`. Parses arguments,
+//! loads configuration, and calls into the library; no logic of its own beyond presentation.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +10,9 @@ use clap::{Parser, Subcommand};
 use offboard::config::{Config, Loaded};
 use offboard::credentials::{self, parse_scopes};
 use offboard::db::{Db, DbOptions};
+use offboard::keys::{self, Kek};
+use offboard::lifecycle::users;
+use offboard::tokens::{CLI_CLIENT, TokenRequest, UserKey};
 use offboard::{AppState, configure, telemetry};
 
 #[derive(Parser)]
@@ -35,6 +38,73 @@ enum Command {
     /// Manage API credentials (the IdP's SCIM client, services that introspect, auditors).
     #[command(subcommand)]
     Credentials(CredentialsCommand),
+    /// Signing keys: list them, rotate the active one.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Users: show their access, and the break-glass commands that end it.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Tokens for automation and tests.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List signing keys with their state (next, active, retired) and whether the JWKS still publishes them.
+    List,
+    /// Activate the pre-published next key, retire the active one (published until its tokens have expired), and
+    /// pre-publish a new next key.
+    Rotate {
+        /// Which key to rotate.
+        #[arg(long, default_value = "RS256", value_parser = ["RS256", "EdDSA"])]
+        alg: String,
+        /// Rotate even if the next key was published less than `keys.jwks_max_age_secs` ago (a key compromise).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Show a user's state, generation, groups, live logins and token activity per client.
+    Show {
+        /// The userName (case-insensitive).
+        user_name: String,
+    },
+    /// Break glass: deactivate a user now, as a SCIM `active:false` would (tokens die, logins end).
+    Deactivate {
+        user_name: String,
+        /// Why, for the log (required).
+        #[arg(long)]
+        reason: String,
+    },
+    /// End every session of a user (generation bump, logins revoked); the account stays active.
+    RevokeTokens {
+        user_name: String,
+        /// Why, for the log.
+        #[arg(long, default_value = "revoked by an administrator")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint an access and refresh token for a user (client `offboard-cli`) and print the token response JSON.
+    Mint {
+        /// The userName (case-insensitive).
+        #[arg(long)]
+        user: String,
+        /// Access-token lifetime in seconds (default `tokens.access_ttl_secs`, at most `tokens.max_access_ttl_secs`).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// The `aud` (default `default_audience`, itself the issuer by default).
+        #[arg(long)]
+        audience: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,7 +179,176 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let db = open_db(&config, 1)?;
             credentials_command(&db, cmd)
         }
+        Command::Keys(cmd) => {
+            let db = open_db(&config, 1)?;
+            keys_command(&db, &config, cmd)
+        }
+        Command::Users(cmd) => {
+            let db = open_db(&config, 2)?;
+            users_command(&db, cmd)
+        }
+        Command::Token(TokenCommand::Mint {
+            user,
+            ttl,
+            scope,
+            audience,
+        }) => {
+            let db = open_db(&config, 2)?;
+            let state = AppState::open(db.clone(), config)?;
+            let res = state
+                .tokens
+                .login(
+                    &UserKey::UserName(user.clone()),
+                    CLI_CLIENT,
+                    &TokenRequest { scope, audience, ttl },
+                )
+                .map_err(|e| anyhow::anyhow!("cannot mint a token for `{user}`: {} ({e})", e.code()))?;
+            state.tokens.activity.flush(&db)?;
+            println!("{}", serde_json::to_string_pretty(&res)?);
+            Ok(())
+        }
     }
+}
+
+fn fmt_time(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn keys_command(db: &Db, config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    let (kek, _) = Kek::load(config)?;
+    match cmd {
+        KeysCommand::List => {
+            for kid in keys::ensure(
+                db,
+                &kek,
+                &keys::needed_algs(config),
+                config.keys.import_pem_file.as_deref(),
+            )? {
+                eprintln!("created signing key {kid}");
+            }
+            println!(
+                "{:<44} {:<6} {:<8} {:<20} {:<20} PUBLISHED",
+                "KID", "ALG", "STATE", "CREATED", "ACTIVATED"
+            );
+            for k in keys::list(db)? {
+                let published = if k.published {
+                    k.publish_until
+                        .map_or_else(|| "yes".to_owned(), |t| format!("until {}", fmt_time(t)))
+                } else {
+                    "no".to_owned()
+                };
+                println!(
+                    "{:<44} {:<6} {:<8} {:<20} {:<20} {published}",
+                    k.kid,
+                    k.alg,
+                    k.state,
+                    fmt_time(k.created),
+                    k.activated_at.map_or_else(|| "-".to_owned(), fmt_time)
+                );
+            }
+        }
+        KeysCommand::Rotate { alg, force } => {
+            let alg = keys::KeyAlg::parse(&alg).context("--alg must be RS256 or EdDSA")?;
+            let r = keys::rotate(db, &kek, config, alg, force)?;
+            eprintln!("Rotated the {} signing key.", r.alg.as_str());
+            eprintln!("  active now: {}", r.activated);
+            if let Some(old) = &r.retired {
+                eprintln!(
+                    "  retired:    {old} (still published until {} UTC, when every token it signed has expired)",
+                    fmt_time(r.retired_published_until)
+                );
+            }
+            eprintln!(
+                "  next:       {} (published now; rotate again after keys.jwks_max_age_secs)",
+                r.next
+            );
+            eprintln!(
+                "Running servers switch within keys.reload_secs ({} s).",
+                config.keys.reload_secs
+            );
+        }
+    }
+    Ok(())
+}
+
+fn find_user(db: &Db, user_name: &str) -> anyhow::Result<offboard::lifecycle::users::UserView> {
+    users::find_by_user_name(db, user_name)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("no live user with userName `{user_name}`"))
+}
+
+fn users_command(db: &Db, cmd: UsersCommand) -> anyhow::Result<()> {
+    match cmd {
+        UsersCommand::Show { user_name } => {
+            let view = find_user(db, &user_name)?;
+            let u = &view.user;
+            let access = users::access_of(db, &u.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("user        {} ({})", u.user_name, u.id);
+            println!("active      {}", u.active);
+            println!(
+                "generation  {} (tokens with a lower tgen are dead)",
+                u.token_generation
+            );
+            let groups: Vec<&str> = view.groups.iter().map(|(_, n)| n.as_str()).collect();
+            println!(
+                "groups      {}",
+                if groups.is_empty() {
+                    "-".to_owned()
+                } else {
+                    groups.join(", ")
+                }
+            );
+            println!("last change {} UTC", fmt_time(u.last_modified));
+            println!("live logins {}", access.live_logins.len());
+            for f in &access.live_logins {
+                println!(
+                    "  sid {}  client {}  since {}  until {}",
+                    f.sid,
+                    f.client_id,
+                    fmt_time(f.created),
+                    fmt_time(f.expires_at)
+                );
+            }
+            println!("token activity (written every few seconds by the server):");
+            if access.activity.is_empty() {
+                println!("  none");
+            }
+            let t = |v: Option<chrono::NaiveDateTime>| v.map_or_else(|| "never".to_owned(), fmt_time);
+            for a in &access.activity {
+                println!(
+                    "  client {:<24} minted {:<20} refreshed {:<20} introspected {}",
+                    a.client_id,
+                    t(a.last_minted_at),
+                    t(a.last_refreshed_at),
+                    t(a.last_introspected_at)
+                );
+            }
+        }
+        UsersCommand::Deactivate { user_name, reason } => {
+            if reason.trim().is_empty() {
+                anyhow::bail!("--reason must say why");
+            }
+            let view = find_user(db, &user_name)?;
+            match users::deactivate(db, &view.user.id, &reason).map_err(|e| anyhow::anyhow!("{e}"))? {
+                Some(generation) => eprintln!(
+                    "Deactivated `{}` ({}); token generation is now {generation}: every earlier token is dead and \
+                     every login ended.",
+                    view.user.user_name, view.user.id
+                ),
+                None => eprintln!("`{}` was inactive already; nothing changed.", view.user.user_name),
+            }
+        }
+        UsersCommand::RevokeTokens { user_name, reason } => {
+            let view = find_user(db, &user_name)?;
+            let ended =
+                users::revoke_tokens(db, &view.user.id, &reason).map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "Ended every session of `{}`: generation {} in force, {} login(s) revoked. The account stays active.",
+                view.user.user_name, ended.generation, ended.families_revoked
+            );
+        }
+    }
+    Ok(())
 }
 
 fn credentials_command(db: &Db, cmd: CredentialsCommand) -> anyhow::Result<()> {
@@ -160,6 +399,31 @@ fn credentials_command(db: &Db, cmd: CredentialsCommand) -> anyhow::Result<()> {
 
 /// How often credential last-used times are written.
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often token activity (last minted, refreshed, introspected) is written.
+const ACTIVITY_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// How often expired revocation records, assertion ids and refresh-token families are deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Runs `job` on the blocking pool every `period` (the first run one period from now), logging failures.
+fn every<E: std::fmt::Display + Send + 'static>(
+    period: Duration,
+    what: &'static str,
+    job: impl Fn() -> Result<(), E> + Send + Sync + Clone + 'static,
+) -> actix_web::rt::task::JoinHandle<()> {
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(period);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let job = job.clone();
+            match actix_web::web::block(job).await {
+                Ok(Err(e)) => tracing::warn!("could not {what}: {e}"),
+                Err(e) => tracing::warn!("could not {what}: {e}"),
+                Ok(Ok(())) => {}
+            }
+        }
+    })
+}
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
@@ -178,22 +442,38 @@ fn serve(config: Config) -> anyhow::Result<()> {
         config.issuer
     );
     let blocking_threads = config.blocking_threads_per_worker(db.backend());
-    let state = AppState::new(db.clone(), config);
+    let reload = Duration::from_secs(config.keys.reload_secs);
+    let state = AppState::open(db.clone(), config)?;
     let usage = state.usage.clone();
+    let tokens = state.tokens.clone();
     actix_web::rt::System::new().block_on(async move {
         let flusher = {
             let (usage, db) = (usage.clone(), db.clone());
-            actix_web::rt::spawn(async move {
-                let mut tick = actix_web::rt::time::interval(USAGE_FLUSH_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    let (usage, db) = (usage.clone(), db.clone());
-                    match actix_web::web::block(move || usage.flush(&db)).await {
-                        Ok(Err(e)) => tracing::warn!("could not record credential usage: {e}"),
-                        Err(e) => tracing::warn!("could not record credential usage: {e}"),
-                        Ok(Ok(_)) => {}
+            every(USAGE_FLUSH_INTERVAL, "record credential usage", move || {
+                usage.flush(&db).map(drop)
+            })
+        };
+        let activity = {
+            let (tokens, db) = (tokens.clone(), db.clone());
+            every(ACTIVITY_FLUSH_INTERVAL, "record token activity", move || {
+                tokens.activity.flush(&db).map(drop)
+            })
+        };
+        let reloader = {
+            let tokens = tokens.clone();
+            every(reload, "reload signing keys", move || {
+                tokens.keys.reload_if_stale();
+                Ok::<_, std::convert::Infallible>(())
+            })
+        };
+        let pruner = {
+            let db = db.clone();
+            every(PRUNE_INTERVAL, "prune expired token records", move || {
+                offboard::tokens::prune(&db).map(|n| {
+                    if n > 0 {
+                        tracing::info!("pruned {n} expired token records");
                     }
-                }
+                })
             })
         };
         let server =
@@ -204,9 +484,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {addr} (key `listen`)"))?
                 .run();
         server.await.context("HTTP server failed")?;
-        flusher.abort();
+        for task in [flusher, activity, reloader, pruner] {
+            task.abort();
+        }
         if let Err(e) = usage.flush(&db) {
             tracing::warn!("could not record credential usage at shutdown: {e}");
+        }
+        if let Err(e) = tokens.activity.flush(&db) {
+            tracing::warn!("could not record token activity at shutdown: {e}");
         }
         tracing::info!("offboard stopped");
         Ok(())

@@ -3,7 +3,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{credentials, group_members, groups, user_emails, users};
+use super::schema::{
+    credentials, group_members, groups, refresh_families, refresh_tokens, signing_keys, token_activity,
+    user_emails, users,
+};
 
 /// A user row: live (`deleted_at` is None) or a tombstone.
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
@@ -137,4 +140,69 @@ pub struct GroupChange<'a> {
 pub struct NewMember<'a> {
     pub group_id: &'a str,
     pub user_id: &'a str,
+}
+
+/// A signing key. `private_key` is sealed under the key-encryption key; `Debug` leaves it out.
+#[derive(Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = signing_keys)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub alg: String,
+    pub state: String,
+    pub private_key: String,
+    pub kek_id: String,
+    pub public_jwk: String,
+    pub created: NaiveDateTime,
+    pub activated_at: Option<NaiveDateTime>,
+    pub retired_at: Option<NaiveDateTime>,
+    pub publish_until: Option<NaiveDateTime>,
+}
+
+impl std::fmt::Debug for SigningKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRow")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("state", &self.state)
+            .field("publish_until", &self.publish_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A refresh-token family: one login, the `sid` of every access token minted from it.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = refresh_families)]
+pub struct RefreshFamily {
+    pub sid: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub generation: i64,
+    pub scope: String,
+    pub audience: String,
+    pub created: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub revoked_at: Option<NaiveDateTime>,
+    pub revoked_reason: Option<String>,
+}
+
+/// One refresh token, known by the SHA-256 of its value.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = refresh_tokens)]
+pub struct RefreshTokenRow {
+    pub token_hash: String,
+    pub sid: String,
+    pub issued_at: NaiveDateTime,
+    pub idle_expires_at: NaiveDateTime,
+    pub used_at: Option<NaiveDateTime>,
+}
+
+/// When a user's tokens for one client were last minted, refreshed and introspected.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = token_activity)]
+pub struct TokenActivity {
+    pub user_id: String,
+    pub client_id: String,
+    pub last_minted_at: Option<NaiveDateTime>,
+    pub last_refreshed_at: Option<NaiveDateTime>,
+    pub last_introspected_at: Option<NaiveDateTime>,
 }

@@ -57,7 +57,88 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        alg -> Text,
+        state -> Text,
+        private_key -> Text,
+        kek_id -> Text,
+        public_jwk -> Text,
+        created -> Timestamp,
+        activated_at -> Nullable<Timestamp>,
+        retired_at -> Nullable<Timestamp>,
+        publish_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    refresh_families (sid) {
+        sid -> Text,
+        user_id -> Text,
+        client_id -> Text,
+        generation -> BigInt,
+        scope -> Text,
+        audience -> Text,
+        created -> Timestamp,
+        expires_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+        revoked_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Text,
+        sid -> Text,
+        issued_at -> Timestamp,
+        idle_expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    revoked_jtis (jti) {
+        jti -> Text,
+        expires_at -> Timestamp,
+        revoked_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    seen_assertions (issuer, jti) {
+        issuer -> Text,
+        jti -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    token_activity (user_id, client_id) {
+        user_id -> Text,
+        client_id -> Text,
+        last_minted_at -> Nullable<Timestamp>,
+        last_refreshed_at -> Nullable<Timestamp>,
+        last_introspected_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(user_emails -> users (user_id));
+diesel::joinable!(refresh_families -> users (user_id));
+diesel::joinable!(refresh_tokens -> refresh_families (sid));
+diesel::joinable!(token_activity -> users (user_id));
 diesel::joinable!(group_members -> groups (group_id));
 diesel::joinable!(group_members -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, user_emails, credentials, groups, group_members);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    user_emails,
+    credentials,
+    groups,
+    group_members,
+    signing_keys,
+    refresh_families,
+    refresh_tokens,
+    revoked_jtis,
+    seen_assertions,
+    token_activity,
+);

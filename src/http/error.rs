@@ -7,6 +7,8 @@ use actix_web::{HttpResponse, ResponseError};
 
 use crate::error::AppError;
 use crate::scim::ScimError;
+use crate::tokens::OAuthError;
+use crate::tokens::gtr::GtrError;
 
 pub const SCIM_JSON: &str = "application/scim+json";
 
@@ -69,9 +71,139 @@ impl ResponseError for AppError {
     }
 }
 
+/// An OAuth error body (RFC 6749 §5.2), never cacheable.
+fn oauth_body(status: StatusCode, code: &str, description: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .json(serde_json::json!({ "error": code, "error_description": description }))
+}
+
+impl ResponseError for OAuthError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::Server(AppError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::InvalidRequest(_)
+            | Self::InvalidGrant(_)
+            | Self::UnauthorizedClient(_)
+            | Self::UnsupportedGrantType(_)
+            | Self::InvalidScope(_)
+            | Self::InvalidTarget(_)
+            | Self::UnsupportedTokenType(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let description = match self {
+            Self::Server(e) => {
+                // Logged once, here; the client learns nothing internal.
+                e.error_response();
+                match e {
+                    AppError::Unavailable(_) => "the service is temporarily unavailable; retry".to_owned(),
+                    _ => "internal error; see the server log for this request id".to_owned(),
+                }
+            }
+            other => other.to_string(),
+        };
+        let mut res = oauth_body(self.status_code(), self.code(), &description);
+        if let Self::InvalidClient { .. } = self {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"offboard\""),
+            );
+        }
+        if let Self::Server(AppError::Unavailable(_)) = self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+impl ResponseError for GtrError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Server(e) => e.status_code(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (code, description) = match self {
+            Self::BadRequest(m) => ("invalid_request", m.clone()),
+            Self::Unauthorized(m) => ("invalid_client", m.clone()),
+            Self::Forbidden(m) => ("access_denied", m.clone()),
+            Self::NotFound => ("not_found", self.to_string()),
+            Self::Server(e) => {
+                e.error_response();
+                (
+                    "server_error",
+                    "internal error; see the server log for this request id".to_owned(),
+                )
+            }
+        };
+        let mut res = oauth_body(self.status_code(), code, &description);
+        if let Self::Unauthorized(_) = self {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"offboard\""),
+            );
+        }
+        res
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oauth_errors_map_to_rfc_6749_statuses() {
+        let cases: Vec<(OAuthError, u16, &str)> = vec![
+            (OAuthError::InvalidRequest("x".into()), 400, "invalid_request"),
+            (
+                OAuthError::InvalidClient { presented: true },
+                401,
+                "invalid_client",
+            ),
+            (OAuthError::InvalidGrant("x".into()), 400, "invalid_grant"),
+            (
+                OAuthError::UnsupportedGrantType("x".into()),
+                400,
+                "unsupported_grant_type",
+            ),
+            (
+                OAuthError::InsufficientScope("introspect"),
+                403,
+                "insufficient_scope",
+            ),
+            (
+                OAuthError::Server(AppError::Internal("secret detail".into())),
+                500,
+                "server_error",
+            ),
+        ];
+        for (err, status, code) in cases {
+            let res = err.error_response();
+            assert_eq!(res.status().as_u16(), status, "{err:?}");
+            assert_eq!(err.code(), code);
+            assert_eq!(res.headers().get(header::CACHE_CONTROL).unwrap(), "no-store");
+        }
+        let gtr = [
+            (GtrError::BadRequest("x".into()), 400),
+            (GtrError::Unauthorized("x".into()), 401),
+            (GtrError::Forbidden("x".into()), 403),
+            (GtrError::NotFound, 404),
+        ];
+        for (err, status) in gtr {
+            assert_eq!(err.error_response().status().as_u16(), status);
+        }
+    }
 
     #[test]
     fn every_error_maps_to_its_status() {

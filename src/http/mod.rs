@@ -7,17 +7,22 @@
 //! - `scim_users`, `scim_groups`: `/scim/v2/Users`, `/scim/v2/Groups`; `scim_search`: `POST /.search` and the
 //!   list helpers they share; `scim_discovery`: `/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas`.
 //! - `scim_search`: `POST /scim/v2/.search` (all resource types), and the `SearchRequest`/`ListResponse` shapes.
+//! - `oauth`, `gtr`: `/oauth2/token`, `/oauth2/introspect`, `/oauth2/revoke`, `/oauth2/global-token-revocation`;
+//!   `wellknown`: the JWKS and the RFC 8414 metadata.
 //! - `ops`: `/healthz`, `/readyz`.
 
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod gtr;
+pub mod oauth;
 pub mod ops;
 pub mod scim_common;
 pub mod scim_discovery;
 pub mod scim_groups;
 pub mod scim_search;
 pub mod scim_users;
+pub mod wellknown;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +38,8 @@ use crate::config::Config;
 use crate::credentials::UsageTracker;
 use crate::db::Db;
 use crate::error::AppError;
+use crate::keys::{Kek, KekSource, KeyStore};
+use crate::tokens::Authority;
 
 /// Shared state of one server instance.
 #[derive(Clone)]
@@ -42,17 +49,32 @@ pub struct AppState {
     pub usage: Arc<UsageTracker>,
     /// `{issuer}/scim/v2`, precomputed.
     pub scim_base: Arc<str>,
+    pub tokens: Arc<Authority>,
 }
 
 impl AppState {
-    pub fn new(db: Db, config: Config) -> Self {
-        let scim_base = config.scim_base().into();
-        Self {
-            db,
-            config: Arc::new(config),
-            usage: Arc::new(UsageTracker::default()),
-            scim_base,
+    /// Loads the key-encryption key and the signing keys (creating any that are missing) and the trusted
+    /// issuers: what `offboard serve`, the CLI's token commands and the tests all start from.
+    pub fn open(db: Db, config: Config) -> anyhow::Result<Self> {
+        let (kek, source) = Kek::load(&config)?;
+        match &source {
+            KekSource::DevFile { .. } => tracing::warn!(
+                "DEV MODE: signing keys are sealed with a key-encryption key {}. Do not use this in production: \
+                 set `keys.kek` (OFFBOARD_KEYS__KEK) and an https:// issuer",
+                crate::keys::describe_source(&source)
+            ),
+            other => tracing::debug!("key-encryption key {}", crate::keys::describe_source(other)),
         }
+        let keys = Arc::new(KeyStore::open(&db, &config, kek)?);
+        let config = Arc::new(config);
+        let tokens = Arc::new(Authority::new(db.clone(), config.clone(), keys)?);
+        Ok(Self {
+            db,
+            scim_base: config.scim_base().into(),
+            config,
+            usage: Arc::new(UsageTracker::default()),
+            tokens,
+        })
     }
 }
 
@@ -65,6 +87,8 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 web::scope("")
                     .wrap(from_fn(request_context))
                     .configure(ops::routes)
+                    .configure(wellknown::routes)
+                    .configure(oauth::routes)
                     .service(
                         web::scope("/scim/v2")
                             .configure(scim_users::routes)

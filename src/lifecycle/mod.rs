@@ -8,7 +8,7 @@ pub mod users;
 
 use diesel::QueryResult;
 
-use crate::db::{DbConnection, repo};
+use crate::db::{DbConnection, now, repo};
 
 /// How a user loses access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,16 +28,46 @@ impl Deprovision {
     }
 }
 
+/// What ending a user's sessions did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// The generation now in force: every token carrying a lower `tgen` is dead.
+    pub generation: i64,
+    /// Refresh-token families (logins) revoked by this change.
+    pub families_revoked: usize,
+}
+
 /// Ends every session of a user whose account stays as it is: the token generation goes up by one, so every token
-/// minted before stops validating. Returns the new generation. Call inside the transaction of the change.
-pub fn end_sessions(conn: &mut DbConnection, user_id: &str, reason: &str) -> QueryResult<i64> {
+/// minted before stops validating, and every refresh-token family of the user is revoked. Call inside the
+/// transaction of the change (DECISIONS.md §1).
+pub fn end_sessions(conn: &mut DbConnection, user_id: &str, reason: &str) -> QueryResult<Ended> {
     let generation = repo::users::bump_generation(conn, user_id)?;
-    tracing::info!(user.id = %user_id, generation, reason, "ended sessions of user {user_id}");
-    Ok(generation)
+    let families_revoked = repo::tokens::revoke_user_families(conn, user_id, now(), reason)?;
+    tracing::info!(
+        user.id = %user_id,
+        generation,
+        families_revoked,
+        reason,
+        "ended sessions of user {user_id}"
+    );
+    Ok(Ended {
+        generation,
+        families_revoked,
+    })
+}
+
+/// Ends one session (a refresh-token family, the `sid` of its access tokens) and nothing else of the user:
+/// refresh-token reuse, RFC 7009 revocation of a refresh token (DECISIONS.md §3). Returns whether it was live.
+pub fn end_session(conn: &mut DbConnection, sid: &str, reason: &str) -> QueryResult<bool> {
+    let revoked = repo::tokens::revoke_family(conn, sid, now(), reason)? == 1;
+    if revoked {
+        tracing::info!(session.id = %sid, reason, "ended session {sid}");
+    }
+    Ok(revoked)
 }
 
 /// Ends access for a user whose row this transaction has just marked inactive (`Deactivate`) or tombstoned
-/// (`Delete`). Returns the new generation.
-pub fn deprovision(conn: &mut DbConnection, user_id: &str, how: Deprovision) -> QueryResult<i64> {
+/// (`Delete`).
+pub fn deprovision(conn: &mut DbConnection, user_id: &str, how: Deprovision) -> QueryResult<Ended> {
     end_sessions(conn, user_id, how.reason())
 }

@@ -333,6 +333,61 @@ pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError>
     Ok(())
 }
 
+/// Ends every session of a live user inside the caller's transaction; the account stays active (Global Token
+/// Revocation, `offboard users revoke-tokens`).
+pub fn end_sessions_in(c: &mut DbConnection, id: &str, reason: &str) -> Result<super::Ended, AppError> {
+    repo::users::lock(c, id)?;
+    repo::users::find_live(c, id)?.ok_or_else(not_found)?;
+    Ok(super::end_sessions(c, id, reason)?)
+}
+
+/// Ends every session of a live user in its own transaction.
+pub fn revoke_tokens(db: &Db, id: &str, reason: &str) -> Result<super::Ended, AppError> {
+    db.write(|c| end_sessions_in(c, id, reason))
+}
+
+/// The break-glass deactivation (`offboard users deactivate`): the same transition as a SCIM PATCH of
+/// `active:false`. Returns the generation now in force, or `None` when the user was inactive already.
+pub fn deactivate(db: &Db, id: &str, reason: &str) -> Result<Option<i64>, AppError> {
+    db.write(|c| {
+        let before = load_for_update(c, id, None)?;
+        if !before.active {
+            return Ok(None);
+        }
+        let mut stored: Value = serde_json::from_str(&before.resource).map_err(AppError::internal)?;
+        set_active(&mut stored, false);
+        let view = store(c, &before, &stored)?;
+        tracing::info!(user.id = %id, reason, "deactivated user {id} by an administrator");
+        Ok(Some(view.user.token_generation))
+    })
+}
+
+/// The live user with this userName (case-insensitive), for CLI commands.
+pub fn find_by_user_name(db: &Db, user_name: &str) -> Result<Option<UserView>, AppError> {
+    db.read(
+        |c| match repo::users::find_live_by_folded_name(c, &fold(user_name))? {
+            Some(user) => Ok(Some(UserView::load(c, user)?)),
+            None => Ok(None),
+        },
+    )
+}
+
+/// What access a user holds: live logins and token activity per client (`offboard users show`).
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub live_logins: Vec<crate::db::models::RefreshFamily>,
+    pub activity: Vec<crate::db::models::TokenActivity>,
+}
+
+pub fn access_of(db: &Db, id: &str) -> Result<Access, AppError> {
+    db.read(|c| {
+        Ok(Access {
+            live_logins: repo::tokens::live_families(c, id, now())?,
+            activity: repo::tokens::activity_of(c, id)?,
+        })
+    })
+}
+
 pub use super::listing::Page;
 pub use crate::scim::list::ListQuery;
 

@@ -12,7 +12,7 @@ use actix_web::http::header::HeaderMap;
 use actix_web::test;
 use diesel::{Connection, RunQueryDsl, pg::PgConnection};
 use futures::future::LocalBoxFuture;
-use offboard::config::Config;
+use offboard::config::{Config, SecretString};
 use offboard::credentials::{self, Scope};
 use offboard::db::{Db, DbOptions, DbUrl};
 use offboard::{AppState, configure};
@@ -137,6 +137,23 @@ pub struct TestApp {
 }
 
 pub const ISSUER: &str = "http://offboard.test";
+
+/// The key-encryption key of every test app (32 bytes of 0x2a, base64).
+pub const TEST_KEK: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+/// A PEM file of RSA keys generated once per test process, so no test waits for RSA key generation
+/// (DECISIONS.md §24): each app takes its keys from it in order.
+pub fn test_keys_file() -> &'static std::path::Path {
+    static FILE: OnceLock<(tempfile::TempDir, std::path::PathBuf)> = OnceLock::new();
+    let (_, path) = FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("test-keys.pem");
+        let pem = offboard::keys::generate_rsa_pem(4).expect("generate RSA keys");
+        std::fs::write(&path, pem).expect("write test keys");
+        (dir, path)
+    });
+    path
+}
 pub const SCIM: &str = "/scim/v2";
 
 impl TestApp {
@@ -151,6 +168,8 @@ impl TestApp {
             issuer: ISSUER.into(),
             ..Config::default()
         };
+        config.keys.kek = Some(SecretString::new(TEST_KEK));
+        config.keys.import_pem_file = Some(test_keys_file().to_owned());
         tweak(&mut config);
         let db = Db::open(
             &DbUrl::parse(&config.database_url).expect("url"),
@@ -165,7 +184,7 @@ impl TestApp {
             .expect("credential")
             .expose()
             .to_owned();
-        let state = AppState::new(db, config);
+        let state = AppState::open(db, config).expect("app state");
         let app = Rc::new(test::init_service(App::new().configure(configure(state.clone()))).await);
         let call: Call = Rc::new(move |req: test::TestRequest| {
             let app = app.clone();

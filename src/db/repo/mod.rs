@@ -3,7 +3,9 @@
 
 pub mod credentials;
 pub mod groups;
+pub mod keys;
 pub mod list;
+pub mod tokens;
 pub mod users;
 
 use chrono::NaiveDateTime;

@@ -30,6 +30,39 @@ pub fn find_live(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>>
         .map(super::unique)
 }
 
+/// The live user with this folded userName (unique among live users).
+pub fn find_live_by_folded_name(conn: &mut DbConnection, folded: &str) -> QueryResult<Option<User>> {
+    users::table
+        .filter(users::user_name_folded.eq(folded))
+        .filter(users::deleted_at.is_null())
+        .select(User::as_select())
+        .load(conn)
+        .map(super::unique)
+}
+
+/// Live users with this externalId (exact; not unique by schema).
+pub fn find_live_by_external_id(conn: &mut DbConnection, external_id: &str) -> QueryResult<Vec<User>> {
+    users::table
+        .filter(users::external_id.eq(external_id))
+        .filter(users::deleted_at.is_null())
+        .select(User::as_select())
+        .limit(2)
+        .load(conn)
+}
+
+/// Live users with an email of this folded value.
+pub fn find_live_by_email(conn: &mut DbConnection, folded: &str) -> QueryResult<Vec<User>> {
+    let ids = user_emails::table
+        .filter(user_emails::value_folded.eq(folded))
+        .select(user_emails::user_id);
+    users::table
+        .filter(users::id.eq_any(ids))
+        .filter(users::deleted_at.is_null())
+        .select(User::as_select())
+        .limit(2)
+        .load(conn)
+}
+
 /// Serialises read-modify-write of one user until the transaction ends (DECISIONS.md §9).
 pub fn lock(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
     super::advisory_lock(conn, "user", id)

@@ -1,0 +1,293 @@
+//! SQL for refresh-token families and tokens, revoked access-token ids, seen assertion ids, token activity, and
+//! the one-statement introspection read (DECISIONS.md §22).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+
+use super::{pg_query, sqlite_query};
+use crate::db::DbConnection;
+use crate::db::filter_sql::Bind;
+use crate::db::models::{RefreshFamily, RefreshTokenRow, TokenActivity};
+use crate::db::schema::{refresh_families, refresh_tokens, revoked_jtis, seen_assertions, token_activity};
+
+pub fn insert_family(conn: &mut DbConnection, family: &RefreshFamily) -> QueryResult<()> {
+    diesel::insert_into(refresh_families::table)
+        .values(family)
+        .execute(conn)
+        .map(drop)
+}
+
+pub fn insert_token(conn: &mut DbConnection, token: &RefreshTokenRow) -> QueryResult<()> {
+    diesel::insert_into(refresh_tokens::table)
+        .values(token)
+        .execute(conn)
+        .map(drop)
+}
+
+/// A refresh token and its family, by the token's hash.
+pub fn find_token(
+    conn: &mut DbConnection,
+    hash: &str,
+) -> QueryResult<Option<(RefreshTokenRow, RefreshFamily)>> {
+    refresh_tokens::table
+        .inner_join(refresh_families::table)
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select((RefreshTokenRow::as_select(), RefreshFamily::as_select()))
+        .load(conn)
+        .map(super::unique)
+}
+
+/// Marks an unused token used; returns rows changed (0: it was used already, by a concurrent request).
+pub fn mark_used(conn: &mut DbConnection, hash: &str, at: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(refresh_tokens::table)
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .filter(refresh_tokens::used_at.is_null())
+        .set(refresh_tokens::used_at.eq(at))
+        .execute(conn)
+}
+
+/// Revokes one family if it is live; returns rows changed.
+pub fn revoke_family(
+    conn: &mut DbConnection,
+    sid: &str,
+    at: NaiveDateTime,
+    reason: &str,
+) -> QueryResult<usize> {
+    diesel::update(refresh_families::table)
+        .filter(refresh_families::sid.eq(sid))
+        .filter(refresh_families::revoked_at.is_null())
+        .set((
+            refresh_families::revoked_at.eq(at),
+            refresh_families::revoked_reason.eq(reason),
+        ))
+        .execute(conn)
+}
+
+/// Revokes every live family of a user; returns how many.
+pub fn revoke_user_families(
+    conn: &mut DbConnection,
+    user_id: &str,
+    at: NaiveDateTime,
+    reason: &str,
+) -> QueryResult<usize> {
+    diesel::update(refresh_families::table)
+        .filter(refresh_families::user_id.eq(user_id))
+        .filter(refresh_families::revoked_at.is_null())
+        .set((
+            refresh_families::revoked_at.eq(at),
+            refresh_families::revoked_reason.eq(reason),
+        ))
+        .execute(conn)
+}
+
+/// Live (not revoked, not expired) families of a user, newest first.
+pub fn live_families(
+    conn: &mut DbConnection,
+    user_id: &str,
+    at: NaiveDateTime,
+) -> QueryResult<Vec<RefreshFamily>> {
+    refresh_families::table
+        .filter(refresh_families::user_id.eq(user_id))
+        .filter(refresh_families::revoked_at.is_null())
+        .filter(refresh_families::expires_at.gt(at))
+        .order(refresh_families::created.desc())
+        .select(RefreshFamily::as_select())
+        .load(conn)
+}
+
+/// Records an access token revoked by `jti` until `expires_at` (idempotent).
+pub fn revoke_jti(
+    conn: &mut DbConnection,
+    jti: &str,
+    expires_at: NaiveDateTime,
+    at: NaiveDateTime,
+) -> QueryResult<()> {
+    let already: bool = diesel::select(diesel::dsl::exists(
+        revoked_jtis::table.filter(revoked_jtis::jti.eq(jti)),
+    ))
+    .get_result(conn)?;
+    if !already {
+        diesel::insert_into(revoked_jtis::table)
+            .values((
+                revoked_jtis::jti.eq(jti),
+                revoked_jtis::expires_at.eq(expires_at),
+                revoked_jtis::revoked_at.eq(at),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Records an assertion id; returns false when it was seen already (a replay).
+pub fn remember_assertion(
+    conn: &mut DbConnection,
+    issuer: &str,
+    jti: &str,
+    expires_at: NaiveDateTime,
+) -> QueryResult<bool> {
+    let seen: bool = diesel::select(diesel::dsl::exists(
+        seen_assertions::table
+            .filter(seen_assertions::issuer.eq(issuer))
+            .filter(seen_assertions::jti.eq(jti)),
+    ))
+    .get_result(conn)?;
+    if seen {
+        return Ok(false);
+    }
+    diesel::insert_into(seen_assertions::table)
+        .values((
+            seen_assertions::issuer.eq(issuer),
+            seen_assertions::jti.eq(jti),
+            seen_assertions::expires_at.eq(expires_at),
+        ))
+        .execute(conn)?;
+    Ok(true)
+}
+
+/// Deletes what can no longer matter: revoked jtis and seen assertions past their expiry, and families (with
+/// their tokens) that expired more than `keep` ago. Returns rows deleted.
+pub fn prune(conn: &mut DbConnection, at: NaiveDateTime, family_cutoff: NaiveDateTime) -> QueryResult<usize> {
+    let a = diesel::delete(revoked_jtis::table.filter(revoked_jtis::expires_at.lt(at))).execute(conn)?;
+    let b =
+        diesel::delete(seen_assertions::table.filter(seen_assertions::expires_at.lt(at))).execute(conn)?;
+    let old = refresh_families::table
+        .filter(refresh_families::expires_at.lt(family_cutoff))
+        .select(refresh_families::sid);
+    let c = diesel::delete(refresh_tokens::table.filter(refresh_tokens::sid.eq_any(old))).execute(conn)?;
+    let d = diesel::delete(refresh_families::table.filter(refresh_families::expires_at.lt(family_cutoff)))
+        .execute(conn)?;
+    Ok(a + b + c + d)
+}
+
+/// One pending activity record: when a user's tokens for a client were minted, refreshed, introspected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityUpdate {
+    pub minted: Option<NaiveDateTime>,
+    pub refreshed: Option<NaiveDateTime>,
+    pub introspected: Option<NaiveDateTime>,
+}
+
+/// Upserts activity rows; a time left out keeps the stored one.
+pub fn record_activity(
+    conn: &mut DbConnection,
+    rows: &[((String, String), ActivityUpdate)],
+) -> QueryResult<()> {
+    for ((user_id, client_id), u) in rows {
+        let updated = diesel::update(token_activity::table)
+            .filter(token_activity::user_id.eq(user_id))
+            .filter(token_activity::client_id.eq(client_id))
+            .set((
+                u.minted.map(|t| token_activity::last_minted_at.eq(t)),
+                u.refreshed.map(|t| token_activity::last_refreshed_at.eq(t)),
+                u.introspected.map(|t| token_activity::last_introspected_at.eq(t)),
+            ))
+            .execute(conn);
+        let updated = match updated {
+            // Nothing to set (cannot happen: an update carries at least one time).
+            Err(diesel::result::Error::QueryBuilderError(_)) => continue,
+            other => other?,
+        };
+        if updated == 0 {
+            diesel::insert_into(token_activity::table)
+                .values(&TokenActivity {
+                    user_id: user_id.clone(),
+                    client_id: client_id.clone(),
+                    last_minted_at: u.minted,
+                    last_refreshed_at: u.refreshed,
+                    last_introspected_at: u.introspected,
+                })
+                .execute(conn)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn activity_of(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<TokenActivity>> {
+    token_activity::table
+        .filter(token_activity::user_id.eq(user_id))
+        .order(token_activity::client_id)
+        .select(TokenActivity::as_select())
+        .load(conn)
+}
+
+/// What introspection needs to know beyond the signature, read in one statement.
+#[derive(Debug, Clone, QueryableByName)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one row of independent yes/no facts, as SQL returns them"
+)]
+pub struct IntrospectionState {
+    /// The caller's credential.
+    #[diesel(sql_type = Text)]
+    pub caller_name: String,
+    #[diesel(sql_type = Text)]
+    pub caller_secret_hash: String,
+    #[diesel(sql_type = Text)]
+    pub caller_scopes: String,
+    #[diesel(sql_type = Bool)]
+    pub caller_live: bool,
+    /// The token's user: None when no live row has that id.
+    #[diesel(sql_type = Nullable<Bool>)]
+    pub user_active: Option<bool>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub user_generation: Option<i64>,
+    #[diesel(sql_type = Bool)]
+    pub jti_revoked: bool,
+    #[diesel(sql_type = Bool)]
+    pub sid_revoked: bool,
+    /// The credential the token was issued to is live (service tokens).
+    #[diesel(sql_type = Bool)]
+    pub client_live: bool,
+}
+
+/// How the caller of introspection identified its credential.
+#[derive(Debug, Clone, Copy)]
+pub enum CallerKey<'a> {
+    SecretHash(&'a str),
+    Name(&'a str),
+}
+
+/// The caller's credential plus the token's user, `jti` and `sid` state, in one indexed statement. `None` when no
+/// credential matches the caller.
+pub fn introspection_state(
+    conn: &mut DbConnection,
+    caller: CallerKey<'_>,
+    sub: &str,
+    jti: &str,
+    sid: &str,
+    client_id: &str,
+) -> QueryResult<Option<IntrospectionState>> {
+    let (caller_column, caller_value) = match caller {
+        CallerKey::SecretHash(h) => ("secret_hash", h),
+        CallerKey::Name(n) => ("name", n),
+    };
+    let binds = [
+        Bind::Text(jti.to_owned()),
+        Bind::Text(sid.to_owned()),
+        Bind::Text(client_id.to_owned()),
+        Bind::Text(sub.to_owned()),
+        Bind::Text(caller_value.to_owned()),
+    ];
+    let sql = |p: &dyn Fn(usize) -> String| {
+        format!(
+            "SELECT c.name AS caller_name, c.secret_hash AS caller_secret_hash, c.scopes AS caller_scopes, \
+             (c.revoked_at IS NULL) AS caller_live, u.active AS user_active, u.token_generation AS user_generation, \
+             EXISTS (SELECT 1 FROM revoked_jtis j WHERE j.jti = {}) AS jti_revoked, \
+             EXISTS (SELECT 1 FROM refresh_families f WHERE f.sid = {} AND f.revoked_at IS NOT NULL) AS sid_revoked, \
+             EXISTS (SELECT 1 FROM credentials tc WHERE tc.name = {} AND tc.revoked_at IS NULL) AS client_live \
+             FROM credentials c LEFT JOIN users u ON u.id = {} AND u.deleted_at IS NULL \
+             WHERE c.{caller_column} = {}",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5)
+        )
+    };
+    let rows: Vec<IntrospectionState> = match conn {
+        DbConnection::Sqlite(c) => sqlite_query(sql(&|_| "?".to_owned()), &binds).load(c)?,
+        DbConnection::Postgres(c) => pg_query(sql(&|i| format!("${i}")), &binds).load(c)?,
+    };
+    Ok(super::unique(rows))
+}

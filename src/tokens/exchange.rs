@@ -1,0 +1,302 @@
+//! Trusted IdPs (`[[trusted_issuers]]`) and what offboard accepts from them: RFC 8693 subject tokens (an Okta or
+//! Entra ID token, or any JWT the IdP signs) exchanged for offboard tokens, and the private-key JWTs that
+//! authenticate Global Token Revocation. Each is verified fully: signature under the issuer's JWKS with the
+//! algorithm of the key (never the header's; symmetric keys refused), `iss` exact, `aud`, `exp` required, `nbf`,
+//! 5 s leeway. The claim the issuer's entry names (`sub`, `email`, `oid`, …) maps to a SCIM attribute; the user
+//! must exist and be active.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde_json::Value;
+
+use super::{Authority, Caller, OAuthError, TokenRequest, TokenResponse, UserKey};
+use crate::config::{MappedAttribute, TrustedIssuer};
+use crate::keys::LEEWAY_SECS;
+
+pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    #[error("trusted issuer {issuer}: {message}")]
+    Jwks { issuer: String, message: String },
+}
+
+/// A key of a trusted issuer, with the algorithm it verifies.
+struct IssuerKey {
+    kid: Option<String>,
+    alg: Algorithm,
+    decoding: DecodingKey,
+}
+
+/// One trusted issuer, loaded.
+struct Loaded {
+    config: TrustedIssuer,
+    keys: Vec<IssuerKey>,
+}
+
+/// The trusted issuers of a configuration, by `iss`.
+#[derive(Default)]
+pub struct TrustedIssuers {
+    by_issuer: HashMap<String, Loaded>,
+}
+
+/// The algorithm a public JWK verifies: its `alg`, else the one its key type implies. Symmetric keys have none.
+fn jwk_alg(jwk: &Jwk) -> Option<Algorithm> {
+    let implied = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+        _ => return None,
+    };
+    let alg = match jwk.common.key_algorithm {
+        None => implied,
+        Some(KeyAlgorithm::RS256) => Algorithm::RS256,
+        Some(KeyAlgorithm::RS384) => Algorithm::RS384,
+        Some(KeyAlgorithm::RS512) => Algorithm::RS512,
+        Some(KeyAlgorithm::PS256) => Algorithm::PS256,
+        Some(KeyAlgorithm::ES256) => Algorithm::ES256,
+        Some(KeyAlgorithm::ES384) => Algorithm::ES384,
+        Some(KeyAlgorithm::EdDSA) => Algorithm::EdDSA,
+        Some(_) => return None,
+    };
+    (alg.family() == implied.family()).then_some(alg)
+}
+
+fn load_jwks(issuer: &str, text: &str) -> Result<Vec<IssuerKey>, IssuerError> {
+    let err = |message: String| IssuerError::Jwks {
+        issuer: issuer.to_owned(),
+        message,
+    };
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| err(format!("JWKS is not valid: {e}")))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let Some(alg) = jwk_alg(jwk) else {
+            tracing::warn!(
+                issuer,
+                "ignoring a JWKS key offboard cannot verify with (symmetric or unknown)"
+            );
+            continue;
+        };
+        let decoding = DecodingKey::from_jwk(jwk).map_err(|e| err(format!("JWKS key is unusable: {e}")))?;
+        keys.push(IssuerKey {
+            kid: jwk.common.key_id.clone(),
+            alg,
+            decoding,
+        });
+    }
+    if keys.is_empty() {
+        return Err(err("JWKS has no usable public key".into()));
+    }
+    Ok(keys)
+}
+
+impl TrustedIssuers {
+    pub fn load(configs: &[TrustedIssuer]) -> Result<Self, IssuerError> {
+        let mut by_issuer = HashMap::new();
+        for ti in configs {
+            let keys = match (&ti.jwks_file, &ti.jwks_uri) {
+                (Some(path), _) => {
+                    let text = read(path).map_err(|message| IssuerError::Jwks {
+                        issuer: ti.issuer.clone(),
+                        message,
+                    })?;
+                    load_jwks(&ti.issuer, &text)?
+                }
+                (None, Some(_)) => {
+                    return Err(IssuerError::Jwks {
+                        issuer: ti.issuer.clone(),
+                        message: "`jwks_uri` is not supported by this build yet: download the JWKS and set \
+                                  `jwks_file`"
+                            .into(),
+                    });
+                }
+                (None, None) => Vec::new(),
+            };
+            by_issuer.insert(
+                ti.issuer.clone(),
+                Loaded {
+                    config: ti.clone(),
+                    keys,
+                },
+            );
+        }
+        Ok(Self { by_issuer })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_issuer.is_empty()
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("jwks_file {}: {e}", path.display()))
+}
+
+/// Why a token from an IdP was refused (for logs; clients get a generic description).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Malformed,
+    UntrustedIssuer,
+    UnknownKey,
+    Invalid(String),
+}
+
+impl Refused {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Malformed => "not a well-formed JWT".into(),
+            Self::UntrustedIssuer => "its issuer is not trusted (see [[trusted_issuers]])".into(),
+            Self::UnknownKey => "signed with a key its issuer does not publish".into(),
+            Self::Invalid(why) => why.clone(),
+        }
+    }
+}
+
+/// A verified token of a trusted issuer.
+pub struct Verified<'a> {
+    pub issuer: &'a TrustedIssuer,
+    pub claims: serde_json::Map<String, Value>,
+}
+
+impl TrustedIssuers {
+    /// Verifies a JWT of a trusted issuer for `audience` (the issuer's configured one when `None`).
+    pub fn verify(&self, token: &str, audience: Option<&str>) -> Result<Verified<'_>, Refused> {
+        if token.len() > 16 * 1024 {
+            return Err(Refused::Malformed);
+        }
+        let header = decode_header(token).map_err(|_| Refused::Malformed)?;
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("secevent+jwt"))
+        {
+            return Err(Refused::Invalid(
+                "an access token or SET is not an identity assertion".into(),
+            ));
+        }
+        let unverified: serde_json::Map<String, Value> =
+            jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| Refused::Malformed)?;
+        let iss = unverified
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(Refused::Malformed)?;
+        let loaded = self.by_issuer.get(iss).ok_or(Refused::UntrustedIssuer)?;
+        let key = match header.kid.as_deref() {
+            Some(kid) => loaded.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
+            None if loaded.keys.len() == 1 => loaded.keys.first(),
+            None => None,
+        }
+        .ok_or(Refused::UnknownKey)?;
+        let mut v = Validation::new(key.alg);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        v.set_issuer(&[&loaded.config.issuer]);
+        v.set_audience(&[audience.unwrap_or(&loaded.config.audience)]);
+        let data = decode::<serde_json::Map<String, Value>>(token, &key.decoding, &v)
+            .map_err(|e| Refused::Invalid(format!("{e}")))?;
+        Ok(Verified {
+            issuer: &loaded.config,
+            claims: data.claims,
+        })
+    }
+}
+
+/// The user a verified ID token names, through its issuer's mapping.
+pub fn user_key(v: &Verified<'_>) -> Result<UserKey, Refused> {
+    if let Some(tenant) = &v.issuer.tenant_id
+        && v.claims.get("tid").and_then(Value::as_str) != Some(tenant.as_str())
+    {
+        return Err(Refused::Invalid(
+            "the token's `tid` is not the configured tenant".into(),
+        ));
+    }
+    let value = v
+        .claims
+        .get(&v.issuer.claim)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Refused::Invalid(format!("the token has no `{}` claim", v.issuer.claim)))?;
+    Ok(map_value(v.issuer.attribute, value))
+}
+
+/// A value of an issuer's identifying claim as a user key.
+pub fn map_value(attribute: MappedAttribute, value: &str) -> UserKey {
+    match attribute {
+        MappedAttribute::UserName => UserKey::UserName(value.to_owned()),
+        MappedAttribute::ExternalId => UserKey::ExternalId(value.to_owned()),
+        MappedAttribute::Email => UserKey::Email(value.to_owned()),
+    }
+}
+
+impl Authority {
+    pub fn trusted_issuers(&self) -> &TrustedIssuers {
+        &self.issuers
+    }
+
+    /// `grant_type=urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693). Every problem with the subject
+    /// token, its issuer or its user is `invalid_request` (§2.2.2).
+    pub fn exchange(
+        &self,
+        caller: &Caller,
+        subject_token: &str,
+        subject_token_type: &str,
+        requested_token_type: Option<&str>,
+        req: &TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
+        if ![TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT].contains(&subject_token_type) {
+            return Err(OAuthError::InvalidRequest(format!(
+                "subject_token_type must be {TOKEN_TYPE_ID_TOKEN} or {TOKEN_TYPE_JWT}"
+            )));
+        }
+        if requested_token_type.is_some_and(|t| t != TOKEN_TYPE_ACCESS_TOKEN) {
+            return Err(OAuthError::InvalidRequest(format!(
+                "requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"
+            )));
+        }
+        let refused = |r: Refused| {
+            tracing::info!(client.id = %caller.client_id(), "token exchange refused: {}", r.describe());
+            OAuthError::InvalidRequest(format!("subject_token refused: {}", r.describe()))
+        };
+        let verified = self.issuers.verify(subject_token, None).map_err(refused)?;
+        let key = user_key(&verified).map_err(refused)?;
+        let issuer = verified.issuer.issuer.clone();
+        let mut res = self.login(&key, caller.client_id(), req).map_err(|e| match e {
+            OAuthError::InvalidGrant(_) => {
+                tracing::info!(issuer = %issuer, "token exchange refused: no active user matches the subject");
+                OAuthError::InvalidRequest("subject_token refused: no active user matches its subject".into())
+            }
+            other => other,
+        })?;
+        res.issued_token_type = Some(TOKEN_TYPE_ACCESS_TOKEN.into());
+        Ok(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symmetric_and_mismatched_keys_are_refused() {
+        let oct: Jwk =
+            serde_json::from_value(serde_json::json!({"kty": "oct", "k": "c2VjcmV0", "alg": "HS256"}))
+                .unwrap();
+        assert_eq!(jwk_alg(&oct), None);
+        let rsa_claims_es: Jwk = serde_json::from_value(serde_json::json!({
+            "kty": "RSA", "alg": "ES256", "n": "AQAB", "e": "AQAB"
+        }))
+        .unwrap();
+        assert_eq!(jwk_alg(&rsa_claims_es), None);
+        assert!(load_jwks("x", r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#).is_err());
+    }
+}

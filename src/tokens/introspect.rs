@@ -1,0 +1,183 @@
+//! RFC 7662 introspection of access and refresh tokens. An access token is active only if every check of
+//! DESIGN.md invariant 2 holds: signature under a published key of its own algorithm, `typ`, `iss`, `aud`,
+//! `exp`, `nbf` (5 s leeway), the user live and active, `tgen` equal to the current generation, `jti` not
+//! revoked, `sid` family not revoked (DECISIONS.md §20). Everything but the signature is read in one indexed
+//! statement together with the caller's credential (§22), so there is no state cache to go stale: a change
+//! committed by any instance or by the CLI shows on the next call. Anything else answers `{"active": false}`
+//! and nothing more.
+
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::{AccessClaims, Authority, OAuthError, REFRESH_PREFIX};
+use crate::credentials::{Presented, Scope, hash_secret};
+use crate::db::repo::tokens::CallerKey;
+use crate::db::{now, repo};
+
+/// The bare inactive answer.
+pub fn inactive() -> Value {
+    json!({ "active": false })
+}
+
+/// SHA-256 of the presented secret.
+fn presented_hash(presented: &Presented) -> String {
+    match presented {
+        Presented::Bearer(secret) | Presented::Basic { secret, .. } => hash_secret(secret),
+    }
+}
+
+/// Checks a credential row against what was presented: hash equal (constant time), live, with `introspect`.
+fn check_caller(presented_hash: &str, stored_hash: &str, live: bool, scopes: &str) -> Result<(), OAuthError> {
+    let equal: bool = presented_hash.as_bytes().ct_eq(stored_hash.as_bytes()).into();
+    if !equal || !live {
+        return Err(OAuthError::InvalidClient { presented: true });
+    }
+    if !scopes.split(',').any(|s| s == Scope::Introspect.as_str()) {
+        return Err(OAuthError::InsufficientScope(Scope::Introspect.as_str()));
+    }
+    Ok(())
+}
+
+/// The active answer for a verified access token.
+fn active_access(claims: &AccessClaims) -> Value {
+    let mut v = json!({
+        "active": true,
+        "iss": claims.iss,
+        "sub": claims.sub,
+        "aud": claims.aud,
+        "client_id": claims.client_id,
+        "token_type": "Bearer",
+        "exp": claims.exp,
+        "iat": claims.iat,
+        "nbf": claims.nbf,
+        "jti": claims.jti,
+    });
+    let extra = [
+        ("scope", claims.scope.clone().map(Value::from)),
+        ("username", claims.preferred_username.clone().map(Value::from)),
+        ("groups", claims.groups.clone().map(Value::from)),
+        ("sid", claims.sid.clone().map(Value::from)),
+        ("tgen", claims.tgen.map(Value::from)),
+    ];
+    if let Value::Object(m) = &mut v {
+        for (k, val) in extra {
+            if let Some(val) = val {
+                m.insert(k.into(), val);
+            }
+        }
+    }
+    v
+}
+
+impl Authority {
+    /// Introspects `token` for the caller that presented `caller` (which needs scope `introspect`). Returns the
+    /// answer and the caller's credential name.
+    pub fn introspect(&self, caller: &Presented, token: &str) -> Result<(Value, String), OAuthError> {
+        if token.starts_with(REFRESH_PREFIX) {
+            return self.introspect_refresh(caller, token);
+        }
+        let verified = self.verify_access(token);
+        let claims = match verified {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::debug!("introspection: inactive ({})", why.as_str());
+                let name = self.authenticate_introspector(caller)?;
+                return Ok((inactive(), name));
+            }
+        };
+        let presented_hash = presented_hash(caller);
+        let key = match caller {
+            Presented::Bearer(_) => CallerKey::SecretHash(&presented_hash),
+            Presented::Basic { name, .. } => CallerKey::Name(name),
+        };
+        let sid = claims.sid.as_deref().unwrap_or_default();
+        let state = self.db.read(|c| {
+            repo::tokens::introspection_state(c, key, &claims.sub, &claims.jti, sid, &claims.client_id)
+                .map_err(OAuthError::from)
+        })?;
+        let Some(state) = state else {
+            return Err(OAuthError::InvalidClient { presented: true });
+        };
+        check_caller(
+            &presented_hash,
+            &state.caller_secret_hash,
+            state.caller_live,
+            &state.caller_scopes,
+        )?;
+        let active = !state.jti_revoked
+            && match claims.tgen {
+                Some(tgen) => {
+                    state.user_active == Some(true)
+                        && state.user_generation == Some(tgen)
+                        && claims.sid.is_some()
+                        && !state.sid_revoked
+                }
+                // A service token: its subject is its client, whose credential must still be live.
+                None => claims.sid.is_none() && claims.sub == claims.client_id && state.client_live,
+            };
+        if !active {
+            tracing::debug!(token.jti = %claims.jti, "introspection: inactive (state)");
+            return Ok((inactive(), state.caller_name));
+        }
+        if claims.tgen.is_some() {
+            self.activity.introspected(&claims.sub, &claims.client_id);
+        }
+        Ok((active_access(&claims), state.caller_name))
+    }
+
+    fn authenticate_introspector(&self, caller: &Presented) -> Result<String, OAuthError> {
+        let client = self
+            .db
+            .read(|c| crate::credentials::authenticate(c, caller).map_err(OAuthError::from))?
+            .ok_or(OAuthError::InvalidClient { presented: true })?;
+        if !client.has(Scope::Introspect) {
+            return Err(OAuthError::InsufficientScope(Scope::Introspect.as_str()));
+        }
+        Ok(client.name)
+    }
+
+    /// A refresh token is active iff not rotated out, its family live and unexpired (absolute and idle), and its
+    /// user active at the family's generation (DECISIONS.md §21).
+    fn introspect_refresh(&self, caller: &Presented, token: &str) -> Result<(Value, String), OAuthError> {
+        let name = self.authenticate_introspector(caller)?;
+        let hash = hash_secret(token);
+        let found = self.db.read(|c| {
+            let Some((row, family)) = repo::tokens::find_token(c, &hash)? else {
+                return Ok::<_, OAuthError>(None);
+            };
+            let user = repo::users::find_live(c, &family.user_id)?;
+            Ok(Some((row, family, user)))
+        })?;
+        let at = now();
+        let Some((row, family, Some(user))) = found else {
+            return Ok((inactive(), name));
+        };
+        let active = row.used_at.is_none()
+            && family.revoked_at.is_none()
+            && family.expires_at > at
+            && row.idle_expires_at > at
+            && user.active
+            && user.token_generation == family.generation;
+        if !active {
+            return Ok((inactive(), name));
+        }
+        let exp = row.idle_expires_at.min(family.expires_at);
+        let mut v = json!({
+            "active": true,
+            "client_id": family.client_id,
+            "sub": family.user_id,
+            "sid": family.sid,
+            "exp": exp.and_utc().timestamp(),
+            "iat": row.issued_at.and_utc().timestamp(),
+            "username": user.user_name,
+            "tgen": family.generation,
+            "iss": self.config.issuer,
+        });
+        if !family.scope.is_empty()
+            && let Value::Object(m) = &mut v
+        {
+            m.insert("scope".into(), Value::from(family.scope.clone()));
+        }
+        Ok((v, name))
+    }
+}
