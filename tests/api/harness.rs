@@ -292,6 +292,35 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// POSTs a form to `path`, with HTTP Basic `name:secret` when given.
+    pub async fn form(&self, path: &str, basic: Option<(&str, &str)>, params: &[(&str, &str)]) -> Resp {
+        let body = serde_urlencoded::to_string(params).expect("form");
+        let mut req = test::TestRequest::post()
+            .uri(path)
+            .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+            .set_payload(body);
+        if let Some((name, secret)) = basic {
+            use base64::Engine;
+            let v = base64::engine::general_purpose::STANDARD.encode(format!("{name}:{secret}"));
+            req = req.insert_header(("Authorization", format!("Basic {v}")));
+        }
+        self.send(req).await
+    }
+
+    /// A login for `user_name` through the same path as `offboard token mint`.
+    pub fn login(&self, user_name: &str) -> offboard::tokens::TokenResponse {
+        self.state
+            .tokens
+            .login(
+                &offboard::tokens::UserKey::UserName(user_name.to_owned()),
+                offboard::tokens::CLI_CLIENT,
+                &offboard::tokens::TokenRequest::default(),
+            )
+            .expect("login")
+    }
+}
+
 /// An Okta-shaped new user.
 pub fn new_user(user_name: &str) -> Value {
     serde_json::json!({

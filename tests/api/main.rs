@@ -14,4 +14,5 @@ mod fixtures;
 mod groups;
 mod lists;
 mod storage;
+mod tokens;
 mod users;
