@@ -413,6 +413,14 @@ impl Config {
                     "needs exactly one of `jwks_file` and `jwks_uri`",
                 ));
             }
+            if let Some(uri) = &ti.jwks_uri
+                && !(uri.starts_with("https://") || is_loopback_http(uri))
+            {
+                return Err(ConfigError::invalid(
+                    &format!("{key}.jwks_uri"),
+                    "must be an https:// URL (http:// only to a loopback address)",
+                ));
+            }
             if ti.claim.trim().is_empty() {
                 return Err(ConfigError::invalid(&format!("{key}.claim"), "must not be empty"));
             }
@@ -423,15 +431,7 @@ impl Config {
     /// Dev mode (DECISIONS.md §23): the issuer is an `http://` loopback URL. Only then may offboard create its own
     /// key-encryption key.
     pub fn dev_mode(&self) -> bool {
-        let Some(rest) = self.issuer.strip_prefix("http://") else {
-            return false;
-        };
-        let host = rest.split(['/', '?']).next().unwrap_or_default();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.split_once(']').map(|(h, _)| h))
-            .unwrap_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| h));
-        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        is_loopback_http(&self.issuer)
     }
 
     /// The `aud` of tokens minted without an explicit audience.
@@ -483,6 +483,19 @@ impl Config {
     pub fn scim_base(&self) -> String {
         format!("{}/scim/v2", self.issuer)
     }
+}
+
+/// Whether `url` is `http://` to `localhost` or a loopback address.
+pub fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.split_once(']').map(|(h, _)| h))
+        .unwrap_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| h));
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Sets `a__b__c` in the table to a string value, creating tables on the way.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod lifecycle;
+pub mod outbound;
 pub mod scim;
 pub mod telemetry;
 pub mod tokens;

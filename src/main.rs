@@ -129,6 +129,7 @@ enum CredentialsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    offboard::outbound::install_crypto_provider();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

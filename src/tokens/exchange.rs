@@ -4,11 +4,17 @@
 //! algorithm of the key (never the header's; symmetric keys refused), `iss` exact, `aud`, `exp` required, `nbf`,
 //! 5 s leeway. The claim the issuer's entry names (`sub`, `email`, `oid`, …) maps to a SCIM attribute; the user
 //! must exist and be active.
+//!
+//! Keys come from `jwks_file` (read at start) or `jwks_uri` (fetched over HTTPS on first use, refreshed hourly,
+//! and refetched at most every 30 s when a token names a `kid` the cached set lacks; a failed fetch keeps the
+//! keys already known).
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 
@@ -33,10 +39,60 @@ struct IssuerKey {
     decoding: DecodingKey,
 }
 
-/// One trusted issuer, loaded.
+/// A fetched JWKS is refreshed after this long, and at most this often when a token names an unknown `kid`.
+const JWKS_REFRESH: Duration = Duration::from_secs(3600);
+const JWKS_UNKNOWN_KID_MIN_INTERVAL: Duration = Duration::from_secs(30);
+/// Largest JWKS document accepted.
+const JWKS_MAX_BYTES: usize = 1024 * 1024;
+
+/// One trusted issuer: its keys from `jwks_file` (read at start) or `jwks_uri` (fetched on first use).
 struct Loaded {
     config: TrustedIssuer,
-    keys: Vec<IssuerKey>,
+    keys: RwLock<Arc<Vec<IssuerKey>>>,
+    /// When `jwks_uri` was last fetched (successfully or not).
+    fetched: Mutex<Option<Instant>>,
+}
+
+impl Loaded {
+    fn keys(&self) -> Arc<Vec<IssuerKey>> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Fetches `jwks_uri` when never fetched, when the keys are older than [`JWKS_REFRESH`], or when `want`
+    /// names a kid we lack and the last fetch is older than [`JWKS_UNKNOWN_KID_MIN_INTERVAL`]. A failed fetch
+    /// keeps the keys we had.
+    fn refresh_if_due(&self, want: Option<&str>) {
+        let Some(uri) = &self.config.jwks_uri else { return };
+        let Ok(mut fetched) = self.fetched.lock() else {
+            return;
+        };
+        let age = fetched.map(|t| t.elapsed());
+        let unknown = want.is_some_and(|kid| !self.keys().iter().any(|k| k.kid.as_deref() == Some(kid)));
+        let due = match age {
+            None => true,
+            Some(age) => age >= JWKS_REFRESH || (unknown && age >= JWKS_UNKNOWN_KID_MIN_INTERVAL),
+        };
+        if !due {
+            return;
+        }
+        *fetched = Some(Instant::now());
+        let loaded = crate::outbound::get(uri, JWKS_MAX_BYTES)
+            .and_then(|body| String::from_utf8(body).map_err(|_| "the JWKS is not UTF-8".to_owned()))
+            .and_then(|text| load_jwks(&self.config.issuer, &text).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(keys) => {
+                tracing::info!(issuer = %self.config.issuer, keys = keys.len(), "fetched the JWKS of {}", self.config.issuer);
+                match self.keys.write() {
+                    Ok(mut k) => *k = Arc::new(keys),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
+                }
+            }
+            Err(e) => tracing::warn!(issuer = %self.config.issuer, "could not fetch the JWKS: {e}"),
+        }
+    }
 }
 
 /// The trusted issuers of a configuration, by `iss`.
@@ -79,6 +135,14 @@ fn load_jwks(issuer: &str, text: &str) -> Result<Vec<IssuerKey>, IssuerError> {
     let set: JwkSet = serde_json::from_str(text).map_err(|e| err(format!("JWKS is not valid: {e}")))?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+        {
+            continue;
+        }
         let Some(alg) = jwk_alg(jwk) else {
             tracing::warn!(
                 issuer,
@@ -100,32 +164,27 @@ fn load_jwks(issuer: &str, text: &str) -> Result<Vec<IssuerKey>, IssuerError> {
 }
 
 impl TrustedIssuers {
+    /// Reads every `jwks_file` (a bad one is a start-up error); `jwks_uri` keys are fetched on first use, from
+    /// blocking code.
     pub fn load(configs: &[TrustedIssuer]) -> Result<Self, IssuerError> {
         let mut by_issuer = HashMap::new();
         for ti in configs {
-            let keys = match (&ti.jwks_file, &ti.jwks_uri) {
-                (Some(path), _) => {
+            let keys = match &ti.jwks_file {
+                Some(path) => {
                     let text = read(path).map_err(|message| IssuerError::Jwks {
                         issuer: ti.issuer.clone(),
                         message,
                     })?;
                     load_jwks(&ti.issuer, &text)?
                 }
-                (None, Some(_)) => {
-                    return Err(IssuerError::Jwks {
-                        issuer: ti.issuer.clone(),
-                        message: "`jwks_uri` is not supported by this build yet: download the JWKS and set \
-                                  `jwks_file`"
-                            .into(),
-                    });
-                }
-                (None, None) => Vec::new(),
+                None => Vec::new(),
             };
             by_issuer.insert(
                 ti.issuer.clone(),
                 Loaded {
                     config: ti.clone(),
-                    keys,
+                    keys: RwLock::new(Arc::new(keys)),
+                    fetched: Mutex::new(None),
                 },
             );
         }
@@ -190,9 +249,11 @@ impl TrustedIssuers {
             .and_then(Value::as_str)
             .ok_or(Refused::Malformed)?;
         let loaded = self.by_issuer.get(iss).ok_or(Refused::UntrustedIssuer)?;
+        loaded.refresh_if_due(header.kid.as_deref());
+        let keys = loaded.keys();
         let key = match header.kid.as_deref() {
-            Some(kid) => loaded.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
-            None if loaded.keys.len() == 1 => loaded.keys.first(),
+            Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
+            None if keys.len() == 1 => keys.first(),
             None => None,
         }
         .ok_or(Refused::UnknownKey)?;

@@ -855,6 +855,72 @@ async fn token_exchange_accepts_only_trusted_id_tokens(backend: Backend) {
     );
 }
 
+/// A real HTTP server on loopback that answers every request with `body` and counts the requests.
+struct JwksServer {
+    url: String,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn serve_jwks(body: String) -> JwksServer {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/keys", listener.local_addr().unwrap());
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let res = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(res.as_bytes());
+        }
+    });
+    JwksServer { url, hits }
+}
+
+async fn token_exchange_fetches_a_jwks_uri(backend: Backend) {
+    let idp = idp(MappedAttribute::UserName, "email");
+    let jwks = std::fs::read_to_string(idp.issuer.jwks_file.as_ref().unwrap()).unwrap();
+    let server = serve_jwks(jwks);
+    let mut trusted = idp.issuer.clone();
+    trusted.jwks_file = None;
+    trusted.jwks_uri = Some(server.url.clone());
+    let app = TestApp::start_with(backend, |c| c.trusted_issuers = vec![trusted]).await;
+    app.create_user("x@example.com").await;
+    let subject = idp.id_token("ignored", "offboard-at-idp", 300);
+    let res = exchange(&app, &subject).await;
+    assert_eq!(res.status, 200, "mapped by the email claim: {}", res.text);
+    assert_eq!(server.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let res = exchange(&app, &subject).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        server.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the JWKS is cached"
+    );
+    // A token naming a kid the JWKS lacks does not refetch within 30 s.
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = Some("rotated-in".into());
+    let now = unix_now();
+    let other = jsonwebtoken::encode(
+        &h,
+        &json!({"iss": IDP, "email": "x@example.com", "aud": "offboard-at-idp", "exp": now + 300}),
+        &idp.key,
+    )
+    .unwrap();
+    assert_eq!(exchange(&app, &other).await.body["error"], "invalid_request");
+    assert_eq!(
+        server.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "unknown kids are rate-limited"
+    );
+}
+
 async fn gtr(app: &TestApp, bearer: Option<&str>, body: &Value) -> crate::harness::Resp {
     let mut req = actix_web::test::TestRequest::post()
         .uri("/oauth2/global-token-revocation")
@@ -1026,6 +1092,7 @@ both_backends!(
     leaving_a_group_ends_its_members_tokens,
     rotation_keeps_old_tokens_valid_and_signs_with_the_new_key,
     token_exchange_accepts_only_trusted_id_tokens,
+    token_exchange_fetches_a_jwks_uri,
     global_token_revocation_ends_sessions_and_keeps_the_account,
     eddsa_access_tokens_are_opt_in,
     token_activity_is_recorded,
