@@ -504,12 +504,15 @@ impl Authority {
             if family.revoked_at.is_some() {
                 return Ok(Refreshed::Refused("refresh token revoked"));
             }
-            if row.used_at.is_some() || repo::tokens::mark_used(c, &hash, at)? != 1 {
+            let reused = |c: &mut DbConnection, family: RefreshFamily| {
                 crate::lifecycle::end_session(c, &family.sid, "refresh token reuse")?;
-                return Ok(Refreshed::Reused {
+                Ok::<_, OAuthError>(Refreshed::Reused {
                     sid: family.sid,
                     user_id: family.user_id,
-                });
+                })
+            };
+            if row.used_at.is_some() {
+                return reused(c, family);
             }
             if family.expires_at <= at || row.idle_expires_at <= at {
                 return Ok(Refreshed::Refused("refresh token expired"));
@@ -531,6 +534,10 @@ impl Authority {
                     Some(req.to_owned())
                 }
             };
+            // Spent only now, when the request is known to succeed; 0 rows: a concurrent request spent it first.
+            if repo::tokens::mark_used(c, &hash, at)? != 1 {
+                return reused(c, family);
+            }
             let idle = (at + secs(self.config.tokens.refresh_idle_ttl_secs)).min(family.expires_at);
             repo::tokens::insert_token(
                 c,

@@ -374,6 +374,37 @@ async fn refresh_rotates_and_reuse_ends_the_family(backend: Backend) {
         200
     );
 
+    // Asking for more scope than the login has is refused and spends nothing.
+    let scoped = app
+        .state
+        .tokens
+        .login(
+            &offboard::tokens::UserKey::UserName("dev@example.com".into()),
+            "offboard-cli",
+            &offboard::tokens::TokenRequest {
+                scope: Some("repo:read".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let srt = scoped.refresh_token.unwrap();
+    let res = app
+        .form(
+            "/oauth2/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "offboard-cli"),
+                ("refresh_token", &srt),
+                ("scope", "repo:read repo:write"),
+            ],
+        )
+        .await;
+    assert_eq!(res.body["error"], "invalid_scope", "{}", res.text);
+    let res = refresh(&app, &srt).await;
+    assert_eq!(res.status, 200, "still usable: {}", res.text);
+    assert_eq!(res.body["scope"], "repo:read");
+
     // Another client cannot use this client's refresh token.
     let svc = app.credential("svc", &[Scope::Introspect]);
     let third = app.login("dev@example.com");
@@ -721,6 +752,17 @@ async fn rotation_keeps_old_tokens_valid_and_signs_with_the_new_key(backend: Bac
     for kid in [&old_kid, &r.activated, &r.next] {
         assert!(kids.contains(&kid.as_str()), "{kid} published: {kids:?}");
     }
+    // A second instance on the same database signs with the same key, and follows the next rotation.
+    let second = offboard::AppState::open(app.db().clone(), config.clone()).unwrap();
+    assert_eq!(second.tokens.keys.access_signer().unwrap().kid, r.activated);
+    let again = offboard::keys::rotate(app.db(), &kek, &config, alg, true).unwrap();
+    assert_eq!(
+        second.tokens.keys.access_signer().unwrap().kid,
+        r.activated,
+        "until it reloads"
+    );
+    second.tokens.keys.reload().unwrap();
+    assert_eq!(second.tokens.keys.access_signer().unwrap().kid, again.activated);
     let listed = offboard::keys::list(app.db()).unwrap();
     let old = listed.iter().find(|k| k.kid == old_kid).unwrap();
     assert_eq!(old.state, "retired");

@@ -1,15 +1,11 @@
 //! SQL for refresh-token families and tokens, revoked access-token ids, seen assertion ids, token activity, and
 //! the one-statement introspection read (DECISIONS.md §22).
 
-use chrono::NaiveDateTime;
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text};
-
-use super::{pg_query, sqlite_query};
 use crate::db::DbConnection;
-use crate::db::filter_sql::Bind;
 use crate::db::models::{RefreshFamily, RefreshTokenRow, TokenActivity};
 use crate::db::schema::{refresh_families, refresh_tokens, revoked_jtis, seen_assertions, token_activity};
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
 
 pub fn insert_family(conn: &mut DbConnection, family: &RefreshFamily) -> QueryResult<()> {
     diesel::insert_into(refresh_families::table)
@@ -212,32 +208,23 @@ pub fn activity_of(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<To
 }
 
 /// What introspection needs to know beyond the signature, read in one statement.
-#[derive(Debug, Clone, QueryableByName)]
+#[derive(Debug, Clone, Queryable)]
 #[expect(
     clippy::struct_excessive_bools,
     reason = "one row of independent yes/no facts, as SQL returns them"
 )]
 pub struct IntrospectionState {
     /// The caller's credential.
-    #[diesel(sql_type = Text)]
     pub caller_name: String,
-    #[diesel(sql_type = Text)]
     pub caller_secret_hash: String,
-    #[diesel(sql_type = Text)]
     pub caller_scopes: String,
-    #[diesel(sql_type = Bool)]
     pub caller_live: bool,
     /// The token's user: None when no live row has that id.
-    #[diesel(sql_type = Nullable<Bool>)]
     pub user_active: Option<bool>,
-    #[diesel(sql_type = Nullable<BigInt>)]
     pub user_generation: Option<i64>,
-    #[diesel(sql_type = Bool)]
     pub jti_revoked: bool,
-    #[diesel(sql_type = Bool)]
     pub sid_revoked: bool,
     /// The credential the token was issued to is live (service tokens).
-    #[diesel(sql_type = Bool)]
     pub client_live: bool,
 }
 
@@ -248,8 +235,12 @@ pub enum CallerKey<'a> {
     Name(&'a str),
 }
 
-/// The caller's credential plus the token's user, `jti` and `sid` state, in one indexed statement. `None` when no
-/// credential matches the caller.
+diesel::alias!(crate::db::schema::credentials as token_client: TokenClient);
+
+/// The caller's credential plus the token's user, `jti` and `sid` state, in one statement of index lookups. `None`
+/// when no credential matches the caller. Written with the query builder, not as SQL text, so both backends keep
+/// it prepared (diesel caches statements whose shape is known at compile time; a text query is parsed and
+/// planned again on every call).
 pub fn introspection_state(
     conn: &mut DbConnection,
     caller: CallerKey<'_>,
@@ -258,36 +249,36 @@ pub fn introspection_state(
     sid: &str,
     client_id: &str,
 ) -> QueryResult<Option<IntrospectionState>> {
-    let (caller_column, caller_value) = match caller {
-        CallerKey::SecretHash(h) => ("secret_hash", h),
-        CallerKey::Name(n) => ("name", n),
-    };
-    let binds = [
-        Bind::Text(jti.to_owned()),
-        Bind::Text(sid.to_owned()),
-        Bind::Text(client_id.to_owned()),
-        Bind::Text(sub.to_owned()),
-        Bind::Text(caller_value.to_owned()),
-    ];
-    let sql = |p: &dyn Fn(usize) -> String| {
-        format!(
-            "SELECT c.name AS caller_name, c.secret_hash AS caller_secret_hash, c.scopes AS caller_scopes, \
-             (c.revoked_at IS NULL) AS caller_live, u.active AS user_active, u.token_generation AS user_generation, \
-             EXISTS (SELECT 1 FROM revoked_jtis j WHERE j.jti = {}) AS jti_revoked, \
-             EXISTS (SELECT 1 FROM refresh_families f WHERE f.sid = {} AND f.revoked_at IS NOT NULL) AS sid_revoked, \
-             EXISTS (SELECT 1 FROM credentials tc WHERE tc.name = {} AND tc.revoked_at IS NULL) AS client_live \
-             FROM credentials c LEFT JOIN users u ON u.id = {} AND u.deleted_at IS NULL \
-             WHERE c.{caller_column} = {}",
-            p(1),
-            p(2),
-            p(3),
-            p(4),
-            p(5)
-        )
-    };
-    let rows: Vec<IntrospectionState> = match conn {
-        DbConnection::Sqlite(c) => sqlite_query(sql(&|_| "?".to_owned()), &binds).load(c)?,
-        DbConnection::Postgres(c) => pg_query(sql(&|i| format!("${i}")), &binds).load(c)?,
+    use diesel::dsl::exists;
+
+    use crate::db::schema::{credentials, users};
+    let base =
+        credentials::table.left_join(users::table.on(users::id.eq(sub).and(users::deleted_at.is_null())));
+    let select = (
+        credentials::name,
+        credentials::secret_hash,
+        credentials::scopes,
+        credentials::revoked_at.is_null(),
+        users::active.nullable(),
+        users::token_generation.nullable(),
+        exists(revoked_jtis::table.filter(revoked_jtis::jti.eq(jti))),
+        exists(
+            refresh_families::table
+                .filter(refresh_families::sid.eq(sid))
+                .filter(refresh_families::revoked_at.is_not_null()),
+        ),
+        exists(
+            token_client
+                .filter(token_client.field(credentials::name).eq(client_id))
+                .filter(token_client.field(credentials::revoked_at).is_null()),
+        ),
+    );
+    let rows: Vec<IntrospectionState> = match caller {
+        CallerKey::SecretHash(h) => base
+            .filter(credentials::secret_hash.eq(h))
+            .select(select)
+            .load(conn)?,
+        CallerKey::Name(n) => base.filter(credentials::name.eq(n)).select(select).load(conn)?,
     };
     Ok(super::unique(rows))
 }
