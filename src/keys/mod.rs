@@ -25,7 +25,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::Ed25519KeyPair;
 use chrono::NaiveDateTime;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::Serialize;
 
 pub use kek::{Kek, KekSource};
@@ -116,7 +116,6 @@ struct Material {
     kid: String,
     alg: KeyAlg,
     pkcs8: Pkcs8,
-    encoding: EncodingKey,
     jwk: Jwk,
 }
 
@@ -148,7 +147,6 @@ impl Material {
             kid,
             alg,
             pkcs8: Pkcs8(pkcs8),
-            encoding,
             jwk,
         })
     }
@@ -187,11 +185,22 @@ impl Material {
     }
 }
 
+/// A parsed private key, ready to sign.
+enum Signer {
+    Rsa(aws_lc_rs::rsa::KeyPair),
+    Ed(Ed25519KeyPair),
+}
+
 /// A key that signs. `Debug` shows its id only.
+///
+/// The private key is parsed once, when the key is loaded: `jsonwebtoken::encode` parses it again on every call,
+/// which measured 1 116 RS256 signatures/s against 2 898 with the key parsed once (`benches/tokens.rs`). The
+/// compact serialisation (RFC 7515 §7.1) is written here; verification stays with jsonwebtoken, and a unit test
+/// checks that it accepts what this signs.
 pub struct SigningKey {
     pub kid: String,
     pub alg: KeyAlg,
-    encoding: EncodingKey,
+    signer: Signer,
 }
 
 impl fmt::Debug for SigningKey {
@@ -204,12 +213,41 @@ impl fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    fn new(kid: String, alg: KeyAlg, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        let signer = match alg {
+            KeyAlg::RS256 => Signer::Rsa(aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8).map_err(crypto)?),
+            KeyAlg::EdDSA => Signer::Ed(Ed25519KeyPair::from_pkcs8(pkcs8).map_err(crypto)?),
+        };
+        Ok(Self { kid, alg, signer })
+    }
+
     /// Signs `claims` as a compact JWS with header `typ` and this key's `alg` and `kid`.
     pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
-        let mut header = Header::new(self.alg.jwt());
-        header.typ = Some(typ.to_owned());
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(crypto)
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = serde_json::json!({ "typ": typ, "alg": self.alg.as_str(), "kid": self.kid });
+        let header = serde_json::to_vec(&header).map_err(crypto)?;
+        let payload = serde_json::to_vec(claims).map_err(crypto)?;
+        let mut jws = URL_SAFE_NO_PAD.encode(header);
+        jws.push('.');
+        jws.push_str(&URL_SAFE_NO_PAD.encode(payload));
+        let signature = match &self.signer {
+            Signer::Rsa(pair) => {
+                let mut sig = vec![0u8; pair.public_modulus_len()];
+                pair.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    jws.as_bytes(),
+                    &mut sig,
+                )
+                .map_err(crypto)?;
+                sig
+            }
+            Signer::Ed(pair) => pair.sign(jws.as_bytes()).as_ref().to_vec(),
+        };
+        jws.push('.');
+        jws.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        Ok(jws)
     }
 }
 
@@ -262,11 +300,7 @@ impl KeySet {
                 }
                 signing.insert(
                     alg,
-                    Arc::new(SigningKey {
-                        kid: row.kid.clone(),
-                        alg,
-                        encoding: material.encoding,
-                    }),
+                    Arc::new(SigningKey::new(row.kid.clone(), alg, &material.pkcs8.0)?),
                 );
             }
             jwks.push(serde_json::to_value(&jwk).map_err(crypto)?);
@@ -615,6 +649,24 @@ mod tests {
             );
             let again = Material::from_pkcs8(alg, m.pkcs8.0.clone()).unwrap();
             assert_eq!(again.kid, m.kid, "the kid is a function of the key");
+        }
+    }
+
+    #[test]
+    fn jsonwebtoken_verifies_what_we_sign() {
+        for alg in [KeyAlg::RS256, KeyAlg::EdDSA] {
+            let m = Material::generate(alg).unwrap();
+            let key = SigningKey::new(m.kid.clone(), alg, &m.pkcs8.0).unwrap();
+            let claims = serde_json::json!({"sub": "u", "exp": 4_102_444_800_i64, "tgen": 3});
+            let token = key.sign("at+jwt", &claims).unwrap();
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+            assert_eq!(header.kid.as_deref(), Some(m.kid.as_str()));
+            let decoding = DecodingKey::from_jwk(&m.jwk).unwrap();
+            let mut v = jsonwebtoken::Validation::new(alg.jwt());
+            v.validate_aud = false;
+            let data = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &v).unwrap();
+            assert_eq!(data.claims, claims);
         }
     }
 
