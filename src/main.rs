@@ -231,7 +231,11 @@ fn keys_command(db: &Db, config: &Config, cmd: KeysCommand) -> anyhow::Result<()
                 "{:<44} {:<6} {:<8} {:<20} {:<20} PUBLISHED",
                 "KID", "ALG", "STATE", "CREATED", "ACTIVATED"
             );
+            let mut foreign = 0;
             for k in keys::list(db)? {
+                if k.kek_id != kek.id() {
+                    foreign += 1;
+                }
                 let published = if k.published {
                     k.publish_until
                         .map_or_else(|| "yes".to_owned(), |t| format!("until {}", fmt_time(t)))
@@ -245,6 +249,12 @@ fn keys_command(db: &Db, config: &Config, cmd: KeysCommand) -> anyhow::Result<()
                     k.state,
                     fmt_time(k.created),
                     k.activated_at.map_or_else(|| "-".to_owned(), fmt_time)
+                );
+            }
+            if foreign > 0 {
+                eprintln!(
+                    "warning: {foreign} key(s) were sealed under another key-encryption key than the one configured; \
+                     a server with this configuration cannot sign with them"
                 );
             }
         }
@@ -434,17 +444,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         config.workers
     };
-    tracing::info!(
-        listen = %addr,
-        issuer = %config.issuer,
-        database = %db.url().redacted(),
-        "offboard {} serving SCIM at {}/scim/v2",
-        env!("CARGO_PKG_VERSION"),
-        config.issuer
-    );
     let blocking_threads = config.blocking_threads_per_worker(db.backend());
     let reload = Duration::from_secs(config.keys.reload_secs);
     let state = AppState::open(db.clone(), config)?;
+    tracing::info!(
+        listen = %addr,
+        issuer = %state.config.issuer,
+        database = %db.url().redacted(),
+        "offboard {} serving SCIM at {}/scim/v2",
+        env!("CARGO_PKG_VERSION"),
+        state.config.issuer
+    );
     let usage = state.usage.clone();
     let tokens = state.tokens.clone();
     actix_web::rt::System::new().block_on(async move {

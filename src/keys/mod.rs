@@ -583,6 +583,8 @@ pub struct KeyInfo {
     pub publish_until: Option<NaiveDateTime>,
     /// Whether the JWKS still carries it.
     pub published: bool,
+    /// Fingerprint of the key-encryption key that sealed it ([`Kek::id`]).
+    pub kek_id: String,
 }
 
 pub fn list(db: &Db) -> Result<Vec<KeyInfo>, KeyError> {
@@ -599,6 +601,7 @@ pub fn list(db: &Db) -> Result<Vec<KeyInfo>, KeyError> {
             activated_at: r.activated_at,
             retired_at: r.retired_at,
             publish_until: r.publish_until,
+            kek_id: r.kek_id,
         })
         .collect())
 }
