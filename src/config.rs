@@ -65,6 +65,39 @@ pub struct Config {
     pub keys: KeyConfig,
     /// IdPs whose ID tokens and JWTs offboard accepts in token exchange and Global Token Revocation.
     pub trusted_issuers: Vec<TrustedIssuer>,
+    pub fanout: FanoutConfig,
+}
+
+/// Delivery of Security Event Tokens to streams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct FanoutConfig {
+    /// Attempts before a SET is dead-lettered. The default, with the 60 s cap, keeps retrying for about a day.
+    #[serde(deserialize_with = "lenient")]
+    pub max_attempts: i32,
+    /// First retry delay, milliseconds; doubled each attempt (with jitter) up to `backoff_cap_secs`.
+    #[serde(deserialize_with = "lenient")]
+    pub backoff_base_ms: u64,
+    #[serde(deserialize_with = "lenient")]
+    pub backoff_cap_secs: u64,
+    /// Timeout of one push (connect + answer), seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub push_timeout_secs: u64,
+    /// Pushes in flight at once, across streams (each stream's SETs still go one at a time, in order).
+    #[serde(deserialize_with = "lenient")]
+    pub concurrency: usize,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 1500,
+            backoff_base_ms: 500,
+            backoff_cap_secs: 60,
+            push_timeout_secs: 5,
+            concurrency: 32,
+        }
+    }
 }
 
 /// Access and refresh token lifetimes and claims.
@@ -243,6 +276,7 @@ impl Default for Config {
             tokens: TokenConfig::default(),
             keys: KeyConfig::default(),
             trusted_issuers: Vec::new(),
+            fanout: FanoutConfig::default(),
         }
     }
 }
@@ -397,6 +431,13 @@ impl Config {
             return Err(ConfigError::invalid(
                 "tokens.refresh_idle_ttl_secs",
                 "must be at least 1 and at most tokens.refresh_absolute_ttl_secs",
+            ));
+        }
+        if self.fanout.max_attempts < 1 || self.fanout.concurrency == 0 || self.fanout.push_timeout_secs == 0
+        {
+            return Err(ConfigError::invalid(
+                "fanout",
+                "max_attempts, concurrency and push_timeout_secs must be at least 1",
             ));
         }
         if self.keys.reload_secs == 0 {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod db;
 pub mod error;
+pub mod fanout;
 pub mod http;
 pub mod keys;
 pub mod lifecycle;

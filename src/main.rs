@@ -47,6 +47,43 @@ enum Command {
     /// Tokens for automation and tests.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Streams: the services that receive revocation events (Security Event Tokens).
+    #[command(subcommand)]
+    Streams(StreamsCommand),
+}
+
+#[derive(Subcommand)]
+enum StreamsCommand {
+    /// Register a push stream: offboard POSTs each SET to URL (RFC 8935).
+    Add {
+        /// The receiver's endpoint: https://, or http:// to a loopback address.
+        #[arg(long, value_name = "URL")]
+        push: String,
+        /// The `aud` of the SETs on this stream (the receiver checks it).
+        #[arg(long)]
+        audience: String,
+        /// An `Authorization` header value offboard sends with each SET, e.g. "Bearer s3cret" (sealed at rest).
+        #[arg(long, value_name = "VALUE")]
+        auth_header: Option<String>,
+        /// Comma-separated event-type URIs (default: every event offboard emits).
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List streams with their delivery counts.
+    List,
+    /// Show a stream's SETs that were dead-lettered or are still waiting, with their last error.
+    Show { id: String },
+    /// Set a stream's status: enabled, paused (SETs are kept) or disabled (none are kept).
+    Status {
+        id: String,
+        status: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove a stream and its queued SETs.
+    Remove { id: String },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +225,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let db = open_db(&config, 2)?;
             users_command(&db, cmd)
         }
+        Command::Streams(cmd) => {
+            let db = open_db(&config, 2)?;
+            streams_command(&db, config, cmd)
+        }
         Command::Token(TokenCommand::Mint {
             user,
             ttl,
@@ -209,6 +250,92 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn streams_command(db: &Db, config: Config, cmd: StreamsCommand) -> anyhow::Result<()> {
+    use offboard::fanout::streams::{self, Delivery, NewStream};
+    match cmd {
+        StreamsCommand::Add {
+            push,
+            audience,
+            auth_header,
+            events,
+            description,
+        } => {
+            let state = AppState::open(db.clone(), config)?;
+            let row = streams::create(
+                db,
+                &state.tokens.keys,
+                &NewStream {
+                    audience,
+                    delivery: Delivery::Push {
+                        endpoint_url: push,
+                        authorization_header: auth_header,
+                    },
+                    events_requested: events,
+                    description,
+                    created_by: "cli".into(),
+                },
+            )?;
+            eprintln!(
+                "Created push stream for audience `{}` to {}; events: {}",
+                row.audience,
+                row.endpoint_url.as_deref().unwrap_or("-"),
+                row.events_requested
+            );
+            println!("{}", row.id);
+        }
+        StreamsCommand::List => {
+            let list = streams::list(db)?;
+            if list.is_empty() {
+                eprintln!("no streams yet: add one with `offboard streams add --push URL --audience AUD`");
+                return Ok(());
+            }
+            println!(
+                "{:<32} {:<8} {:<6} {:>8} {:>9} {:>5}  AUDIENCE / ENDPOINT",
+                "ID", "STATUS", "METHOD", "PENDING", "DELIVERED", "DEAD"
+            );
+            for s in list {
+                println!(
+                    "{:<32} {:<8} {:<6} {:>8} {:>9} {:>5}  {} {}",
+                    s.row.id,
+                    s.row.status,
+                    s.row.delivery_method,
+                    s.pending,
+                    s.delivered,
+                    s.dead,
+                    s.row.audience,
+                    s.row.endpoint_url.as_deref().unwrap_or("")
+                );
+            }
+        }
+        StreamsCommand::Show { id } => {
+            let rows =
+                db.read(|c| offboard::db::repo::fanout::outbox_of(c, &id).map_err(anyhow::Error::from))?;
+            let open: Vec<_> = rows.iter().filter(|r| r.status != "delivered").collect();
+            println!("{} SETs, {} not delivered", rows.len(), open.len());
+            for r in open {
+                println!(
+                    "  {} {:<9} attempts {:<4} next {}  {}  {}",
+                    r.jti,
+                    r.status,
+                    r.attempts,
+                    fmt_time(r.next_attempt_at),
+                    r.event_type.rsplit('/').next().unwrap_or(""),
+                    r.last_error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        StreamsCommand::Status { id, status, reason } => {
+            streams::set_status(db, &id, &status, reason.as_deref())?;
+            eprintln!("Stream {id} is now {status}.");
+        }
+        StreamsCommand::Remove { id } => {
+            streams::remove(db, &id)?;
+            eprintln!("Removed stream {id} and its queued SETs.");
+        }
+    }
+    Ok(())
 }
 
 fn fmt_time(t: chrono::NaiveDateTime) -> String {
@@ -457,6 +584,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
     );
     let usage = state.usage.clone();
     let tokens = state.tokens.clone();
+    let fanout = offboard::fanout::worker::Worker::new(db.clone(), state.config.clone(), tokens.keys.clone())
+        .spawn()
+        .context("cannot start the fan-out worker")?;
     actix_web::rt::System::new().block_on(async move {
         let flusher = {
             let (usage, db) = (usage.clone(), db.clone());
@@ -504,6 +634,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         if let Err(e) = tokens.activity.flush(&db) {
             tracing::warn!("could not record token activity at shutdown: {e}");
         }
+        fanout.stop();
         tracing::info!("offboard stopped");
         Ok(())
     })

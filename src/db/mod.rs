@@ -203,6 +203,21 @@ impl std::fmt::Debug for Db {
     }
 }
 
+thread_local! {
+    /// Work to run once the current write transaction of this thread has committed (see [`after_commit`]).
+    static AFTER_COMMIT: std::cell::RefCell<Vec<Box<dyn FnOnce()>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` after the write transaction this thread is in commits; drops it if the transaction rolls back. For
+/// side effects that must not run before the data is visible, such as waking the fan-out worker.
+pub fn after_commit(f: impl FnOnce() + 'static) {
+    AFTER_COMMIT.with(|hooks| hooks.borrow_mut().push(Box::new(f)));
+}
+
+fn take_after_commit() -> Vec<Box<dyn FnOnce()>> {
+    AFTER_COMMIT.with(|hooks| std::mem::take(&mut *hooks.borrow_mut()))
+}
+
 /// How often `write` retries when SQLite reports another process holds the write lock beyond `busy_timeout`.
 const SQLITE_BUSY_RETRIES: u32 = 5;
 
@@ -268,8 +283,11 @@ impl Db {
     {
         let mut conn = self.write.get().map_err(DbError::from)?;
         let mut attempt = 0;
+        drop(take_after_commit());
         loop {
-            match write_transaction(&mut conn, &mut f) {
+            let outcome = write_transaction(&mut conn, &mut f);
+            let hooks = take_after_commit();
+            match outcome {
                 Err(TxError::Busy(e)) if attempt < SQLITE_BUSY_RETRIES => {
                     attempt += 1;
                     tracing::debug!(attempt, "SQLite busy, retrying the write transaction: {e}");
@@ -277,7 +295,12 @@ impl Db {
                 }
                 Err(TxError::Busy(e)) => return Err(E::from(e)),
                 Err(TxError::Inner(e)) => return Err(e),
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    for hook in hooks {
+                        hook();
+                    }
+                    return Ok(v);
+                }
             }
         }
     }

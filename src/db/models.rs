@@ -4,8 +4,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{
-    credentials, group_members, groups, refresh_families, refresh_tokens, signing_keys, token_activity,
-    user_emails, users,
+    credentials, group_members, groups, outbox, refresh_families, refresh_tokens, signing_keys, streams,
+    token_activity, user_emails, users,
 };
 
 /// A user row: live (`deleted_at` is None) or a tombstone.
@@ -205,4 +205,68 @@ pub struct TokenActivity {
     pub last_minted_at: Option<NaiveDateTime>,
     pub last_refreshed_at: Option<NaiveDateTime>,
     pub last_introspected_at: Option<NaiveDateTime>,
+}
+
+/// An SSF stream: one receiver. `authorization_header` is sealed under the key-encryption key.
+#[derive(Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = streams)]
+pub struct StreamRow {
+    pub id: String,
+    pub audience: String,
+    pub delivery_method: String,
+    pub endpoint_url: Option<String>,
+    pub authorization_header: Option<String>,
+    pub events_requested: String,
+    pub description: Option<String>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub created_by: String,
+    pub created: NaiveDateTime,
+    pub updated: NaiveDateTime,
+}
+
+impl std::fmt::Debug for StreamRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamRow")
+            .field("id", &self.id)
+            .field("audience", &self.audience)
+            .field("delivery_method", &self.delivery_method)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A SET waiting for (or past) delivery to one stream.
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
+#[diesel(table_name = outbox)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub stream_id: String,
+    pub jti: String,
+    pub txn: String,
+    pub event_type: String,
+    pub user_id: Option<String>,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub last_error: Option<String>,
+    pub created: NaiveDateTime,
+    pub delivered_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = outbox)]
+pub struct NewOutbox<'a> {
+    pub stream_id: &'a str,
+    pub jti: &'a str,
+    pub txn: &'a str,
+    pub event_type: &'a str,
+    pub user_id: Option<&'a str>,
+    pub payload: &'a str,
+    pub status: &'a str,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub created: NaiveDateTime,
 }

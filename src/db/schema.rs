@@ -123,6 +123,42 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    streams (id) {
+        id -> Text,
+        audience -> Text,
+        delivery_method -> Text,
+        endpoint_url -> Nullable<Text>,
+        authorization_header -> Nullable<Text>,
+        events_requested -> Text,
+        description -> Nullable<Text>,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        created_by -> Text,
+        created -> Timestamp,
+        updated -> Timestamp,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> BigInt,
+        stream_id -> Text,
+        jti -> Text,
+        txn -> Text,
+        event_type -> Text,
+        user_id -> Nullable<Text>,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        last_error -> Nullable<Text>,
+        created -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(outbox -> streams (stream_id));
 diesel::joinable!(user_emails -> users (user_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (sid));
@@ -141,4 +177,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     revoked_jtis,
     seen_assertions,
     token_activity,
+    streams,
+    outbox,
 );

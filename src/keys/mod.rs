@@ -443,6 +443,17 @@ impl KeyStore {
         None
     }
 
+    /// Seals a secret that offboard must send later (a stream's `Authorization` header) under the
+    /// key-encryption key, bound to `context`.
+    pub fn seal_secret(&self, context: &str, plaintext: &[u8]) -> Result<String, KeyError> {
+        self.kek.seal(context, plaintext)
+    }
+
+    /// Opens what [`seal_secret`](Self::seal_secret) sealed for `context`.
+    pub fn open_secret(&self, context: &str, sealed: &str) -> Result<Vec<u8>, KeyError> {
+        self.kek.open(context, sealed)
+    }
+
     /// The JWKS document (RFC 7517): public parts of every published key.
     pub fn jwks(&self) -> Arc<str> {
         self.snapshot().jwks.clone()

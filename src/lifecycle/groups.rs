@@ -357,8 +357,9 @@ fn end_sessions_of_leavers(
     leavers: &[String],
     why: &str,
 ) -> Result<(), AppError> {
+    let txn = crate::fanout::new_txn();
     for user_id in leavers {
-        super::end_sessions(c, user_id, why)?;
+        super::end_sessions(c, user_id, why, &txn)?;
     }
     if !leavers.is_empty() {
         tracing::info!(group.id = %group, count = leavers.len(), "ended sessions of {} users who left group {group}", leavers.len());

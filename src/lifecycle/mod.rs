@@ -1,6 +1,7 @@
-//! Use cases for users (and, later, groups), one transaction each. This is the **only** place that bumps a user's
-//! token generation (`end_sessions`) and ends access (`deprovision`): a state change that ends access and its
-//! generation bump commit together or not at all (DESIGN.md invariant 1; DECISIONS.md §1–2).
+//! Use cases for users and groups, one transaction each. This is the **only** place that bumps a user's token
+//! generation (`end_sessions`), ends access (`deprovision`) and queues the SETs that report it: a state change
+//! that ends access, its generation bump, the revocation of the user's logins and the outbox rows commit together
+//! or not at all (DESIGN.md invariant 1; DECISIONS.md §1–2).
 
 pub mod groups;
 pub mod listing;
@@ -9,6 +10,7 @@ pub mod users;
 use diesel::QueryResult;
 
 use crate::db::{DbConnection, now, repo};
+use crate::fanout::{self, Event, Initiator};
 
 /// How a user loses access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,14 @@ impl Deprovision {
             Self::Delete => "deleted",
         }
     }
+
+    /// The `reason_admin` of the `session-revoked` SET (non-empty, as the CAEP interop profile requires).
+    fn reason_admin(self) -> &'static str {
+        match self {
+            Self::Deactivate => "account deactivated by the identity provider or an administrator",
+            Self::Delete => "account deleted by the identity provider",
+        }
+    }
 }
 
 /// What ending a user's sessions did.
@@ -37,10 +47,8 @@ pub struct Ended {
     pub families_revoked: usize,
 }
 
-/// Ends every session of a user whose account stays as it is: the token generation goes up by one, so every token
-/// minted before stops validating, and every refresh-token family of the user is revoked. Call inside the
-/// transaction of the change (DECISIONS.md §1).
-pub fn end_sessions(conn: &mut DbConnection, user_id: &str, reason: &str) -> QueryResult<Ended> {
+/// Bumps the generation and revokes every login of the user, telling no one yet.
+fn cut_off(conn: &mut DbConnection, user_id: &str, reason: &str) -> QueryResult<Ended> {
     let generation = repo::users::bump_generation(conn, user_id)?;
     let families_revoked = repo::tokens::revoke_user_families(conn, user_id, now(), reason)?;
     tracing::info!(
@@ -56,18 +64,75 @@ pub fn end_sessions(conn: &mut DbConnection, user_id: &str, reason: &str) -> Que
     })
 }
 
+/// Ends every session of a user whose account stays as it is: the token generation goes up by one, so every token
+/// minted before stops validating, every refresh-token family of the user is revoked, and a `session-revoked`
+/// SET is queued for every stream, all in the caller's transaction (DECISIONS.md §1). `txn` links the SETs of
+/// one change.
+pub fn end_sessions(conn: &mut DbConnection, user_id: &str, reason: &str, txn: &str) -> QueryResult<Ended> {
+    let ended = cut_off(conn, user_id, reason)?;
+    let event = Event::SessionsRevoked {
+        reason,
+        initiator: Initiator::Admin,
+    };
+    fanout::enqueue(conn, user_id, txn, ended.generation, &[event])?;
+    Ok(ended)
+}
+
 /// Ends one session (a refresh-token family, the `sid` of its access tokens) and nothing else of the user:
-/// refresh-token reuse, RFC 7009 revocation of a refresh token (DECISIONS.md §3). Returns whether it was live.
-pub fn end_session(conn: &mut DbConnection, sid: &str, reason: &str) -> QueryResult<bool> {
+/// refresh-token reuse, RFC 7009 revocation of a refresh token (DECISIONS.md §3). Queues a `session-revoked` SET
+/// for that session. Returns whether it was live.
+pub fn end_session(
+    conn: &mut DbConnection,
+    user_id: &str,
+    generation: i64,
+    sid: &str,
+    reason: &str,
+) -> QueryResult<bool> {
     let revoked = repo::tokens::revoke_family(conn, sid, now(), reason)? == 1;
     if revoked {
-        tracing::info!(session.id = %sid, reason, "ended session {sid}");
+        tracing::info!(session.id = %sid, user.id = %user_id, reason, "ended session {sid}");
+        let event = Event::SessionRevoked {
+            sid,
+            reason,
+            initiator: Initiator::Policy,
+        };
+        fanout::enqueue(conn, user_id, &fanout::new_txn(), generation, &[event])?;
     }
     Ok(revoked)
 }
 
 /// Ends access for a user whose row this transaction has just marked inactive (`Deactivate`) or tombstoned
-/// (`Delete`).
+/// (`Delete`): new generation, logins revoked, and `account-disabled` (or `account-purged`) plus
+/// `session-revoked` queued for every stream under one `txn`.
 pub fn deprovision(conn: &mut DbConnection, user_id: &str, how: Deprovision) -> QueryResult<Ended> {
-    end_sessions(conn, user_id, how.reason())
+    let ended = cut_off(conn, user_id, how.reason())?;
+    let account = match how {
+        Deprovision::Deactivate => Event::AccountDisabled,
+        Deprovision::Delete => Event::AccountPurged,
+    };
+    let sessions = Event::SessionsRevoked {
+        reason: how.reason_admin(),
+        initiator: Initiator::Admin,
+    };
+    fanout::enqueue(
+        conn,
+        user_id,
+        &fanout::new_txn(),
+        ended.generation,
+        &[account, sessions],
+    )?;
+    Ok(ended)
+}
+
+/// Records a reactivation: the generation stays (old tokens stay dead); `account-enabled` is queued.
+pub fn reactivated(conn: &mut DbConnection, user_id: &str, generation: i64) -> QueryResult<()> {
+    tracing::info!(user.id = %user_id, "reactivated user {user_id}");
+    fanout::enqueue(
+        conn,
+        user_id,
+        &fanout::new_txn(),
+        generation,
+        &[Event::AccountEnabled],
+    )
+    .map(drop)
 }

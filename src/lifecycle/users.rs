@@ -265,7 +265,7 @@ fn store(c: &mut DbConnection, before: &User, stored: &Value) -> Result<UserView
         super::deprovision(c, &before.id, Deprovision::Deactivate)?;
     } else if !before.active && ix.active {
         // Reactivation never lowers the generation: tokens from before the deactivation stay dead.
-        tracing::info!(user.id = %before.id, "reactivated user {}", before.id);
+        super::reactivated(c, &before.id, before.token_generation)?;
     }
     let user =
         repo::users::find_live(c, &before.id)?.ok_or_else(|| AppError::internal("updated user vanished"))?;
@@ -338,7 +338,7 @@ pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError>
 pub fn end_sessions_in(c: &mut DbConnection, id: &str, reason: &str) -> Result<super::Ended, AppError> {
     repo::users::lock(c, id)?;
     repo::users::find_live(c, id)?.ok_or_else(not_found)?;
-    Ok(super::end_sessions(c, id, reason)?)
+    Ok(super::end_sessions(c, id, reason, &crate::fanout::new_txn())?)
 }
 
 /// Ends every session of a live user in its own transaction.

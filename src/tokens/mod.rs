@@ -505,7 +505,13 @@ impl Authority {
                 return Ok(Refreshed::Refused("refresh token revoked"));
             }
             let reused = |c: &mut DbConnection, family: RefreshFamily| {
-                crate::lifecycle::end_session(c, &family.sid, "refresh token reuse")?;
+                crate::lifecycle::end_session(
+                    c,
+                    &family.user_id,
+                    family.generation,
+                    &family.sid,
+                    "refresh token reuse detected; the login was ended",
+                )?;
                 Ok::<_, OAuthError>(Refreshed::Reused {
                     sid: family.sid,
                     user_id: family.user_id,
@@ -521,7 +527,8 @@ impl Authority {
                 return Ok(Refreshed::Refused("the user is no longer active"));
             };
             if user.token_generation != family.generation {
-                crate::lifecycle::end_session(c, &family.sid, "generation changed")?;
+                // Its sessions were ended already (and reported then); this only tidies the family.
+                repo::tokens::revoke_family(c, &family.sid, at, "generation changed")?;
                 return Ok(Refreshed::Refused("refresh token revoked"));
             }
             let scope = match requested_scope.as_deref() {

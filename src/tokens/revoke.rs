@@ -44,7 +44,13 @@ impl Authority {
                     "this token was not issued to this client".into(),
                 ));
             }
-            crate::lifecycle::end_session(c, &family.sid, "revoked by the client (RFC 7009)")?;
+            crate::lifecycle::end_session(
+                c,
+                &family.user_id,
+                family.generation,
+                &family.sid,
+                "revoked by the client (RFC 7009)",
+            )?;
             Ok(Some(family.sid))
         })?;
         if let Some(sid) = ended {

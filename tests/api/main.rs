@@ -10,6 +10,7 @@ mod harness;
 
 mod auth;
 mod discovery;
+mod fanout;
 mod fixtures;
 mod groups;
 mod lists;

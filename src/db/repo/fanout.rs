@@ -1,0 +1,177 @@
+//! SQL for SSF streams and the outbox of SETs. Claiming work is the one dialect difference: PostgreSQL takes
+//! `FOR UPDATE SKIP LOCKED` so several instances never claim the same row; SQLite has one writer already.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Timestamp};
+
+use crate::db::DbConnection;
+use crate::db::models::{NewOutbox, OutboxRow, StreamRow};
+use crate::db::schema::{outbox, streams};
+
+pub fn insert_stream(conn: &mut DbConnection, row: &StreamRow) -> QueryResult<()> {
+    diesel::insert_into(streams::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
+}
+
+pub fn streams(conn: &mut DbConnection) -> QueryResult<Vec<StreamRow>> {
+    streams::table
+        .order((streams::created.asc(), streams::id.asc()))
+        .select(StreamRow::as_select())
+        .load(conn)
+}
+
+pub fn find_stream(conn: &mut DbConnection, id: &str) -> QueryResult<Option<StreamRow>> {
+    streams::table
+        .filter(streams::id.eq(id))
+        .select(StreamRow::as_select())
+        .load(conn)
+        .map(super::unique)
+}
+
+/// Streams that receive events now or later: `enabled`, and `paused` ones (which hold them).
+pub fn receiving_streams(conn: &mut DbConnection) -> QueryResult<Vec<StreamRow>> {
+    streams::table
+        .filter(streams::status.eq_any(["enabled", "paused"]))
+        .order(streams::id.asc())
+        .select(StreamRow::as_select())
+        .load(conn)
+}
+
+pub fn delete_stream(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {
+    diesel::delete(outbox::table.filter(outbox::stream_id.eq(id))).execute(conn)?;
+    diesel::delete(streams::table.filter(streams::id.eq(id))).execute(conn)
+}
+
+pub fn set_status(
+    conn: &mut DbConnection,
+    id: &str,
+    status: &str,
+    reason: Option<&str>,
+    at: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(streams::table.filter(streams::id.eq(id)))
+        .set((
+            streams::status.eq(status),
+            streams::status_reason.eq(reason),
+            streams::updated.eq(at),
+        ))
+        .execute(conn)
+}
+
+pub fn insert_outbox(conn: &mut DbConnection, row: &NewOutbox<'_>) -> QueryResult<()> {
+    diesel::insert_into(outbox::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
+}
+
+/// Claims up to `limit` due SETs of enabled push streams, only the oldest pending SET of each stream (so a stream's
+/// SETs go out in order), by moving their next attempt to `lease_until` and counting the attempt. A claim that is
+/// not settled (the process died) becomes due again at `lease_until`.
+pub fn claim_due(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<OutboxRow>> {
+    const HEADS: &str = "SELECT o.id FROM outbox o JOIN streams s ON s.id = o.stream_id \
+         WHERE o.status = 'pending' AND o.next_attempt_at <= {now} AND s.status = 'enabled' \
+         AND s.delivery_method = 'push' \
+         AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.stream_id = o.stream_id AND p.status = 'pending' \
+                         AND p.id < o.id) \
+         ORDER BY o.id LIMIT {limit}";
+    const COLUMNS: &str = "id, stream_id, jti, txn, event_type, user_id, payload, status, attempts, \
+                           next_attempt_at, last_error, created, delivered_at";
+    match conn {
+        DbConnection::Postgres(c) => {
+            let heads =
+                HEADS.replace("{now}", "$2").replace("{limit}", "$3") + " FOR UPDATE OF o SKIP LOCKED";
+            diesel::sql_query(format!(
+                "UPDATE outbox SET next_attempt_at = $1, attempts = attempts + 1 WHERE id IN ({heads}) \
+                 RETURNING {COLUMNS}"
+            ))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(c)
+        }
+        DbConnection::Sqlite(c) => {
+            let heads = HEADS.replace("{now}", "?").replace("{limit}", "?");
+            diesel::sql_query(format!(
+                "UPDATE outbox SET next_attempt_at = ?, attempts = attempts + 1 WHERE id IN ({heads}) \
+                 RETURNING {COLUMNS}"
+            ))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(c)
+        }
+    }
+}
+
+pub fn mark_delivered(conn: &mut DbConnection, id: i64, at: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(
+        outbox::table
+            .filter(outbox::id.eq(id))
+            .filter(outbox::status.eq("pending")),
+    )
+    .set((
+        outbox::status.eq("delivered"),
+        outbox::delivered_at.eq(at),
+        outbox::last_error.eq(None::<String>),
+    ))
+    .execute(conn)
+}
+
+/// Records a failed attempt: retried at `next` or, when `dead`, given up on.
+pub fn mark_failed(
+    conn: &mut DbConnection,
+    id: i64,
+    next: NaiveDateTime,
+    error: &str,
+    dead: bool,
+) -> QueryResult<usize> {
+    diesel::update(
+        outbox::table
+            .filter(outbox::id.eq(id))
+            .filter(outbox::status.eq("pending")),
+    )
+    .set((
+        outbox::status.eq(if dead { "dead" } else { "pending" }),
+        outbox::next_attempt_at.eq(next),
+        outbox::last_error.eq(error),
+    ))
+    .execute(conn)
+}
+
+/// The earliest time a pending SET of an enabled push stream is due, if any (the worker sleeps until then).
+pub fn next_due(conn: &mut DbConnection) -> QueryResult<Option<NaiveDateTime>> {
+    outbox::table
+        .inner_join(streams::table)
+        .filter(outbox::status.eq("pending"))
+        .filter(streams::status.eq("enabled"))
+        .filter(streams::delivery_method.eq("push"))
+        .select(diesel::dsl::min(outbox::next_attempt_at))
+        .get_result(conn)
+}
+
+/// Outbox rows of one stream, oldest first (for status and tests).
+pub fn outbox_of(conn: &mut DbConnection, stream_id: &str) -> QueryResult<Vec<OutboxRow>> {
+    outbox::table
+        .filter(outbox::stream_id.eq(stream_id))
+        .order(outbox::id.asc())
+        .select(OutboxRow::as_select())
+        .load(conn)
+}
+
+/// Per status, how many SETs a stream has.
+pub fn counts(conn: &mut DbConnection, stream_id: &str) -> QueryResult<Vec<(String, i64)>> {
+    outbox::table
+        .filter(outbox::stream_id.eq(stream_id))
+        .group_by(outbox::status)
+        .select((outbox::status, diesel::dsl::count_star()))
+        .load(conn)
+}

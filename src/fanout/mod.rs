@@ -1,0 +1,155 @@
+//! Revocation fan-out: offboard as an `OpenID` Shared Signals transmitter. Every change that ends (or restores)
+//! access writes one outbox row per event per receiving stream **in the transaction of the change**
+//! ([`enqueue`], called only from `lifecycle`), so the change and the news of it commit together or not at all
+//! (DESIGN.md invariant 1). After the commit the delivery worker is woken ([`worker`]); it signs each SET (RFC
+//! 8417, `typ: secevent+jwt`, RS256 with the active key) when it sends it, so a transaction never waits for RSA.
+//!
+//! The row keeps what the SET says (event type, user, `txn`, the event's members including `min_tgen`) and its
+//! stable `jti`; the worker adds `iss`, `aud` (the stream's) and the subject (`iss_sub` of the user, or `complex`
+//! user + session when one login ended) from its configuration, so every retry sends the same claims.
+//!
+//! Events (DECISIONS.md §25): deactivate → `account-disabled` + `session-revoked`; delete → `account-purged` +
+//! `session-revoked`; reactivate → `account-enabled`; sessions ended with the account kept (group removal, Global
+//! Token Revocation, `users revoke-tokens`) → `session-revoked`; one login ended (refresh-token reuse, RFC 7009)
+//! → `session-revoked` for that session. Every event carries `min_tgen`, the generation now in force.
+
+pub mod streams;
+pub mod worker;
+
+use serde_json::{Value, json};
+
+use crate::db::models::NewOutbox;
+use crate::db::{DbConnection, now, repo};
+
+pub const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+pub const CREDENTIAL_CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+pub const ACCOUNT_DISABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
+pub const ACCOUNT_ENABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-enabled";
+pub const ACCOUNT_PURGED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-purged";
+pub const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
+
+/// The event types offboard emits.
+pub const EVENTS_SUPPORTED: [&str; 4] = [SESSION_REVOKED, ACCOUNT_DISABLED, ACCOUNT_ENABLED, ACCOUNT_PURGED];
+
+/// What happened to a user, as one SET each.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    AccountDisabled,
+    AccountEnabled,
+    AccountPurged,
+    /// Every session of the user ended.
+    SessionsRevoked {
+        reason: &'a str,
+        initiator: Initiator,
+    },
+    /// One login (refresh-token family) ended.
+    SessionRevoked {
+        sid: &'a str,
+        reason: &'a str,
+        initiator: Initiator,
+    },
+}
+
+/// CAEP `initiating_entity`.
+#[derive(Debug, Clone, Copy)]
+pub enum Initiator {
+    Admin,
+    Policy,
+    System,
+}
+
+impl Initiator {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Policy => "policy",
+            Self::System => "system",
+        }
+    }
+}
+
+impl Event<'_> {
+    pub fn uri(&self) -> &'static str {
+        match self {
+            Self::AccountDisabled => ACCOUNT_DISABLED,
+            Self::AccountEnabled => ACCOUNT_ENABLED,
+            Self::AccountPurged => ACCOUNT_PURGED,
+            Self::SessionsRevoked { .. } | Self::SessionRevoked { .. } => SESSION_REVOKED,
+        }
+    }
+
+    /// The stored form: the event's members and, for one session, its id.
+    fn payload(&self, min_tgen: i64, at: i64) -> Value {
+        let caep = |reason: &str, initiator: Initiator| {
+            json!({
+                "initiating_entity": initiator.as_str(),
+                "reason_admin": {"en": reason},
+                "event_timestamp": at,
+                "min_tgen": min_tgen,
+            })
+        };
+        match self {
+            Self::AccountDisabled | Self::AccountEnabled | Self::AccountPurged => {
+                json!({"event": {"min_tgen": min_tgen}})
+            }
+            Self::SessionsRevoked { reason, initiator } => json!({"event": caep(reason, *initiator)}),
+            Self::SessionRevoked {
+                sid,
+                reason,
+                initiator,
+            } => json!({"event": caep(reason, *initiator), "session": sid}),
+        }
+    }
+}
+
+/// A new `txn`: the id that links every event of one change.
+pub fn new_txn() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Writes one outbox row per event per stream that receives it (enabled or paused, asking for the event type),
+/// inside the caller's transaction, and wakes the worker once that transaction commits. Returns the rows written.
+pub fn enqueue(
+    conn: &mut DbConnection,
+    user_id: &str,
+    txn: &str,
+    min_tgen: i64,
+    events: &[Event<'_>],
+) -> diesel::QueryResult<usize> {
+    let streams = repo::fanout::receiving_streams(conn)?;
+    if streams.is_empty() {
+        return Ok(0);
+    }
+    let at = now();
+    let mut written = 0;
+    for stream in &streams {
+        let requested: Vec<String> = serde_json::from_str(&stream.events_requested).unwrap_or_default();
+        for event in events {
+            if !requested.iter().any(|e| e == event.uri()) {
+                continue;
+            }
+            let payload = event.payload(min_tgen, at.and_utc().timestamp()).to_string();
+            let jti = uuid::Uuid::new_v4().simple().to_string();
+            repo::fanout::insert_outbox(
+                conn,
+                &NewOutbox {
+                    stream_id: &stream.id,
+                    jti: &jti,
+                    txn,
+                    event_type: event.uri(),
+                    user_id: Some(user_id),
+                    payload: &payload,
+                    status: "pending",
+                    attempts: 0,
+                    next_attempt_at: at,
+                    created: at,
+                },
+            )?;
+            written += 1;
+        }
+    }
+    if written > 0 {
+        crate::db::after_commit(worker::wake);
+    }
+    Ok(written)
+}

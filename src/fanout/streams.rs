@@ -1,0 +1,227 @@
+//! SSF streams (receivers): create, list, change status, remove. A push stream names its endpoint (`https://`,
+//! or `http://` to a loopback address: DECISIONS.md §28) and optionally the `Authorization` header offboard sends
+//! with each SET, which is sealed under the key-encryption key at rest. `aud` defaults to the creating client's
+//! name.
+
+use serde_json::Value;
+
+use super::EVENTS_SUPPORTED;
+use crate::db::models::StreamRow;
+use crate::db::{Db, DbError, now, repo};
+use crate::keys::{KeyError, KeyStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no stream with id `{0}`")]
+    NotFound(String),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for StreamError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(DbError::Query(e))
+    }
+}
+
+/// How a stream receives its SETs.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// RFC 8935: offboard POSTs each SET to `endpoint_url`.
+    Push {
+        endpoint_url: String,
+        authorization_header: Option<String>,
+    },
+    /// RFC 8936: the receiver polls.
+    Poll,
+}
+
+/// A new stream.
+#[derive(Debug, Clone)]
+pub struct NewStream {
+    pub audience: String,
+    pub delivery: Delivery,
+    /// Event-type URIs; empty means every event offboard emits.
+    pub events_requested: Vec<String>,
+    pub description: Option<String>,
+    pub created_by: String,
+}
+
+/// A stream as shown to operators, with its outbox counts.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    pub row: StreamRow,
+    pub pending: i64,
+    pub delivered: i64,
+    pub dead: i64,
+}
+
+fn validate(new: &NewStream) -> Result<(), StreamError> {
+    if new.audience.trim().is_empty() || new.audience.len() > 512 {
+        return Err(StreamError::Invalid(
+            "the audience must be 1-512 characters".into(),
+        ));
+    }
+    if let Delivery::Push {
+        endpoint_url,
+        authorization_header,
+    } = &new.delivery
+    {
+        if !crate::outbound::allowed_url(endpoint_url) || url_has_no_host(endpoint_url) {
+            return Err(StreamError::Invalid(format!(
+                "push endpoint `{endpoint_url}` must be an https:// URL (http:// only to a loopback address)"
+            )));
+        }
+        if authorization_header
+            .as_deref()
+            .is_some_and(|h| h.is_empty() || h.contains(['\r', '\n']))
+        {
+            return Err(StreamError::Invalid(
+                "the authorization header must be one non-empty line".into(),
+            ));
+        }
+    }
+    for e in &new.events_requested {
+        if !EVENTS_SUPPORTED.contains(&e.as_str()) {
+            return Err(StreamError::Invalid(format!(
+                "event type `{e}` is not one offboard emits (supported: {})",
+                EVENTS_SUPPORTED.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn url_has_no_host(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default())
+        .is_none_or(str::is_empty)
+}
+
+/// Creates an enabled stream; returns it.
+pub fn create(db: &Db, keys: &KeyStore, new: &NewStream) -> Result<StreamRow, StreamError> {
+    validate(new)?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let events: Vec<&str> = if new.events_requested.is_empty() {
+        EVENTS_SUPPORTED.to_vec()
+    } else {
+        new.events_requested.iter().map(String::as_str).collect()
+    };
+    let (method, endpoint_url, authorization_header) = match &new.delivery {
+        Delivery::Push {
+            endpoint_url,
+            authorization_header,
+        } => (
+            "push",
+            Some(endpoint_url.clone()),
+            authorization_header
+                .as_deref()
+                .map(|h| keys.seal_secret(&stream_aad(&id), h.as_bytes()))
+                .transpose()?,
+        ),
+        Delivery::Poll => ("poll", None, None),
+    };
+    let at = now();
+    let row = StreamRow {
+        id: id.clone(),
+        audience: new.audience.clone(),
+        delivery_method: method.into(),
+        endpoint_url,
+        authorization_header,
+        events_requested: Value::from(events).to_string(),
+        description: new.description.clone(),
+        status: "enabled".into(),
+        status_reason: None,
+        created_by: new.created_by.clone(),
+        created: at,
+        updated: at,
+    };
+    db.write(|c| repo::fanout::insert_stream(c, &row).map_err(StreamError::from))?;
+    tracing::info!(stream.id = %id, audience = %row.audience, method, "created stream {id}");
+    Ok(row)
+}
+
+/// The associated data a stream's sealed header is bound to.
+pub fn stream_aad(id: &str) -> String {
+    format!("stream:{id}")
+}
+
+pub fn list(db: &Db) -> Result<Vec<StreamInfo>, StreamError> {
+    db.read(|c| {
+        let rows = repo::fanout::streams(c)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let counts = repo::fanout::counts(c, &row.id)?;
+            let count = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+            out.push(StreamInfo {
+                pending: count("pending"),
+                delivered: count("delivered"),
+                dead: count("dead"),
+                row,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// Sets a stream's status: `enabled`, `paused` (SETs are kept and sent when it is enabled again) or `disabled`
+/// (no new SETs are kept for it).
+pub fn set_status(db: &Db, id: &str, status: &str, reason: Option<&str>) -> Result<(), StreamError> {
+    if !["enabled", "paused", "disabled"].contains(&status) {
+        return Err(StreamError::Invalid(format!(
+            "status must be enabled, paused or disabled, not `{status}`"
+        )));
+    }
+    let n =
+        db.write(|c| repo::fanout::set_status(c, id, status, reason, now()).map_err(StreamError::from))?;
+    if n == 0 {
+        return Err(StreamError::NotFound(id.to_owned()));
+    }
+    if status == "enabled" {
+        super::worker::wake();
+    }
+    tracing::info!(stream.id = %id, status, "stream {id} is now {status}");
+    Ok(())
+}
+
+pub fn remove(db: &Db, id: &str) -> Result<(), StreamError> {
+    let n = db.write(|c| repo::fanout::delete_stream(c, id).map_err(StreamError::from))?;
+    if n == 0 {
+        return Err(StreamError::NotFound(id.to_owned()));
+    }
+    tracing::info!(stream.id = %id, "removed stream {id}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(url: &str) -> NewStream {
+        NewStream {
+            audience: "svc".into(),
+            delivery: Delivery::Push {
+                endpoint_url: url.into(),
+                authorization_header: None,
+            },
+            events_requested: Vec::new(),
+            description: None,
+            created_by: "cli".into(),
+        }
+    }
+
+    #[test]
+    fn push_endpoints_are_https_or_loopback() {
+        assert!(validate(&push("https://svc.example.com/ssf")).is_ok());
+        assert!(validate(&push("http://127.0.0.1:9000/events")).is_ok());
+        assert!(validate(&push("http://svc.example.com/ssf")).is_err());
+        assert!(validate(&push("https://")).is_err());
+        let mut bad_event = push("https://svc.example.com/ssf");
+        bad_event.events_requested = vec!["https://example.com/nope".into()];
+        assert!(validate(&bad_event).is_err());
+    }
+}

@@ -1,0 +1,310 @@
+//! The push delivery worker (RFC 8935), one thread per server. It claims due SETs (only the oldest pending one of
+//! each enabled push stream, so a stream's SETs arrive in order; `FOR UPDATE SKIP LOCKED` on PostgreSQL, so
+//! several instances share the work without sending a SET twice in the normal case), signs each with the active
+//! RS256 key, POSTs it as `application/secevent+jwt`, and settles it: `202` delivered; anything else retried with
+//! exponential backoff and jitter (`fanout.backoff_base_ms` doubling up to `fanout.backoff_cap_secs`), and
+//! dead-lettered after `fanout.max_attempts`.
+//!
+//! A claim is a lease: the row's next attempt moves [`LEASE`] ahead before the push. If the process dies before it
+//! settles the row, the row is due again when the lease ends, so every SET is delivered at least once; receivers
+//! de-duplicate on `jti` (DESIGN.md invariant 5). The worker sleeps until the earliest due SET, at most
+//! [`IDLE_POLL`], and is woken at once by [`wake`] after any commit that wrote outbox rows in this process.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::db::models::{OutboxRow, StreamRow};
+use crate::db::{Db, DbError, now, repo};
+use crate::keys::{KeyAlg, KeyStore};
+
+/// How long a claimed SET is reserved for the push in flight.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// The longest the worker sleeps without being woken (another instance's SETs, retries that fell due).
+pub const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Most SETs claimed in one round.
+const CLAIM_LIMIT: i64 = 512;
+
+static WAKE: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// Wakes the worker of this process (called after a commit that wrote outbox rows).
+pub fn wake() {
+    let (lock, cvar) = &WAKE;
+    if let Ok(mut n) = lock.lock() {
+        *n = n.wrapping_add(1);
+    }
+    cvar.notify_all();
+}
+
+fn wait(seen: u64, timeout: Duration) -> u64 {
+    let (lock, cvar) = &WAKE;
+    let Ok(guard) = lock.lock() else { return seen };
+    match cvar.wait_timeout_while(guard, timeout, |n| *n == seen) {
+        Ok((n, _)) => *n,
+        Err(_) => seen,
+    }
+}
+
+fn wake_count() -> u64 {
+    WAKE.0.lock().map_or(0, |n| *n)
+}
+
+/// The outcome of one push.
+#[derive(Debug)]
+enum Pushed {
+    Delivered,
+    Failed(String),
+}
+
+/// Delivers SETs for one server.
+pub struct Worker {
+    db: Db,
+    config: Arc<Config>,
+    keys: Arc<KeyStore>,
+}
+
+/// A running worker thread; stops when dropped or on [`stop`](Self::stop).
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Worker {
+    pub fn new(db: Db, config: Arc<Config>, keys: Arc<KeyStore>) -> Self {
+        Self { db, config, keys }
+    }
+
+    /// Starts the delivery thread.
+    pub fn spawn(self) -> std::io::Result<Running> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("offboard-fanout".into())
+            .spawn(move || self.run(&flag))?;
+        Ok(Running {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(&self, stop: &AtomicBool) {
+        tracing::debug!("fan-out worker started");
+        while !stop.load(Ordering::SeqCst) {
+            let seen = wake_count();
+            match self.run_once() {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!("fan-out: {e}"),
+            }
+            let sleep = self.until_next_due().unwrap_or(IDLE_POLL).min(IDLE_POLL);
+            wait(seen, sleep);
+        }
+        tracing::debug!("fan-out worker stopped");
+    }
+
+    fn until_next_due(&self) -> Option<Duration> {
+        let due = self
+            .db
+            .read(|c| repo::fanout::next_due(c).map_err(DbError::from))
+            .ok()
+            .flatten()?;
+        Some((due - now()).to_std().unwrap_or(Duration::ZERO))
+    }
+
+    /// Claims what is due, pushes it (up to `fanout.concurrency` at once) and settles it. Returns the SETs
+    /// settled (delivered, retried or dead-lettered).
+    pub fn run_once(&self) -> Result<usize, DbError> {
+        let at = now();
+        let lease = at + TimeDelta::from_std(LEASE).unwrap_or(TimeDelta::seconds(30));
+        let claimed = self
+            .db
+            .write(|c| repo::fanout::claim_due(c, at, lease, CLAIM_LIMIT).map_err(DbError::from))?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let streams = self
+            .db
+            .read(|c| repo::fanout::streams(c).map_err(DbError::from))?;
+        let queue = Mutex::new(claimed.into_iter().collect::<Vec<_>>());
+        let results = Mutex::new(Vec::new());
+        let threads = self
+            .config
+            .fanout
+            .concurrency
+            .min(queue.lock().map_or(1, |q| q.len()))
+            .max(1);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    // The queue lock is released at the end of the `let`, before the push.
+                    loop {
+                        let next = queue.lock().ok().and_then(|mut q| q.pop());
+                        let Some(row) = next else { break };
+                        let started = Instant::now();
+                        let outcome = match streams.iter().find(|s| s.id == row.stream_id) {
+                            Some(stream) => self.push(stream, &row),
+                            None => Pushed::Failed("the stream was removed".into()),
+                        };
+                        if let Ok(mut r) = results.lock() {
+                            r.push((row, outcome, started.elapsed()));
+                        }
+                    }
+                });
+            }
+        });
+        let results = results.into_inner().unwrap_or_default();
+        let settled = results.len();
+        self.db.write(|c| {
+            let at = now();
+            for (row, outcome, took) in &results {
+                match outcome {
+                    Pushed::Delivered => {
+                        repo::fanout::mark_delivered(c, row.id, at)?;
+                        tracing::info!(stream.id = %row.stream_id, set.jti = %row.jti, took_ms = took.as_millis(), "delivered SET {} to stream {}", row.jti, row.stream_id);
+                    }
+                    Pushed::Failed(why) => {
+                        let dead = row.attempts >= self.config.fanout.max_attempts;
+                        let next = at + self.backoff(row.attempts);
+                        repo::fanout::mark_failed(c, row.id, next, why, dead)?;
+                        if dead {
+                            tracing::error!(stream.id = %row.stream_id, set.jti = %row.jti, attempts = row.attempts, "dead-lettered SET {} for stream {}: {why}", row.jti, row.stream_id);
+                        } else {
+                            tracing::warn!(stream.id = %row.stream_id, set.jti = %row.jti, attempts = row.attempts, "SET {} to stream {} failed, retrying: {why}", row.jti, row.stream_id);
+                        }
+                    }
+                }
+            }
+            Ok::<_, DbError>(())
+        })?;
+        Ok(settled)
+    }
+
+    /// Delay before the next attempt after `attempts` failures: base · 2^(attempts−1), capped, with jitter (a
+    /// random point in the upper half), so receivers that come back are not hit by every transmitter at once.
+    fn backoff(&self, attempts: i32) -> TimeDelta {
+        let f = &self.config.fanout;
+        let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let cap_ms = f.backoff_cap_secs.saturating_mul(1000);
+        let delay = f.backoff_base_ms.saturating_mul(1u64 << exp).min(cap_ms).max(1);
+        let jittered = rand::rng().random_range(delay / 2..=delay);
+        TimeDelta::milliseconds(i64::try_from(jittered).unwrap_or(60_000))
+    }
+
+    /// The SET for a row and a stream (RFC 8417 with the SSF profile: no `sub`, no `exp`, one event).
+    pub fn claims(&self, stream: &StreamRow, row: &OutboxRow) -> Value {
+        let stored: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
+        let iss = &self.config.issuer;
+        let user = row
+            .user_id
+            .as_deref()
+            .map(|id| json!({"format": "iss_sub", "iss": iss, "sub": id}));
+        let sub_id = match (stored.get("session").and_then(Value::as_str), user) {
+            (Some(sid), Some(user)) => {
+                json!({"format": "complex", "user": user, "session": {"format": "opaque", "id": sid}})
+            }
+            (_, Some(user)) => user,
+            (_, None) => json!({"format": "opaque", "id": stream.id}),
+        };
+        let mut events = serde_json::Map::new();
+        events.insert(
+            row.event_type.clone(),
+            stored.get("event").cloned().unwrap_or(json!({})),
+        );
+        json!({
+            "iss": iss,
+            "jti": row.jti,
+            "iat": row.created.and_utc().timestamp(),
+            "aud": stream.audience,
+            "txn": row.txn,
+            "sub_id": sub_id,
+            "events": events,
+        })
+    }
+
+    fn push(&self, stream: &StreamRow, row: &OutboxRow) -> Pushed {
+        let Some(url) = stream.endpoint_url.as_deref() else {
+            return Pushed::Failed("the stream has no push endpoint".into());
+        };
+        let set = match self
+            .keys
+            .signer(KeyAlg::RS256)
+            .and_then(|k| k.sign("secevent+jwt", &self.claims(stream, row)))
+        {
+            Ok(set) => set,
+            Err(e) => return Pushed::Failed(format!("signing: {e}")),
+        };
+        let client = match crate::outbound::client() {
+            Ok(c) => c,
+            Err(e) => return Pushed::Failed(e),
+        };
+        let mut req = client
+            .post(url)
+            .timeout(Duration::from_secs(self.config.fanout.push_timeout_secs))
+            .header("Content-Type", "application/secevent+jwt")
+            .header("Accept", "application/json")
+            .body(set);
+        if let Some(sealed) = &stream.authorization_header {
+            match self
+                .keys
+                .open_secret(&super::streams::stream_aad(&stream.id), sealed)
+            {
+                Ok(h) => req = req.header("Authorization", String::from_utf8_lossy(&h).into_owned()),
+                Err(e) => return Pushed::Failed(format!("the stream's authorization header: {e}")),
+            }
+        }
+        match req.send() {
+            Ok(res) if res.status().as_u16() == 202 || res.status().is_success() => Pushed::Delivered,
+            Ok(res) => {
+                let status = res.status().as_u16();
+                // RFC 8935 §2.3: a 400 carries {"err": …, "description": …}.
+                let body: Value = res.json().unwrap_or(Value::Null);
+                let err = body.get("err").and_then(Value::as_str).unwrap_or("");
+                let description = body.get("description").and_then(Value::as_str).unwrap_or("");
+                let detail: String = format!("{err} {description}").trim().chars().take(200).collect();
+                Pushed::Failed(if detail.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    format!("HTTP {status}: {detail}")
+                })
+            }
+            Err(e) => Pushed::Failed(format!("no answer: {}", without_url(&e))),
+        }
+    }
+}
+
+/// A reqwest error without the URL (which may carry credentials in its userinfo or query).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    kind.to_owned()
+}

@@ -1,0 +1,498 @@
+//! Revocation fan-out: the outbox rows a change writes (in its own transaction), the SETs the worker pushes to a
+//! real HTTP receiver on loopback (verified against the JWKS), retries, dead-lettering, paused and disabled
+//! streams, ordering, redelivery after a lost claim, and the wake-up after a commit.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use offboard::db::models::OutboxRow;
+use offboard::fanout::streams::{self, Delivery, NewStream};
+use offboard::fanout::worker::Worker;
+use offboard::fanout::{ACCOUNT_DISABLED, SESSION_REVOKED};
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, ISSUER, TestApp, both_backends, patch_op};
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    content_type: Option<String>,
+    authorization: Option<String>,
+    body: String,
+}
+
+/// A real HTTP server on loopback that records what it is sent and answers with `status`.
+struct Receiver {
+    url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    status: Arc<AtomicU16>,
+}
+
+fn receiver() -> Receiver {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let status = Arc::new(AtomicU16::new(202));
+    let (log, answer) = (received.clone(), status.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut headers = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                headers.push(line.trim_end().to_owned());
+            }
+            let header = |name: &str| {
+                headers.iter().find_map(|h| {
+                    let (k, v) = h.split_once(':')?;
+                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                })
+            };
+            let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let code = answer.load(Ordering::SeqCst);
+            if code == 202 {
+                log.lock().unwrap().push(Received {
+                    content_type: header("content-type"),
+                    authorization: header("authorization"),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+            }
+            let reply = if code == 400 {
+                r#"{"err":"invalid_key","description":"unknown kid"}"#
+            } else {
+                ""
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    Receiver {
+        url,
+        received,
+        status,
+    }
+}
+
+impl Receiver {
+    fn got(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+fn add_stream(app: &TestApp, rx: &Receiver, audience: &str) -> String {
+    streams::create(
+        app.db(),
+        &app.state.tokens.keys,
+        &NewStream {
+            audience: audience.into(),
+            delivery: Delivery::Push {
+                endpoint_url: rx.url.clone(),
+                authorization_header: Some(format!("Bearer secret-of-{audience}")),
+            },
+            events_requested: Vec::new(),
+            description: None,
+            created_by: "test".into(),
+        },
+    )
+    .unwrap()
+    .id
+}
+
+fn worker(app: &TestApp) -> Worker {
+    Worker::new(
+        app.db().clone(),
+        app.state.config.clone(),
+        app.state.tokens.keys.clone(),
+    )
+}
+
+fn outbox(app: &TestApp, stream: &str) -> Vec<OutboxRow> {
+    let stream = stream.to_owned();
+    app.db()
+        .read(|c| offboard::db::repo::fanout::outbox_of(c, &stream).map_err(offboard::db::DbError::from))
+        .unwrap()
+}
+
+/// Verifies a SET the way a receiver must: against the JWKS, RS256 pinned, `typ` secevent+jwt, our `iss`, its
+/// `aud`; no `exp` (DECISIONS.md §27).
+fn verify(app: &TestApp, set: &str, audience: &str) -> Value {
+    let header = jsonwebtoken::decode_header(set).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("secevent+jwt"));
+    assert_eq!(header.alg, Algorithm::RS256);
+    let jwks: JwkSet = serde_json::from_str(&app.state.tokens.keys.jwks()).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid in the JWKS");
+    let mut v = Validation::new(Algorithm::RS256);
+    v.validate_exp = false;
+    v.set_required_spec_claims(&["iss", "aud"]);
+    v.set_issuer(&[ISSUER]);
+    v.set_audience(&[audience]);
+    let claims: Value = jsonwebtoken::decode(set, &DecodingKey::from_jwk(jwk).unwrap(), &v)
+        .unwrap()
+        .claims;
+    assert!(
+        claims.get("sub").is_none() && claims.get("exp").is_none(),
+        "SSF profile: {claims}"
+    );
+    assert_eq!(
+        claims["events"].as_object().unwrap().len(),
+        1,
+        "one event per SET"
+    );
+    claims
+}
+
+fn event_of(claims: &Value) -> (&str, &Value) {
+    claims["events"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .map(|(k, v)| (k.as_str(), v))
+        .unwrap()
+}
+
+async fn deactivation_pushes_verified_sets_to_every_stream(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (rx_a, rx_b) = (receiver(), receiver());
+    let a = add_stream(&app, &rx_a, "svc-a");
+    let b = add_stream(&app, &rx_b, "svc-b");
+    let id = app.create_user("leaver@example.com").await;
+    assert!(outbox(&app, &a).is_empty(), "creating a user reports nothing");
+    let res = app
+        .patch(
+            &format!("/Users/{id}"),
+            &patch_op("replace", None, &json!({"active": false})),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    for s in [&a, &b] {
+        let rows = outbox(&app, s);
+        assert_eq!(rows.len(), 2, "committed with the change");
+        assert_eq!(rows[0].txn, rows[1].txn, "one txn per deprovisioning");
+    }
+    // One SET per stream per round (a stream's SETs go out in order), both streams at once.
+    assert_eq!(worker(&app).run_once().unwrap(), 2);
+    assert_eq!(worker(&app).run_once().unwrap(), 2);
+    for (rx, aud) in [(&rx_a, "svc-a"), (&rx_b, "svc-b")] {
+        let got = rx.got();
+        assert_eq!(got.len(), 2);
+        let mut types = Vec::new();
+        let mut txns = Vec::new();
+        for r in &got {
+            assert_eq!(r.content_type.as_deref(), Some("application/secevent+jwt"));
+            assert_eq!(
+                r.authorization.as_deref(),
+                Some(format!("Bearer secret-of-{aud}").as_str())
+            );
+            let claims = verify(&app, &r.body, aud);
+            assert_eq!(
+                claims["sub_id"],
+                json!({"format": "iss_sub", "iss": ISSUER, "sub": id})
+            );
+            assert!(claims["jti"].as_str().unwrap().len() >= 16);
+            let (ty, event) = event_of(&claims);
+            assert_eq!(event["min_tgen"], 1, "{claims}");
+            if ty == SESSION_REVOKED {
+                assert!(!event["reason_admin"]["en"].as_str().unwrap().is_empty());
+                assert_eq!(event["initiating_entity"], "admin");
+            }
+            types.push(ty.to_owned());
+            txns.push(claims["txn"].clone());
+        }
+        types.sort();
+        assert_eq!(
+            types,
+            vec![SESSION_REVOKED.to_owned(), ACCOUNT_DISABLED.to_owned()]
+        );
+        assert_eq!(txns[0], txns[1]);
+    }
+    assert!(
+        outbox(&app, &a)
+            .iter()
+            .all(|r| r.status == "delivered" && r.delivered_at.is_some())
+    );
+    assert_eq!(worker(&app).run_once().unwrap(), 0, "nothing left to send");
+}
+
+async fn every_change_that_ends_access_is_reported(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = receiver();
+    let s = add_stream(&app, &rx, "svc");
+    let id = app.create_user("x@example.com").await;
+    let path = format!("/Users/{id}");
+    app.patch(&path, &patch_op("replace", Some("active"), &json!(false)))
+        .await;
+    app.patch(&path, &patch_op("replace", Some("active"), &json!(true)))
+        .await;
+    // A refresh token used twice ends that login only: a session-revoked for that session.
+    let t = app.login("x@example.com");
+    let rt = t.refresh_token.unwrap();
+    for _ in 0..2 {
+        app.form(
+            "/oauth2/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "offboard-cli"),
+                ("refresh_token", &rt),
+            ],
+        )
+        .await;
+    }
+    // Leaving a group ends the user's sessions.
+    let res = app
+        .post(
+            "/Groups",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "ops", "members": [{"value": id}]}),
+        )
+        .await;
+    let gid = res.body["id"].as_str().unwrap();
+    app.patch(
+        &format!("/Groups/{gid}"),
+        &patch_op("replace", Some("members"), &json!([])),
+    )
+    .await;
+    assert_eq!(app.delete(&path).await.status, 204);
+    while worker(&app).run_once().unwrap() > 0 {}
+    let got: Vec<Value> = rx.got().iter().map(|r| verify(&app, &r.body, "svc")).collect();
+    let seen: Vec<(String, i64)> = got
+        .iter()
+        .map(|c| {
+            let (ty, ev) = event_of(c);
+            (
+                ty.rsplit('/').next().unwrap().to_owned(),
+                ev["min_tgen"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("account-disabled".to_owned(), 1),
+            ("session-revoked".to_owned(), 1),
+            ("account-enabled".to_owned(), 1),
+            ("session-revoked".to_owned(), 1),
+            ("session-revoked".to_owned(), 2),
+            ("account-purged".to_owned(), 3),
+            ("session-revoked".to_owned(), 3),
+        ],
+        "in order, each with the generation then in force"
+    );
+    let reuse = &got[3];
+    assert_eq!(reuse["sub_id"]["format"], "complex");
+    assert_eq!(reuse["sub_id"]["user"]["sub"], id.as_str());
+    assert_eq!(reuse["sub_id"]["session"]["format"], "opaque");
+    assert_eq!(event_of(reuse).1["initiating_entity"], "policy");
+    assert_eq!(outbox(&app, &s).len(), 7);
+}
+
+async fn a_refused_change_queues_nothing(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = receiver();
+    let s = add_stream(&app, &rx, "svc");
+    let id = app.create_user("y@example.com").await;
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "replace", "path": "active", "value": false},
+        {"op": "replace", "path": "nosuchattribute.x", "value": 1}]});
+    let res = app.patch(&format!("/Users/{id}"), &body).await;
+    assert_eq!(res.status, 400, "{}", res.text);
+    assert!(outbox(&app, &s).is_empty());
+    assert!(app.user_row(&id).active);
+    assert_eq!(app.user_row(&id).token_generation, 0);
+}
+
+async fn failures_retry_with_backoff_then_dead_letter(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.fanout.max_attempts = 2;
+        c.fanout.backoff_base_ms = 60_000;
+    })
+    .await;
+    let rx = receiver();
+    let s = add_stream(&app, &rx, "svc");
+    rx.status.store(503, Ordering::SeqCst);
+    let id = app.create_user("z@example.com").await;
+    app.patch(
+        &format!("/Users/{id}"),
+        &patch_op("replace", Some("active"), &json!(false)),
+    )
+    .await;
+    assert_eq!(
+        worker(&app).run_once().unwrap(),
+        1,
+        "one stream: its first SET only, in order"
+    );
+    let rows = outbox(&app, &s);
+    assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("pending", 1));
+    assert_eq!(rows[0].last_error.as_deref(), Some("HTTP 503"));
+    assert!(
+        rows[0].next_attempt_at > offboard::db::now() + chrono::TimeDelta::seconds(20),
+        "backed off"
+    );
+    assert_eq!(rows[1].attempts, 0, "the next SET waits behind the first");
+    assert_eq!(worker(&app).run_once().unwrap(), 0, "not due yet");
+
+    rx.status.store(400, Ordering::SeqCst);
+    make_due(&app, &s);
+    worker(&app).run_once().unwrap();
+    let rows = outbox(&app, &s);
+    assert_eq!(rows[0].status, "dead", "after max_attempts");
+    assert_eq!(
+        rows[0].last_error.as_deref(),
+        Some("HTTP 400: invalid_key unknown kid")
+    );
+
+    rx.status.store(202, Ordering::SeqCst);
+    make_due(&app, &s);
+    assert_eq!(
+        worker(&app).run_once().unwrap(),
+        1,
+        "a dead SET no longer holds the stream up"
+    );
+    assert_eq!(outbox(&app, &s)[1].status, "delivered");
+    assert_eq!(rx.got().len(), 1);
+}
+
+fn make_due(app: &TestApp, stream: &str) {
+    use diesel::prelude::*;
+    use offboard::db::schema::outbox;
+    let stream = stream.to_owned();
+    app.db()
+        .write(|c| {
+            diesel::update(outbox::table.filter(outbox::stream_id.eq(&stream)))
+                .set(outbox::next_attempt_at.eq(offboard::db::now() - chrono::TimeDelta::seconds(1)))
+                .execute(c)
+                .map_err(offboard::db::DbError::from)
+        })
+        .unwrap();
+}
+
+async fn a_receiver_that_was_down_gets_everything_in_order(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.fanout.backoff_base_ms = 1).await;
+    let rx = receiver();
+    let s = add_stream(&app, &rx, "svc");
+    rx.status.store(503, Ordering::SeqCst);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = app.create_user(&format!("down{i}@example.com")).await;
+        app.delete(&format!("/Users/{id}")).await;
+        ids.push(id);
+        worker(&app).run_once().unwrap();
+    }
+    assert!(rx.got().is_empty());
+    rx.status.store(202, Ordering::SeqCst);
+    make_due(&app, &s);
+    while worker(&app).run_once().unwrap() > 0 {}
+    let subjects: Vec<String> = rx
+        .got()
+        .iter()
+        .map(|r| {
+            verify(&app, &r.body, "svc")["sub_id"]["sub"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let want: Vec<String> = ids.iter().flat_map(|id| [id.clone(), id.clone()]).collect();
+    assert_eq!(subjects, want, "every SET, in the order of the changes");
+}
+
+async fn paused_streams_hold_and_disabled_streams_drop(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (rx_p, rx_d) = (receiver(), receiver());
+    let paused = add_stream(&app, &rx_p, "paused");
+    let disabled = add_stream(&app, &rx_d, "disabled");
+    streams::set_status(app.db(), &paused, "paused", Some("maintenance")).unwrap();
+    streams::set_status(app.db(), &disabled, "disabled", None).unwrap();
+    assert!(streams::set_status(app.db(), &paused, "sleepy", None).is_err());
+    let id = app.create_user("p@example.com").await;
+    app.patch(
+        &format!("/Users/{id}"),
+        &patch_op("replace", Some("active"), &json!(false)),
+    )
+    .await;
+    assert_eq!(worker(&app).run_once().unwrap(), 0, "paused: held");
+    assert_eq!(outbox(&app, &paused).len(), 2);
+    assert!(outbox(&app, &disabled).is_empty(), "disabled: nothing kept");
+    streams::set_status(app.db(), &paused, "enabled", None).unwrap();
+    while worker(&app).run_once().unwrap() > 0 {}
+    assert_eq!(rx_p.got().len(), 2);
+    assert!(rx_d.got().is_empty());
+    let list = streams::list(app.db()).unwrap();
+    let p = list.iter().find(|s| s.row.id == paused).unwrap();
+    assert_eq!((p.pending, p.delivered, p.dead), (0, 2, 0));
+}
+
+async fn a_lost_claim_is_delivered_again(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = receiver();
+    let s = add_stream(&app, &rx, "svc");
+    let id = app.create_user("crash@example.com").await;
+    app.delete(&format!("/Users/{id}")).await;
+    // A worker claims the head SET and dies before it settles it.
+    let at = offboard::db::now();
+    let claimed = app
+        .db()
+        .write(|c| {
+            offboard::db::repo::fanout::claim_due(c, at, at + chrono::TimeDelta::seconds(30), 10)
+                .map_err(offboard::db::DbError::from)
+        })
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(worker(&app).run_once().unwrap(), 0, "leased to the dead worker");
+    make_due(&app, &s);
+    while worker(&app).run_once().unwrap() > 0 {}
+    let got = rx.got();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        verify(&app, &got[0].body, "svc")["jti"].as_str(),
+        Some(claimed[0].jti.as_str()),
+        "same jti"
+    );
+}
+
+async fn the_running_worker_is_woken_by_the_commit(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = receiver();
+    add_stream(&app, &rx, "svc");
+    let running = worker(&app).spawn().unwrap();
+    let id = app.create_user("fast@example.com").await;
+    let started = Instant::now();
+    app.patch(
+        &format!("/Users/{id}"),
+        &patch_op("replace", Some("active"), &json!(false)),
+    )
+    .await;
+    while rx.got().len() < 2 && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = started.elapsed();
+    running.stop();
+    assert_eq!(rx.got().len(), 2, "delivered within 5 s");
+    eprintln!("SCIM PATCH to both SETs received: {} ms", took.as_millis());
+}
+
+both_backends!(
+    deactivation_pushes_verified_sets_to_every_stream,
+    every_change_that_ends_access_is_reported,
+    a_refused_change_queues_nothing,
+    failures_retry_with_backoff_then_dead_letter,
+    a_receiver_that_was_down_gets_everything_in_order,
+    paused_streams_hold_and_disabled_streams_drop,
+    a_lost_claim_is_delivered_again,
+    the_running_worker_is_woken_by_the_commit,
+);
