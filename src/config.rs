@@ -204,6 +204,9 @@ pub struct TrustedIssuer {
     /// When set, the token's `tid` claim must equal it (Entra ID: the tenant id).
     #[serde(default)]
     pub tenant_id: Option<String>,
+    /// Whether this issuer may call Global Token Revocation (Okta Universal Logout) for any user.
+    #[serde(default)]
+    pub global_token_revocation: bool,
 }
 
 fn default_claim() -> String {
@@ -421,10 +424,16 @@ impl Config {
                 "must be between 10 and 86400 seconds",
             ));
         }
-        if t.max_access_ttl_secs < t.access_ttl_secs {
+        if t.max_access_ttl_secs < t.access_ttl_secs || t.max_access_ttl_secs > 86_400 {
             return Err(ConfigError::invalid(
                 "tokens.max_access_ttl_secs",
-                "must be at least tokens.access_ttl_secs",
+                "must be at least tokens.access_ttl_secs and at most 86400",
+            ));
+        }
+        if self.keys.reload_secs > self.keys.jwks_max_age_secs.max(1) {
+            return Err(ConfigError::invalid(
+                "keys.reload_secs",
+                "must not exceed keys.jwks_max_age_secs (instances must follow a rotation before verifiers do)",
             ));
         }
         if t.refresh_idle_ttl_secs == 0 || t.refresh_absolute_ttl_secs < t.refresh_idle_ttl_secs {

@@ -609,8 +609,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         };
         let pruner = {
             let db = db.clone();
+            let max_ttl = tokens.config.tokens.max_access_ttl_secs;
             every(PRUNE_INTERVAL, "prune expired token records", move || {
-                offboard::tokens::prune(&db).map(|n| {
+                offboard::tokens::prune(&db, max_ttl).map(|n| {
                     if n > 0 {
                         tracing::info!("pruned {n} expired token records");
                     }

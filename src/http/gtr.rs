@@ -26,6 +26,11 @@ pub async fn global_token_revocation(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if assertion.is_none() {
+        return Err(GtrError::Unauthorized(
+            "a private-key JWT bearer is required".into(),
+        ));
+    }
     if !json {
         return Err(GtrError::BadRequest("the body must be application/json".into()));
     }

@@ -395,7 +395,14 @@ impl KeyStore {
 
     /// Reloads when the last load is older than `min_age`. Returns whether it reloaded.
     fn reload_if_older(&self, min_age: Duration) -> bool {
-        let due = self.last_load.lock().map_or(true, |t| t.elapsed() >= min_age);
+        // Claim the reload before doing it, so concurrent callers do not all reload.
+        let due = self.last_load.lock().map_or(true, |mut t| {
+            let due = t.elapsed() >= min_age;
+            if due {
+                *t = Instant::now();
+            }
+            due
+        });
         if !due {
             return false;
         }
@@ -537,7 +544,10 @@ pub struct Rotation {
 /// How long a retired key stays published: every token it signed has expired by then, and every verifier's
 /// cached JWKS has been refreshed.
 pub fn retirement_window(config: &Config) -> chrono::TimeDelta {
-    let secs = config.tokens.max_access_ttl_secs + LEEWAY_SECS + config.keys.jwks_max_age_secs;
+    let secs = config.tokens.max_access_ttl_secs
+        + LEEWAY_SECS
+        + config.keys.jwks_max_age_secs
+        + config.keys.reload_secs;
     chrono::TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2))
 }
 
@@ -546,8 +556,11 @@ pub fn retirement_window(config: &Config) -> chrono::TimeDelta {
 pub fn rotate(db: &Db, kek: &Kek, config: &Config, alg: KeyAlg, force: bool) -> Result<Rotation, KeyError> {
     ensure(db, kek, &[alg], config.keys.import_pem_file.as_deref())?;
     let fresh = new_material(db, alg, config.keys.import_pem_file.as_deref())?;
-    let max_age =
-        chrono::TimeDelta::seconds(i64::try_from(config.keys.jwks_max_age_secs).unwrap_or(i64::MAX / 2));
+    // A next key may sign once every verifier's cached JWKS can have expired since every instance (each re-reads
+    // the keys every `reload_secs`) began publishing it.
+    let max_age = chrono::TimeDelta::seconds(
+        i64::try_from(config.keys.jwks_max_age_secs + config.keys.reload_secs).unwrap_or(i64::MAX / 2),
+    );
     db.write(|c| {
         let at = now();
         let next = repo::keys::in_state(c, alg.as_str(), "next")?
@@ -555,8 +568,8 @@ pub fn rotate(db: &Db, kek: &Kek, config: &Config, alg: KeyAlg, force: bool) -> 
         let ready_at = next.created + max_age;
         if !force && ready_at > at {
             return Err(KeyError::Rotation(format!(
-                "the next {} key {} was published at {} UTC; verifiers that cache the JWKS for up to {} s may not \
-                 have it yet. Rotate after {} UTC, or pass --force to rotate now",
+                "the next {} key {} was published at {} UTC; verifiers that cache the JWKS for up to {} s (plus \
+                 keys.reload_secs) may not have it yet. Rotate after {} UTC, or pass --force to rotate now",
                 alg.as_str(),
                 next.kid,
                 next.created.format("%Y-%m-%d %H:%M:%S"),

@@ -66,19 +66,22 @@ impl Loaded {
     /// keeps the keys we had.
     fn refresh_if_due(&self, want: Option<&str>) {
         let Some(uri) = &self.config.jwks_uri else { return };
-        let Ok(mut fetched) = self.fetched.lock() else {
-            return;
-        };
-        let age = fetched.map(|t| t.elapsed());
         let unknown = want.is_some_and(|kid| !self.keys().iter().any(|k| k.kid.as_deref() == Some(kid)));
-        let due = match age {
-            None => true,
-            Some(age) => age >= JWKS_REFRESH || (unknown && age >= JWKS_UNKNOWN_KID_MIN_INTERVAL),
-        };
-        if !due {
-            return;
+        {
+            // Decide and claim the fetch under the lock, then fetch without it: other callers go on with the
+            // cached keys meanwhile instead of queueing behind a slow IdP.
+            let Ok(mut fetched) = self.fetched.lock() else {
+                return;
+            };
+            let due = match fetched.map(|t| t.elapsed()) {
+                None => true,
+                Some(age) => age >= JWKS_REFRESH || (unknown && age >= JWKS_UNKNOWN_KID_MIN_INTERVAL),
+            };
+            if !due {
+                return;
+            }
+            *fetched = Some(Instant::now());
         }
-        *fetched = Some(Instant::now());
         let loaded = crate::outbound::get(uri, JWKS_MAX_BYTES)
             .and_then(|body| String::from_utf8(body).map_err(|_| "the JWKS is not UTF-8".to_owned()))
             .and_then(|text| load_jwks(&self.config.issuer, &text).map_err(|e| e.to_string()));

@@ -2,7 +2,9 @@
 //! trusted IdP names a subject (`iss_sub` or `email`, RFC 9493) and offboard ends every session of that user
 //! through `lifecycle::users::end_sessions_in` (the account stays active). The caller authenticates with a
 //! private-key JWT signed by a trusted issuer: `aud` = this endpoint's URL, `exp` required, `jti` required and
-//! refused when seen before. Answers as the draft says: 204 begun; 400 bad or unsupported subject; 401
+//! refused when seen before, `exp` at most 10 minutes ahead. Only issuers whose entry sets
+//! `global_token_revocation = true` may call it; they may name a user by email, by offboard's own `iss_sub`, or
+//! by their own `iss_sub`. Answers as the draft says: 204 begun; 400 bad or unsupported subject; 401
 //! authentication; 403 a subject of another issuer; 404 no such user.
 
 use serde_json::Value;
@@ -13,6 +15,9 @@ use crate::db::repo;
 use crate::error::AppError;
 
 pub const GTR_PATH: &str = "/oauth2/global-token-revocation";
+
+/// The longest lifetime an assertion may claim (the draft suggests about 5 minutes).
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GtrError {
@@ -77,12 +82,25 @@ impl Authority {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| GtrError::Unauthorized("the assertion has no `jti`".into()))?
             .to_owned();
+        let issuer = verified.issuer.clone();
+        if !issuer.global_token_revocation {
+            return Err(GtrError::Forbidden(format!(
+                "{} is not allowed to revoke tokens (set global_token_revocation = true on its [[trusted_issuers]] \
+                 entry)",
+                issuer.issuer
+            )));
+        }
+        // The replay record must outlive every moment the assertion verifies: an integer `exp`, not far ahead.
         let exp = verified
             .claims
             .get("exp")
             .and_then(Value::as_i64)
-            .unwrap_or_default();
-        let issuer = verified.issuer.clone();
+            .filter(|exp| *exp <= chrono::Utc::now().timestamp() + MAX_ASSERTION_LIFETIME_SECS)
+            .ok_or_else(|| {
+                GtrError::Unauthorized(format!(
+                    "the assertion's `exp` must be an integer at most {MAX_ASSERTION_LIFETIME_SECS} s ahead"
+                ))
+            })?;
         let sub_id = body
             .get("sub_id")
             .filter(|v| v.is_object())
@@ -114,7 +132,9 @@ impl Authority {
             }
             None => return Err(GtrError::BadRequest("sub_id needs a `format`".into())),
         };
-        let until = chrono::DateTime::from_timestamp(exp, 0).map_or_else(crate::db::now, |t| t.naive_utc());
+        let leeway = i64::try_from(crate::keys::LEEWAY_SECS).unwrap_or(0);
+        let until =
+            chrono::DateTime::from_timestamp(exp + leeway, 0).map_or_else(crate::db::now, |t| t.naive_utc());
         let reason = format!("global token revocation by {}", issuer.issuer);
         let user_id = self.db.write(|c| {
             if !repo::tokens::remember_assertion(c, &issuer.issuer, &jti, until)? {

@@ -635,10 +635,12 @@ impl Authority {
 }
 
 /// Deletes records that can no longer matter: revoked `jti`s and seen assertions past expiry, and refresh-token
-/// families that expired more than a day ago. Returns rows deleted.
-pub fn prune(db: &Db) -> Result<usize, DbError> {
+/// families that expired so long ago that no access token of theirs can still be valid (the family row is what
+/// makes a revoked `sid` inactive). Returns rows deleted.
+pub fn prune(db: &Db, max_access_ttl_secs: u64) -> Result<usize, DbError> {
     let at = now();
-    db.write(|c| repo::tokens::prune(c, at, at - TimeDelta::days(1)).map_err(DbError::from))
+    let keep = secs(max_access_ttl_secs) + TimeDelta::days(1);
+    db.write(|c| repo::tokens::prune(c, at, at - keep).map_err(DbError::from))
 }
 
 enum Refreshed {

@@ -92,53 +92,48 @@ pub fn live_families(
         .load(conn)
 }
 
-/// Records an access token revoked by `jti` until `expires_at` (idempotent).
+/// Records an access token revoked by `jti` until `expires_at` (idempotent, also under concurrent revocations).
 pub fn revoke_jti(
     conn: &mut DbConnection,
     jti: &str,
     expires_at: NaiveDateTime,
     at: NaiveDateTime,
 ) -> QueryResult<()> {
-    let already: bool = diesel::select(diesel::dsl::exists(
-        revoked_jtis::table.filter(revoked_jtis::jti.eq(jti)),
-    ))
-    .get_result(conn)?;
-    if !already {
-        diesel::insert_into(revoked_jtis::table)
-            .values((
-                revoked_jtis::jti.eq(jti),
-                revoked_jtis::expires_at.eq(expires_at),
-                revoked_jtis::revoked_at.eq(at),
-            ))
-            .execute(conn)?;
+    let insert = diesel::insert_into(revoked_jtis::table)
+        .values((
+            revoked_jtis::jti.eq(jti),
+            revoked_jtis::expires_at.eq(expires_at),
+            revoked_jtis::revoked_at.eq(at),
+        ))
+        .on_conflict_do_nothing();
+    // `MultiConnection` has no upsert: the same statement on each backend's own connection.
+    match conn {
+        DbConnection::Postgres(c) => insert.execute(c),
+        DbConnection::Sqlite(c) => insert.execute(c),
     }
-    Ok(())
+    .map(drop)
 }
 
-/// Records an assertion id; returns false when it was seen already (a replay).
+/// Records an assertion id; returns false when it was seen already (a replay), also when a concurrent request
+/// recorded it first.
 pub fn remember_assertion(
     conn: &mut DbConnection,
     issuer: &str,
     jti: &str,
     expires_at: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let seen: bool = diesel::select(diesel::dsl::exists(
-        seen_assertions::table
-            .filter(seen_assertions::issuer.eq(issuer))
-            .filter(seen_assertions::jti.eq(jti)),
-    ))
-    .get_result(conn)?;
-    if seen {
-        return Ok(false);
-    }
-    diesel::insert_into(seen_assertions::table)
+    let insert = diesel::insert_into(seen_assertions::table)
         .values((
             seen_assertions::issuer.eq(issuer),
             seen_assertions::jti.eq(jti),
             seen_assertions::expires_at.eq(expires_at),
         ))
-        .execute(conn)?;
-    Ok(true)
+        .on_conflict_do_nothing();
+    let inserted = match conn {
+        DbConnection::Postgres(c) => insert.execute(c)?,
+        DbConnection::Sqlite(c) => insert.execute(c)?,
+    };
+    Ok(inserted == 1)
 }
 
 /// Deletes what can no longer matter: revoked jtis and seen assertions past their expiry, and families (with
