@@ -123,6 +123,11 @@ pub struct TokenConfig {
     /// Entries in the in-process cache of verified access-token signatures (0 turns it off).
     #[serde(deserialize_with = "lenient")]
     pub verify_cache_entries: usize,
+    /// Scopes a user's tokens may carry (`scope` of token exchange and `token mint`); empty: none.
+    pub user_scopes: Vec<String>,
+    /// Which API credentials may use `client_credentials`, and the scopes each may have, e.g.
+    /// `deploy-bot = ["repo:read"]`. A credential not listed gets `unauthorized_client`.
+    pub client_credentials: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -294,6 +299,8 @@ impl Default for TokenConfig {
             audiences: Vec::new(),
             algorithm: TokenAlgorithm::RS256,
             verify_cache_entries: 100_000,
+            user_scopes: Vec::new(),
+            client_credentials: BTreeMap::new(),
         }
     }
 }

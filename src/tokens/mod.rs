@@ -276,6 +276,18 @@ pub fn parse_scope(scope: Option<&str>) -> Result<Option<String>, OAuthError> {
     Ok((!out.is_empty()).then(|| out.join(" ")))
 }
 
+/// `scope` when every one of its scopes is in `permitted`; `invalid_scope` otherwise.
+fn allowed(scope: Option<String>, permitted: &[String], key: &str) -> Result<Option<String>, OAuthError> {
+    if let Some(s) = &scope
+        && let Some(bad) = s.split(' ').find(|t| !permitted.iter().any(|p| p == t))
+    {
+        return Err(OAuthError::InvalidScope(format!(
+            "scope `{bad}` is not granted here (see {key})"
+        )));
+    }
+    Ok(scope)
+}
+
 /// What a caller may ask of a new access token.
 #[derive(Debug, Clone, Default)]
 pub struct TokenRequest {
@@ -389,7 +401,11 @@ impl Authority {
     ) -> Result<TokenResponse, OAuthError> {
         let audience = self.audience(req.audience.as_deref())?;
         let ttl = self.ttl(req.ttl)?;
-        let scope = parse_scope(req.scope.as_deref())?;
+        let scope = allowed(
+            parse_scope(req.scope.as_deref())?,
+            &self.config.tokens.user_scopes,
+            "tokens.user_scopes",
+        )?;
         let refresh = new_refresh_token();
         let refresh_hash = hash_secret(&refresh);
         let minted = self.db.write(|c| {
@@ -603,9 +619,19 @@ impl Authority {
                 "the public client {CLI_CLIENT} cannot use client_credentials"
             )));
         };
+        let Some(granted) = self.config.tokens.client_credentials.get(&client.name) else {
+            return Err(OAuthError::UnauthorizedClient(format!(
+                "credential `{}` may not use client_credentials (see tokens.client_credentials)",
+                client.name
+            )));
+        };
         let audience = self.audience(req.audience.as_deref())?;
         let ttl = self.ttl(req.ttl)?;
-        let scope = parse_scope(req.scope.as_deref())?;
+        // No scope asked for: every scope the credential may have (RFC 6749 §3.3 lets the server pick a default).
+        let scope = match parse_scope(req.scope.as_deref())? {
+            None => (!granted.is_empty()).then(|| granted.join(" ")),
+            asked => allowed(asked, granted, "tokens.client_credentials")?,
+        };
         let iat = unix(now());
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),

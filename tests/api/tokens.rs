@@ -321,7 +321,10 @@ async fn state_changes_make_tokens_inactive(backend: Backend) {
 }
 
 async fn refresh_rotates_and_reuse_ends_the_family(backend: Backend) {
-    let app = TestApp::start(backend).await;
+    let app = TestApp::start_with(backend, |c| {
+        c.tokens.user_scopes = vec!["repo:read".into(), "repo:write".into()]
+    })
+    .await;
     let rs = introspector(&app);
     app.create_user("dev@example.com").await;
     let first = app.login("dev@example.com");
@@ -461,7 +464,12 @@ async fn idle_and_absolute_expiry_end_refresh(backend: Backend) {
 }
 
 async fn client_credentials_issue_service_tokens(backend: Backend) {
-    let app = TestApp::start(backend).await;
+    let app = TestApp::start_with(backend, |c| {
+        c.tokens
+            .client_credentials
+            .insert("deploy-bot".into(), vec!["repo:read".into(), "repo:write".into()]);
+    })
+    .await;
     let rs = introspector(&app);
     let svc = app.credential("deploy-bot", &[Scope::Introspect]);
     let res = app
@@ -526,6 +534,50 @@ async fn client_credentials_issue_service_tokens(backend: Backend) {
         .await;
     assert_eq!(res.body["error"], "invalid_target");
 
+    // The scope policy: only listed credentials, only their scopes; no scope asked for means all of them.
+    let res = app
+        .form(
+            "/oauth2/token",
+            Some(("deploy-bot", &svc)),
+            &[("grant_type", "client_credentials"), ("scope", "repo:read admin")],
+        )
+        .await;
+    assert_eq!(res.body["error"], "invalid_scope", "{}", res.text);
+    let res = app
+        .form(
+            "/oauth2/token",
+            Some(("deploy-bot", &svc)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(res.body["scope"], "repo:read repo:write");
+    let scim = app.token.clone();
+    let res = app
+        .send(
+            actix_web::test::TestRequest::post()
+                .uri("/oauth2/token")
+                .insert_header(("Authorization", format!("Bearer {scim}")))
+                .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+                .set_payload("grant_type=client_credentials"),
+        )
+        .await;
+    assert_eq!(
+        res.body["error"], "unauthorized_client",
+        "the IdP's SCIM credential mints nothing"
+    );
+    let user_scope = app.state.tokens.login(
+        &offboard::tokens::UserKey::UserName("nobody@example.com".into()),
+        "offboard-cli",
+        &offboard::tokens::TokenRequest {
+            scope: Some("admin".into()),
+            ..Default::default()
+        },
+    );
+    assert!(
+        matches!(user_scope, Err(offboard::tokens::OAuthError::InvalidScope(_))),
+        "tokens.user_scopes is empty"
+    );
+
     offboard::credentials::revoke(app.db(), "deploy-bot").unwrap();
     assert_eq!(
         introspect(&app, &rs, &token).await.to_string(),
@@ -535,7 +587,10 @@ async fn client_credentials_issue_service_tokens(backend: Backend) {
 }
 
 async fn revocation_follows_rfc_7009(backend: Backend) {
-    let app = TestApp::start(backend).await;
+    let app = TestApp::start_with(backend, |c| {
+        c.tokens.client_credentials.insert("svc".into(), Vec::new());
+    })
+    .await;
     let rs = introspector(&app);
     app.create_user("rev@example.com").await;
     let t = app.login("rev@example.com");
