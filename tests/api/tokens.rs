@@ -321,10 +321,7 @@ async fn state_changes_make_tokens_inactive(backend: Backend) {
 }
 
 async fn refresh_rotates_and_reuse_ends_the_family(backend: Backend) {
-    let app = TestApp::start_with(backend, |c| {
-        c.tokens.user_scopes = vec!["repo:read".into(), "repo:write".into()]
-    })
-    .await;
+    let app = TestApp::start(backend).await;
     let rs = introspector(&app);
     app.create_user("dev@example.com").await;
     let first = app.login("dev@example.com");
@@ -377,6 +374,35 @@ async fn refresh_rotates_and_reuse_ends_the_family(backend: Backend) {
         200
     );
 
+    // Another client cannot use this client's refresh token.
+    let svc = app.credential("svc", &[Scope::Introspect]);
+    let third = app.login("dev@example.com");
+    let res = app
+        .form(
+            "/oauth2/token",
+            Some(("svc", &svc)),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", third.refresh_token.as_deref().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(res.body["error"], "invalid_grant");
+    assert_eq!(
+        refresh(&app, third.refresh_token.as_deref().unwrap())
+            .await
+            .status,
+        200,
+        "untouched"
+    );
+}
+
+async fn refresh_cannot_widen_the_scope(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.tokens.user_scopes = vec!["repo:read".into(), "repo:write".into()];
+    })
+    .await;
+    app.create_user("dev@example.com").await;
     // Asking for more scope than the login has is refused and spends nothing.
     let scoped = app
         .state
@@ -407,28 +433,6 @@ async fn refresh_rotates_and_reuse_ends_the_family(backend: Backend) {
     let res = refresh(&app, &srt).await;
     assert_eq!(res.status, 200, "still usable: {}", res.text);
     assert_eq!(res.body["scope"], "repo:read");
-
-    // Another client cannot use this client's refresh token.
-    let svc = app.credential("svc", &[Scope::Introspect]);
-    let third = app.login("dev@example.com");
-    let res = app
-        .form(
-            "/oauth2/token",
-            Some(("svc", &svc)),
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", third.refresh_token.as_deref().unwrap()),
-            ],
-        )
-        .await;
-    assert_eq!(res.body["error"], "invalid_grant");
-    assert_eq!(
-        refresh(&app, third.refresh_token.as_deref().unwrap())
-            .await
-            .status,
-        200,
-        "untouched"
-    );
 }
 
 async fn idle_and_absolute_expiry_end_refresh(backend: Backend) {
@@ -534,6 +538,31 @@ async fn client_credentials_issue_service_tokens(backend: Backend) {
         .await;
     assert_eq!(res.body["error"], "invalid_target");
 
+    offboard::credentials::revoke(app.db(), "deploy-bot").unwrap();
+    assert_eq!(
+        introspect(&app, &rs, &token).await.to_string(),
+        INACTIVE,
+        "its credential was revoked"
+    );
+}
+
+async fn scope_policy_limits_who_gets_which_scopes(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.tokens
+            .client_credentials
+            .insert("deploy-bot".into(), vec!["repo:read".into(), "repo:write".into()]);
+    })
+    .await;
+    let svc = app.credential("deploy-bot", &[Scope::Introspect]);
+    let other = app.credential("unlisted", &[Scope::Introspect]);
+    let res = app
+        .form(
+            "/oauth2/token",
+            Some(("unlisted", &other)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(res.body["error"], "unauthorized_client", "{}", res.text);
     // The scope policy: only listed credentials, only their scopes; no scope asked for means all of them.
     let res = app
         .form(
@@ -576,13 +605,6 @@ async fn client_credentials_issue_service_tokens(backend: Backend) {
     assert!(
         matches!(user_scope, Err(offboard::tokens::OAuthError::InvalidScope(_))),
         "tokens.user_scopes is empty"
-    );
-
-    offboard::credentials::revoke(app.db(), "deploy-bot").unwrap();
-    assert_eq!(
-        introspect(&app, &rs, &token).await.to_string(),
-        INACTIVE,
-        "its credential was revoked"
     );
 }
 
@@ -1196,8 +1218,10 @@ both_backends!(
     every_forged_or_stale_token_is_inactive,
     state_changes_make_tokens_inactive,
     refresh_rotates_and_reuse_ends_the_family,
+    refresh_cannot_widen_the_scope,
     idle_and_absolute_expiry_end_refresh,
     client_credentials_issue_service_tokens,
+    scope_policy_limits_who_gets_which_scopes,
     revocation_follows_rfc_7009,
     bad_requests_get_oauth_errors,
     leaving_a_group_ends_its_members_tokens,
