@@ -14,6 +14,7 @@ pub mod http;
 pub mod keys;
 pub mod lifecycle;
 pub mod outbound;
+pub mod receiver;
 pub mod scim;
 pub mod telemetry;
 pub mod tokens;

@@ -50,6 +50,24 @@ enum Command {
     /// Streams: the services that receive revocation events (Security Event Tokens).
     #[command(subcommand)]
     Streams(StreamsCommand),
+    /// Run a verifying SET receiver that prints every event it gets (to check a stream's wiring).
+    Receiver {
+        /// Address to listen on; register `http://ADDR/events` with `offboard streams add --push`.
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: String,
+        /// The transmitter's issuer (default: `issuer` of the configuration).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The transmitter's JWKS (default: ISSUER/.well-known/jwks.json).
+        #[arg(long)]
+        jwks_uri: Option<String>,
+        /// The audience of the stream.
+        #[arg(long)]
+        audience: String,
+        /// Require this `Authorization` header on every push (the stream's --auth-header).
+        #[arg(long, value_name = "VALUE")]
+        auth_header: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -225,6 +243,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let db = open_db(&config, 2)?;
             users_command(&db, cmd)
         }
+        Command::Receiver {
+            listen,
+            issuer,
+            jwks_uri,
+            audience,
+            auth_header,
+        } => {
+            let issuer = issuer.unwrap_or_else(|| config.issuer.clone());
+            let jwks_uri =
+                jwks_uri.unwrap_or_else(|| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
+            receiver(
+                &listen,
+                offboard::receiver::ReceiverConfig {
+                    issuer,
+                    jwks_uri,
+                    audience,
+                    expect_authorization: auth_header,
+                },
+            )
+        }
         Command::Streams(cmd) => {
             let db = open_db(&config, 2)?;
             streams_command(&db, config, cmd)
@@ -250,6 +288,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn receiver(listen: &str, config: offboard::receiver::ReceiverConfig) -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr = listen.parse().context("--listen must be HOST:PORT")?;
+    eprintln!(
+        "receiving SETs for audience `{}` from {} at http://{addr}/events (keys from {}); Ctrl-C stops",
+        config.audience, config.issuer, config.jwks_uri
+    );
+    let receiver = std::sync::Arc::new(offboard::receiver::Receiver::new(config, true));
+    actix_web::rt::System::new().block_on(async move {
+        actix_web::HttpServer::new(move || {
+            actix_web::App::new().configure(offboard::receiver::configure(receiver.clone()))
+        })
+        .workers(1)
+        .bind(addr)
+        .with_context(|| format!("cannot listen on {addr}"))?
+        .run()
+        .await
+        .context("receiver failed")
+    })
 }
 
 fn streams_command(db: &Db, config: Config, cmd: StreamsCommand) -> anyhow::Result<()> {

@@ -486,6 +486,122 @@ async fn the_running_worker_is_woken_by_the_commit(backend: Backend) {
     eprintln!("SCIM PATCH to both SETs received: {} ms", took.as_millis());
 }
 
+/// `offboard receiver` as a real peer: its actix app on a loopback listener in its own thread.
+fn offboard_receiver(
+    app: &TestApp,
+    audience: &str,
+    auth: Option<&str>,
+) -> (String, Arc<offboard::receiver::Receiver>) {
+    let jwks: JwkSet = serde_json::from_str(&app.state.tokens.keys.jwks()).unwrap();
+    let receiver = Arc::new(
+        offboard::receiver::Receiver::new(
+            offboard::receiver::ReceiverConfig {
+                issuer: ISSUER.into(),
+                jwks_uri: format!("{ISSUER}/.well-known/jwks.json"),
+                audience: audience.into(),
+                expect_authorization: auth.map(str::to_owned),
+            },
+            false,
+        )
+        .with_jwks(jwks),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let r = receiver.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            actix_web::HttpServer::new(move || {
+                actix_web::App::new().configure(offboard::receiver::configure(r.clone()))
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .unwrap()
+            .run()
+            .await
+        })
+    });
+    (url, receiver)
+}
+
+async fn the_offboard_receiver_verifies_and_dedupes(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (url, rx) = offboard_receiver(&app, "svc-r", Some("Bearer secret-of-svc-r"));
+    let stream = streams::create(
+        app.db(),
+        &app.state.tokens.keys,
+        &NewStream {
+            audience: "svc-r".into(),
+            delivery: Delivery::Push {
+                endpoint_url: url.clone(),
+                authorization_header: Some("Bearer secret-of-svc-r".into()),
+            },
+            events_requested: Vec::new(),
+            description: None,
+            created_by: "test".into(),
+        },
+    )
+    .unwrap()
+    .id;
+    let id = app.create_user("r@example.com").await;
+    app.patch(
+        &format!("/Users/{id}"),
+        &patch_op("replace", Some("active"), &json!(false)),
+    )
+    .await;
+    while worker(&app).run_once().unwrap() > 0 {}
+    {
+        let accepted = rx.accepted.lock().unwrap();
+        let types: Vec<&str> = accepted.iter().map(|v| v.event_type.as_str()).collect();
+        assert_eq!(types, vec![ACCOUNT_DISABLED, SESSION_REVOKED]);
+    }
+    assert_eq!(rx.min_tgen.lock().unwrap().get(&id), Some(&1));
+    assert!(outbox(&app, &stream).iter().all(|r| r.status == "delivered"));
+    // A redelivered SET is accepted again (202) but counted once.
+    let first = outbox(&app, &stream).remove(0);
+    let set = app
+        .state
+        .tokens
+        .keys
+        .signer(offboard::keys::KeyAlg::RS256)
+        .unwrap()
+        .sign(
+            "secevent+jwt",
+            &worker(&app).claims(&streams::list(app.db()).unwrap()[0].row, &first),
+        )
+        .unwrap();
+    assert!(rx.verify(&set).unwrap().is_none(), "duplicate jti");
+    assert_eq!(rx.accepted.lock().unwrap().len(), 2);
+    // Wrong audience and a wrong Authorization header are refused with RFC 8935 codes.
+    let url2 = url.clone();
+    let (status, body) = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::new();
+        let res = client
+            .post(&url2)
+            .header("Authorization", "Bearer wrong")
+            .body(set)
+            .send()
+            .unwrap();
+        (res.status().as_u16(), res.text().unwrap())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("authentication_failed"));
+    let mut wrong_aud = worker(&app).claims(&streams::list(app.db()).unwrap()[0].row, &first);
+    wrong_aud["aud"] = json!("someone-else");
+    wrong_aud["jti"] = json!("fresh");
+    let forged = app
+        .state
+        .tokens
+        .keys
+        .signer(offboard::keys::KeyAlg::RS256)
+        .unwrap()
+        .sign("secevent+jwt", &wrong_aud)
+        .unwrap();
+    assert_eq!(rx.verify(&forged).unwrap_err().err, "invalid_audience");
+}
+
 both_backends!(
     deactivation_pushes_verified_sets_to_every_stream,
     every_change_that_ends_access_is_reported,
@@ -495,4 +611,5 @@ both_backends!(
     paused_streams_hold_and_disabled_streams_drop,
     a_lost_claim_is_delivered_again,
     the_running_worker_is_woken_by_the_commit,
+    the_offboard_receiver_verifies_and_dedupes,
 );
