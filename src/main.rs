@@ -642,9 +642,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
     );
     let usage = state.usage.clone();
     let tokens = state.tokens.clone();
-    let fanout = offboard::fanout::worker::Worker::new(db.clone(), state.config.clone(), tokens.keys.clone())
-        .spawn()
-        .context("cannot start the fan-out worker")?;
+    let fanout = offboard::fanout::worker::Worker::new(
+        db.clone(),
+        state.config.clone(),
+        tokens.keys.clone(),
+        state.fanout.clone(),
+    )
+    .spawn()
+    .context("cannot start the fan-out worker")?;
     actix_web::rt::System::new().block_on(async move {
         let flusher = {
             let (usage, db) = (usage.clone(), db.clone());

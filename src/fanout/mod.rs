@@ -13,6 +13,7 @@
 //! Token Revocation, `users revoke-tokens`) → `session-revoked`; one login ended (refresh-token reuse, RFC 7009)
 //! → `session-revoked` for that session. Every event carries `min_tgen`, the generation now in force.
 
+pub mod metrics;
 pub mod streams;
 pub mod worker;
 

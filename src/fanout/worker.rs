@@ -66,6 +66,7 @@ pub struct Worker {
     db: Db,
     config: Arc<Config>,
     keys: Arc<KeyStore>,
+    stats: Arc<super::metrics::FanoutStats>,
 }
 
 /// A running worker thread; stops when dropped or on [`stop`](Self::stop).
@@ -95,8 +96,18 @@ impl Drop for Running {
 }
 
 impl Worker {
-    pub fn new(db: Db, config: Arc<Config>, keys: Arc<KeyStore>) -> Self {
-        Self { db, config, keys }
+    pub fn new(
+        db: Db,
+        config: Arc<Config>,
+        keys: Arc<KeyStore>,
+        stats: Arc<super::metrics::FanoutStats>,
+    ) -> Self {
+        Self {
+            db,
+            config,
+            keys,
+            stats,
+        }
     }
 
     /// Starts the delivery thread.
@@ -185,6 +196,9 @@ impl Worker {
                 match outcome {
                     Pushed::Delivered => {
                         repo::fanout::mark_delivered(c, row.id, at)?;
+                        let latency = (at - row.created).num_milliseconds();
+                        #[expect(clippy::cast_precision_loss, reason = "milliseconds far below 2^52")]
+                        self.stats.delivered(&row.stream_id, latency as f64 / 1000.0);
                         tracing::info!(stream.id = %row.stream_id, set.jti = %row.jti, took_ms = took.as_millis(), "delivered SET {} to stream {}", row.jti, row.stream_id);
                     }
                     Pushed::Failed(why) => {

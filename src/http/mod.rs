@@ -50,6 +50,8 @@ pub struct AppState {
     /// `{issuer}/scim/v2`, precomputed.
     pub scim_base: Arc<str>,
     pub tokens: Arc<Authority>,
+    /// What this instance's fan-out worker measured (for `/metrics`).
+    pub fanout: Arc<crate::fanout::metrics::FanoutStats>,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
             config,
             usage: Arc::new(UsageTracker::default()),
             tokens,
+            fanout: Arc::default(),
         })
     }
 }

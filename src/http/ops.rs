@@ -7,12 +7,23 @@ use crate::error::AppError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
 }
 
 /// GET /healthz — no authentication.
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// GET /metrics — no authentication (bind `listen` to a network Prometheus reaches, or put it behind a proxy).
+async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let (db, measured) = (state.db.clone(), state.fanout.clone());
+    let text =
+        blocking(move || crate::fanout::metrics::render(&db, &measured).map_err(AppError::from)).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text))
 }
 
 /// GET /readyz — no authentication. 503 when the database cannot be reached.

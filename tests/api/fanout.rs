@@ -116,6 +116,7 @@ fn worker(app: &TestApp) -> Worker {
         app.db().clone(),
         app.state.config.clone(),
         app.state.tokens.keys.clone(),
+        app.state.fanout.clone(),
     )
 }
 
@@ -227,6 +228,28 @@ async fn deactivation_pushes_verified_sets_to_every_stream(backend: Backend) {
             .all(|r| r.status == "delivered" && r.delivered_at.is_some())
     );
     assert_eq!(worker(&app).run_once().unwrap(), 0, "nothing left to send");
+    let res = app
+        .send(actix_web::test::TestRequest::get().uri("/metrics"))
+        .await;
+    assert_eq!(res.status, 200);
+    assert!(
+        res.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(
+        res.text.contains(&format!(
+            "offboard_fanout_sets{{stream=\"{a}\",state=\"delivered\"}} 2"
+        )),
+        "{}",
+        res.text
+    );
+    assert!(res.text.contains(&format!(
+        "offboard_fanout_sets{{stream=\"{b}\",state=\"queued\"}} 0"
+    )));
+    assert!(res.text.contains(&format!(
+        "offboard_fanout_last_delivery_latency_seconds{{stream=\"{a}\"}}"
+    )));
 }
 
 async fn every_change_that_ends_access_is_reported(backend: Backend) {
@@ -339,6 +362,19 @@ async fn failures_retry_with_backoff_then_dead_letter(backend: Backend) {
     let rows = outbox(&app, &s);
     assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("pending", 1));
     assert_eq!(rows[0].last_error.as_deref(), Some("HTTP 503"));
+    let metrics = app
+        .send(actix_web::test::TestRequest::get().uri("/metrics"))
+        .await
+        .text;
+    assert!(
+        metrics.contains(&format!(
+            "offboard_fanout_sets{{stream=\"{s}\",state=\"retrying\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "offboard_fanout_sets{{stream=\"{s}\",state=\"queued\"}} 1"
+    )));
     assert!(
         rows[0].next_attempt_at > offboard::db::now() + chrono::TimeDelta::seconds(20),
         "backed off"

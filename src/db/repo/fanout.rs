@@ -158,6 +158,32 @@ pub fn next_due(conn: &mut DbConnection) -> QueryResult<Option<NaiveDateTime>> {
         .get_result(conn)
 }
 
+/// Outbox counts by stream, status and whether a push was tried before: `(stream, status, retried, count)`.
+pub fn status_counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, String, bool, i64)>> {
+    let rows: Vec<(String, String, i32, i64)> = outbox::table
+        .group_by((outbox::stream_id, outbox::status, outbox::attempts))
+        .select((
+            outbox::stream_id,
+            outbox::status,
+            outbox::attempts,
+            diesel::dsl::count_star(),
+        ))
+        .load(conn)?;
+    let mut out: Vec<(String, String, bool, i64)> = Vec::new();
+    for (stream, status, attempts, n) in rows {
+        // A pending SET was pushed before when it has an attempt that did not end in delivery.
+        let retried = status == "pending" && attempts > 0;
+        match out
+            .iter_mut()
+            .find(|(s, st, r, _)| *s == stream && *st == status && *r == retried)
+        {
+            Some(row) => row.3 += n,
+            None => out.push((stream, status, retried, n)),
+        }
+    }
+    Ok(out)
+}
+
 /// Outbox rows of one stream, oldest first (for status and tests).
 pub fn outbox_of(conn: &mut DbConnection, stream_id: &str) -> QueryResult<Vec<OutboxRow>> {
     outbox::table

@@ -1,0 +1,96 @@
+//! Fan-out figures for `/metrics` (Prometheus, `OpenMetrics` text): per stream, the SETs queued, retrying
+//! (queued after at least one failed push), delivered and dead-lettered, read from the outbox when scraped (so
+//! every instance on one database reports the same counts), and the latency of the last delivery this instance
+//! made (from the commit of the change to the receiver's `202`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::db::{Db, DbError, repo};
+
+/// What this instance's worker measured.
+#[derive(Debug, Default)]
+pub struct FanoutStats {
+    last_latency: Mutex<HashMap<String, f64>>,
+}
+
+impl FanoutStats {
+    pub fn delivered(&self, stream_id: &str, seconds: f64) {
+        if let Ok(mut m) = self.last_latency.lock() {
+            m.insert(stream_id.to_owned(), seconds);
+        }
+    }
+
+    pub fn last_latency(&self, stream_id: &str) -> Option<f64> {
+        self.last_latency.lock().ok()?.get(stream_id).copied()
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+/// The metrics document.
+pub fn render(db: &Db, stats: &FanoutStats) -> Result<String, DbError> {
+    let rows = db.read(|c| repo::fanout::status_counts(c).map_err(DbError::from))?;
+    let streams = db.read(|c| repo::fanout::streams(c).map_err(DbError::from))?;
+    let mut registry = <Registry>::default();
+    let sets = Family::<Labels, Gauge>::default();
+    let latency = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let enabled = Family::<Labels, Gauge>::default();
+    registry.register(
+        "offboard_fanout_sets",
+        "SETs per stream by state: queued, retrying (queued after a failed push), delivered, dead",
+        sets.clone(),
+    );
+    registry.register(
+        "offboard_fanout_last_delivery_latency_seconds",
+        "Commit of the change to the receiver's answer, for the last SET this instance delivered",
+        latency.clone(),
+    );
+    registry.register(
+        "offboard_fanout_stream_enabled",
+        "1 when a stream is enabled, 0 when paused or disabled",
+        enabled.clone(),
+    );
+    for s in &streams {
+        let label = |state: &str| {
+            vec![
+                ("stream".to_owned(), s.id.clone()),
+                ("state".to_owned(), state.to_owned()),
+            ]
+        };
+        for state in ["queued", "retrying", "delivered", "dead"] {
+            sets.get_or_create(&label(state)).set(0);
+        }
+        enabled
+            .get_or_create(&vec![("stream".to_owned(), s.id.clone())])
+            .set(i64::from(s.status == "enabled"));
+        if let Some(l) = stats.last_latency(&s.id) {
+            latency
+                .get_or_create(&vec![("stream".to_owned(), s.id.clone())])
+                .set(l);
+        }
+    }
+    for (stream, status, retrying, n) in rows {
+        let bucket = match (status.as_str(), retrying) {
+            ("pending", false) => "queued",
+            ("pending", true) => "retrying",
+            ("delivered", _) => "delivered",
+            _ => "dead",
+        };
+        sets.get_or_create(&vec![
+            ("stream".to_owned(), stream),
+            ("state".to_owned(), bucket.to_owned()),
+        ])
+        .inc_by(n);
+    }
+    let mut out = String::new();
+    encode(&mut out, &registry)
+        .map_err(|e| DbError::Query(diesel::result::Error::SerializationError(Box::new(e))))?;
+    Ok(out)
+}
