@@ -86,6 +86,10 @@ pub struct FanoutConfig {
     /// Pushes in flight at once, across streams (each stream's SETs still go one at a time, in order).
     #[serde(deserialize_with = "lenient")]
     pub concurrency: usize,
+    /// The longest the worker sleeps between looks at the outbox when nothing woke it, milliseconds (SETs
+    /// queued by this process, or by another instance on PostgreSQL, wake it at once).
+    #[serde(deserialize_with = "lenient")]
+    pub idle_poll_ms: u64,
 }
 
 impl Default for FanoutConfig {
@@ -96,6 +100,7 @@ impl Default for FanoutConfig {
             backoff_cap_secs: 60,
             push_timeout_secs: 5,
             concurrency: 32,
+            idle_poll_ms: 500,
         }
     }
 }

@@ -151,6 +151,10 @@ pub fn enqueue(
     }
     if written > 0 {
         crate::db::after_commit(worker::wake);
+        // Other instances on the same PostgreSQL: NOTIFY is delivered at commit, and dropped on rollback.
+        if let DbConnection::Postgres(c) = conn {
+            diesel::RunQueryDsl::execute(diesel::sql_query(format!("NOTIFY {}", worker::CHANNEL)), c)?;
+        }
     }
     Ok(written)
 }

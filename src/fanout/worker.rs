@@ -8,7 +8,9 @@
 //! A claim is a lease: the row's next attempt moves [`LEASE`] ahead before the push. If the process dies before it
 //! settles the row, the row is due again when the lease ends, so every SET is delivered at least once; receivers
 //! de-duplicate on `jti` (DESIGN.md invariant 5). The worker sleeps until the earliest due SET, at most
-//! [`IDLE_POLL`], and is woken at once by [`wake`] after any commit that wrote outbox rows in this process.
+//! `fanout.idle_poll_ms`, and is woken at once by [`wake`] after any commit that wrote outbox rows in this
+//! process; on PostgreSQL the same commit sends `NOTIFY offboard_outbox`, which wakes every other instance's
+//! worker through its listener thread (and the CLI's writes wake the server's).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -25,8 +27,6 @@ use crate::keys::{KeyAlg, KeyStore};
 
 /// How long a claimed SET is reserved for the push in flight.
 pub const LEASE: Duration = Duration::from_secs(30);
-/// The longest the worker sleeps without being woken (another instance's SETs, retries that fell due).
-pub const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Most SETs claimed in one round.
 const CLAIM_LIMIT: i64 = 512;
 
@@ -48,6 +48,60 @@ fn wait(seen: u64, timeout: Duration) -> u64 {
         Ok((n, _)) => *n,
         Err(_) => seen,
     }
+}
+
+/// The PostgreSQL channel that tells every instance's worker new SETs are queued.
+pub const CHANNEL: &str = "offboard_outbox";
+
+/// How often the listener checks its connection for notifications (diesel's iterator does not block).
+const LISTEN_POLL: Duration = Duration::from_millis(20);
+
+/// On PostgreSQL, a thread with its own connection that `LISTEN`s on [`CHANNEL`] and wakes this process's
+/// worker, so a SET committed by another instance (or the CLI) goes out within [`LISTEN_POLL`], not
+/// `fanout.idle_poll_ms`. It reconnects after an error.
+fn listen(url: &str, stop: &AtomicBool) {
+    use diesel::{Connection, RunQueryDsl};
+    while !stop.load(Ordering::SeqCst) {
+        let mut conn = match diesel::pg::PgConnection::establish(url) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("fan-out listener cannot connect, retrying: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if let Err(e) = diesel::sql_query(format!("LISTEN {CHANNEL}")).execute(&mut conn) {
+            tracing::warn!("fan-out listener cannot LISTEN, retrying: {e}");
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        while !stop.load(Ordering::SeqCst) {
+            let mut woke = false;
+            let mut failed = false;
+            for n in conn.notifications_iter() {
+                match n {
+                    Ok(_) => woke = true,
+                    Err(e) => {
+                        tracing::warn!("fan-out listener lost its connection: {e}");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if woke {
+                wake();
+            }
+            if failed {
+                break;
+            }
+            std::thread::sleep(LISTEN_POLL);
+        }
+    }
+}
+
+/// How many times the worker has been woken (for tests).
+pub fn wakes() -> u64 {
+    wake_count()
 }
 
 fn wake_count() -> u64 {
@@ -73,6 +127,7 @@ pub struct Worker {
 pub struct Running {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    listener: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -84,6 +139,9 @@ impl Running {
         self.stop.store(true, Ordering::SeqCst);
         wake();
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.listener.take() {
             let _ = t.join();
         }
     }
@@ -113,6 +171,17 @@ impl Worker {
     /// Starts the delivery thread.
     pub fn spawn(self) -> std::io::Result<Running> {
         let stop = Arc::new(AtomicBool::new(false));
+        let listener = match self.db.backend() {
+            crate::db::Backend::Postgres => {
+                let (url, flag) = (self.db.url().target.clone(), stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("offboard-fanout-listen".into())
+                        .spawn(move || listen(&url, &flag))?,
+                )
+            }
+            crate::db::Backend::Sqlite => None,
+        };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("offboard-fanout".into())
@@ -120,6 +189,7 @@ impl Worker {
         Ok(Running {
             stop,
             thread: Some(thread),
+            listener,
         })
     }
 
@@ -132,7 +202,8 @@ impl Worker {
                 Ok(_) => {}
                 Err(e) => tracing::warn!("fan-out: {e}"),
             }
-            let sleep = self.until_next_due().unwrap_or(IDLE_POLL).min(IDLE_POLL);
+            let idle = Duration::from_millis(self.config.fanout.idle_poll_ms.max(1));
+            let sleep = self.until_next_due().unwrap_or(idle).min(idle);
             wait(seen, sleep);
         }
         tracing::debug!("fan-out worker stopped");

@@ -638,6 +638,40 @@ async fn the_offboard_receiver_verifies_and_dedupes(backend: Backend) {
     assert_eq!(rx.verify(&forged).unwrap_err().err, "invalid_audience");
 }
 
+/// On PostgreSQL a SET queued by another instance wakes this one's worker through `LISTEN/NOTIFY`: the
+/// worker here would otherwise sleep a minute.
+async fn another_instance_wakes_the_worker(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.fanout.idle_poll_ms = 60_000).await;
+    let rx = receiver();
+    add_stream(&app, &rx, "svc");
+    let id = app.create_user("other@example.com").await;
+    let running = worker(&app).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // "Another instance": its own connection, outside this process's write path, so only its NOTIFY can wake
+    // the worker here (the in-process wake runs only after a commit through `Db::write`).
+    let url = app.db().url().target.clone();
+    let before = offboard::fanout::worker::wakes();
+    std::thread::spawn(move || {
+        use diesel::Connection;
+        let mut conn =
+            offboard::db::DbConnection::Postgres(diesel::pg::PgConnection::establish(&url).unwrap());
+        let event = offboard::fanout::Event::SessionsRevoked {
+            reason: "another instance",
+            initiator: offboard::fanout::Initiator::Admin,
+        };
+        offboard::fanout::enqueue(&mut conn, &id, "txn-other", 1, &[event]).unwrap();
+    })
+    .join()
+    .unwrap();
+    let started = Instant::now();
+    while rx.got().is_empty() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    running.stop();
+    assert_eq!(rx.got().len(), 1, "delivered long before the idle poll");
+    assert!(offboard::fanout::worker::wakes() > before);
+}
+
 both_backends!(
     deactivation_pushes_verified_sets_to_every_stream,
     every_change_that_ends_access_is_reported,
@@ -649,3 +683,11 @@ both_backends!(
     the_running_worker_is_woken_by_the_commit,
     the_offboard_receiver_verifies_and_dedupes,
 );
+
+/// PostgreSQL only: SQLite has one instance per file, woken in process.
+#[actix_web::test]
+async fn postgres_another_instance_wakes_the_worker() {
+    if crate::harness::postgres_available("fanout::postgres_another_instance_wakes_the_worker") {
+        another_instance_wakes_the_worker(Backend::Postgres).await;
+    }
+}
