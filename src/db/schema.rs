@@ -158,7 +158,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    stream_exclusions (stream_id, user_id) {
+        stream_id -> Text,
+        user_id -> Text,
+    }
+}
+
 diesel::joinable!(outbox -> streams (stream_id));
+diesel::joinable!(stream_exclusions -> streams (stream_id));
 diesel::joinable!(user_emails -> users (user_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (sid));
@@ -179,4 +187,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     token_activity,
     streams,
     outbox,
+    stream_exclusions,
 );

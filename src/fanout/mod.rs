@@ -108,7 +108,8 @@ pub fn new_txn() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Writes one outbox row per event per stream that receives it (enabled or paused, asking for the event type),
+/// Writes one outbox row per event per stream that receives it (enabled or paused, asking for the event type, not
+/// having removed the user from its subjects),
 /// inside the caller's transaction, and wakes the worker once that transaction commits. Returns the rows written.
 pub fn enqueue(
     conn: &mut DbConnection,
@@ -121,9 +122,10 @@ pub fn enqueue(
     if streams.is_empty() {
         return Ok(0);
     }
+    let excluded = repo::fanout::excluding(conn, user_id)?;
     let at = now();
     let mut written = 0;
-    for stream in &streams {
+    for stream in streams.iter().filter(|s| !excluded.contains(&s.id)) {
         let requested: Vec<String> = serde_json::from_str(&stream.events_requested).unwrap_or_default();
         for event in events {
             if !requested.iter().any(|e| e == event.uri()) {

@@ -188,6 +188,124 @@ pub fn set_status(db: &Db, id: &str, status: &str, reason: Option<&str>) -> Resu
     Ok(())
 }
 
+pub fn get(db: &Db, id: &str) -> Result<StreamRow, StreamError> {
+    db.read(|c| repo::fanout::find_stream(c, id).map_err(StreamError::from))?
+        .ok_or_else(|| StreamError::NotFound(id.to_owned()))
+}
+
+/// Changes to a stream's receiver-supplied settings; `None` leaves one as it is.
+#[derive(Debug, Clone, Default)]
+pub struct StreamUpdate {
+    pub endpoint_url: Option<String>,
+    /// `Some(None)` removes the header.
+    pub authorization_header: Option<Option<String>>,
+    pub events_requested: Option<Vec<String>>,
+    pub description: Option<Option<String>>,
+}
+
+/// Applies `update` to a push stream and returns it.
+pub fn update(db: &Db, keys: &KeyStore, id: &str, update: &StreamUpdate) -> Result<StreamRow, StreamError> {
+    let mut row = get(db, id)?;
+    let endpoint_url = update
+        .endpoint_url
+        .clone()
+        .or_else(|| row.endpoint_url.clone())
+        .unwrap_or_default();
+    let check = NewStream {
+        audience: row.audience.clone(),
+        delivery: Delivery::Push {
+            endpoint_url: endpoint_url.clone(),
+            authorization_header: update.authorization_header.clone().flatten(),
+        },
+        events_requested: update.events_requested.clone().unwrap_or_default(),
+        description: None,
+        created_by: row.created_by.clone(),
+    };
+    if row.delivery_method == "push" {
+        validate(&check)?;
+        row.endpoint_url = Some(endpoint_url);
+    } else if update.endpoint_url.is_some() {
+        return Err(StreamError::Invalid("a poll stream has no push endpoint".into()));
+    }
+    if let Some(h) = &update.authorization_header {
+        row.authorization_header = h
+            .as_deref()
+            .map(|h| keys.seal_secret(&stream_aad(id), h.as_bytes()))
+            .transpose()?;
+    }
+    if let Some(events) = &update.events_requested {
+        let events: Vec<&str> = if events.is_empty() {
+            EVENTS_SUPPORTED.to_vec()
+        } else {
+            events.iter().map(String::as_str).collect()
+        };
+        row.events_requested = Value::from(events).to_string();
+    }
+    if let Some(d) = &update.description {
+        row.description.clone_from(d);
+    }
+    row.updated = now();
+    db.write(|c| repo::fanout::update_stream(c, &row).map_err(StreamError::from))?;
+    tracing::info!(stream.id = %id, "updated stream {id}");
+    Ok(row)
+}
+
+/// Includes (`add`) or excludes a user from a stream's subjects; every user is included until removed.
+pub fn set_subject(db: &Db, id: &str, user_id: &str, include: bool) -> Result<(), StreamError> {
+    get(db, id)?;
+    db.write(|c| {
+        if include {
+            repo::fanout::include(c, id, user_id)
+        } else {
+            repo::fanout::exclude(c, id, user_id)
+        }
+        .map_err(StreamError::from)
+    })?;
+    tracing::info!(stream.id = %id, user.id = %user_id, include, "stream {id} subject {user_id} included: {include}");
+    Ok(())
+}
+
+/// The shortest time between two verification requests of one stream.
+pub const MIN_VERIFICATION_INTERVAL_SECS: i64 = 15;
+
+/// Queues a verification SET for a stream (SSF §8.1.4), echoing `state`. `Ok(false)` when the last one was
+/// queued less than [`MIN_VERIFICATION_INTERVAL_SECS`] ago.
+pub fn verify(db: &Db, id: &str, state: Option<&str>) -> Result<bool, StreamError> {
+    get(db, id)?;
+    let queued = db.write(|c| {
+        let at = now();
+        if let Some(last) = repo::fanout::last_verification(c, id, super::VERIFICATION)?
+            && at - last < chrono::TimeDelta::seconds(MIN_VERIFICATION_INTERVAL_SECS)
+        {
+            return Ok(false);
+        }
+        let mut event = serde_json::Map::new();
+        if let Some(state) = state {
+            event.insert("state".into(), Value::from(state));
+        }
+        let payload = serde_json::json!({ "event": event }).to_string();
+        let jti = uuid::Uuid::new_v4().simple().to_string();
+        repo::fanout::insert_outbox(
+            c,
+            &crate::db::models::NewOutbox {
+                stream_id: id,
+                jti: &jti,
+                txn: &super::new_txn(),
+                event_type: super::VERIFICATION,
+                user_id: None,
+                payload: &payload,
+                status: "pending",
+                attempts: 0,
+                next_attempt_at: at,
+                created: at,
+            },
+        )?;
+        crate::db::after_commit(super::worker::wake);
+        Ok::<_, StreamError>(true)
+    })?;
+    Ok(queued)
+}
+
 pub fn remove(db: &Db, id: &str) -> Result<(), StreamError> {
     let n = db.write(|c| repo::fanout::delete_stream(c, id).map_err(StreamError::from))?;
     if n == 0 {

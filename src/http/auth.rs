@@ -17,7 +17,7 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
-use super::{AppState, blocking};
+use super::AppState;
 use crate::credentials::{self, Client, Presented, Scope, UsageTracker};
 use crate::db::Db;
 use crate::error::AppError;
@@ -25,6 +25,31 @@ use crate::error::AppError;
 /// A scope an endpoint requires, as a type.
 pub trait RequiredScope {
     const SCOPE: Scope;
+
+    /// Whether `client` may call the endpoint (by default: it holds [`Self::SCOPE`]).
+    fn allows(client: &Client) -> bool {
+        client.has(Self::SCOPE)
+    }
+}
+
+/// Scope `ssf.manage`: services that manage their streams.
+#[derive(Debug)]
+pub struct SsfManage;
+
+impl RequiredScope for SsfManage {
+    const SCOPE: Scope = Scope::SsfManage;
+}
+
+/// Scope `ssf.read` (or `ssf.manage`, which includes reading).
+#[derive(Debug)]
+pub struct SsfRead;
+
+impl RequiredScope for SsfRead {
+    const SCOPE: Scope = Scope::SsfRead;
+
+    fn allows(client: &Client) -> bool {
+        client.has(Scope::SsfRead) || client.has(Scope::SsfManage)
+    }
 }
 
 /// Scope `scim`: the IdP's provisioning client.
@@ -51,23 +76,40 @@ impl<S: RequiredScope> Authenticated<S> {
         T: Send + 'static,
         S: Send + 'static,
     {
+        self.run_as(f).await
+    }
+
+    /// [`run`](Self::run) for handlers with their own error type.
+    pub async fn run_as<T, E, F>(self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Db, &Client) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<AppError> + Send + 'static,
+        S: Send + 'static,
+    {
         let Self {
             presented, db, usage, ..
         } = self;
-        blocking(move || {
-            let client = db.read(|c| credentials::authenticate(c, &presented).map_err(AppError::from))?;
-            let Some(client) = client else {
-                tracing::info!("rejected an unknown or revoked credential");
-                return Err(AppError::Unauthorized { presented: true });
-            };
-            usage.record(&client.name);
-            if !client.has(S::SCOPE) {
-                tracing::info!(credential.name = %client.name, "credential {} lacks scope {}", client.name, S::SCOPE.as_str());
-                return Err(AppError::Forbidden(S::SCOPE.as_str()));
-            }
-            f(&db, &client)
+        let span = tracing::Span::current();
+        web::block(move || {
+            span.in_scope(|| {
+                let client = db
+                    .read(|c| credentials::authenticate(c, &presented).map_err(AppError::from))
+                    .map_err(E::from)?;
+                let Some(client) = client else {
+                    tracing::info!("rejected an unknown or revoked credential");
+                    return Err(E::from(AppError::Unauthorized { presented: true }));
+                };
+                usage.record(&client.name);
+                if !S::allows(&client) {
+                    tracing::info!(credential.name = %client.name, "credential {} lacks scope {}", client.name, S::SCOPE.as_str());
+                    return Err(E::from(AppError::Forbidden(S::SCOPE.as_str())));
+                }
+                f(&db, &client)
+            })
         })
         .await
+        .map_err(|e| E::from(AppError::internal(e)))?
     }
 }
 

@@ -22,6 +22,7 @@ pub mod scim_discovery;
 pub mod scim_groups;
 pub mod scim_search;
 pub mod scim_users;
+pub mod ssf;
 pub mod wellknown;
 
 use std::sync::Arc;
@@ -92,6 +93,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .configure(ops::routes)
                     .configure(wellknown::routes)
                     .configure(oauth::routes)
+                    .configure(ssf::routes)
                     .service(
                         web::scope("/scim/v2")
                             .configure(scim_users::routes)

@@ -375,6 +375,16 @@ fn resolve_user(c: &mut DbConnection, key: &UserKey) -> Result<Option<User>, OAu
     }
 }
 
+/// The live user a key names (none, or more than one: `None`), for other modules (SSF subjects).
+pub fn find_user(db: &Db, key: &UserKey) -> Result<Option<User>, AppError> {
+    db.read(|c| {
+        resolve_user(c, key).map_err(|e| match e {
+            OAuthError::Server(e) => e,
+            other => AppError::internal(other),
+        })
+    })
+}
+
 fn group_names(c: &mut DbConnection, user_id: &str) -> Result<Vec<String>, OAuthError> {
     let mut groups = repo::groups::groups_of(c, &[user_id])?;
     Ok(groups

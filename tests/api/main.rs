@@ -14,6 +14,7 @@ mod fanout;
 mod fixtures;
 mod groups;
 mod lists;
+mod ssf;
 mod storage;
 mod tokens;
 mod users;

@@ -41,3 +41,12 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_stream_pending ON outbox (stream_id, id) WHERE status = 'pending';
 CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE status = 'pending';
+
+-- Subjects a receiver removed from its stream (SSF `remove_subject`); every other user is included (`default_subjects`
+-- ALL). Adding the subject again deletes the row.
+CREATE TABLE stream_exclusions (
+    stream_id TEXT NOT NULL REFERENCES streams (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (stream_id, user_id)
+);
+CREATE INDEX stream_exclusions_user ON stream_exclusions (user_id);

@@ -1,2 +1,3 @@
+DROP TABLE stream_exclusions;
 DROP TABLE outbox;
 DROP TABLE streams;

@@ -7,7 +7,7 @@ use diesel::sql_types::{BigInt, Timestamp};
 
 use crate::db::DbConnection;
 use crate::db::models::{NewOutbox, OutboxRow, StreamRow};
-use crate::db::schema::{outbox, streams};
+use crate::db::schema::{outbox, stream_exclusions, streams};
 
 pub fn insert_stream(conn: &mut DbConnection, row: &StreamRow) -> QueryResult<()> {
     diesel::insert_into(streams::table)
@@ -59,6 +59,66 @@ pub fn set_status(
             streams::updated.eq(at),
         ))
         .execute(conn)
+}
+
+/// Replaces a stream's receiver-supplied settings.
+pub fn update_stream(conn: &mut DbConnection, row: &StreamRow) -> QueryResult<usize> {
+    diesel::update(streams::table.filter(streams::id.eq(&row.id)))
+        .set((
+            streams::endpoint_url.eq(&row.endpoint_url),
+            streams::authorization_header.eq(&row.authorization_header),
+            streams::events_requested.eq(&row.events_requested),
+            streams::description.eq(&row.description),
+            streams::updated.eq(row.updated),
+        ))
+        .execute(conn)
+}
+
+/// The streams that excluded this user.
+pub fn excluding(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<String>> {
+    stream_exclusions::table
+        .filter(stream_exclusions::user_id.eq(user_id))
+        .select(stream_exclusions::stream_id)
+        .load(conn)
+}
+
+pub fn exclude(conn: &mut DbConnection, stream_id: &str, user_id: &str) -> QueryResult<()> {
+    diesel::delete(
+        stream_exclusions::table
+            .filter(stream_exclusions::stream_id.eq(stream_id))
+            .filter(stream_exclusions::user_id.eq(user_id)),
+    )
+    .execute(conn)?;
+    diesel::insert_into(stream_exclusions::table)
+        .values((
+            stream_exclusions::stream_id.eq(stream_id),
+            stream_exclusions::user_id.eq(user_id),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+pub fn include(conn: &mut DbConnection, stream_id: &str, user_id: &str) -> QueryResult<()> {
+    diesel::delete(
+        stream_exclusions::table
+            .filter(stream_exclusions::stream_id.eq(stream_id))
+            .filter(stream_exclusions::user_id.eq(user_id)),
+    )
+    .execute(conn)
+    .map(drop)
+}
+
+/// When the last verification SET of a stream was queued.
+pub fn last_verification(
+    conn: &mut DbConnection,
+    stream_id: &str,
+    event: &str,
+) -> QueryResult<Option<NaiveDateTime>> {
+    outbox::table
+        .filter(outbox::stream_id.eq(stream_id))
+        .filter(outbox::event_type.eq(event))
+        .select(diesel::dsl::max(outbox::created))
+        .get_result(conn)
 }
 
 pub fn insert_outbox(conn: &mut DbConnection, row: &NewOutbox<'_>) -> QueryResult<()> {

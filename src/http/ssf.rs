@@ -1,0 +1,423 @@
+//! The Shared Signals transmitter API (`OpenID` SSF 1.0): `/.well-known/ssf-configuration` (no authentication),
+//! and, for credentials with scope `ssf.manage` (reads: `ssf.read` too; bearer or Basic in the header only),
+//! `/ssf/streams` (create with POST, read with GET, update with PATCH or PUT, delete; `?stream_id=`),
+//! `/ssf/status` (GET, POST: enabled | paused | disabled), `/ssf/subjects:add` and `/ssf/subjects:remove`
+//! (`email` or `iss_sub` subjects; every user is included until removed) and `/ssf/verify` (queues a
+//! verification SET). Push delivery only for now: a create without a push `delivery` is refused.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Authenticated, SsfManage, SsfRead};
+use crate::db::models::StreamRow;
+use crate::error::AppError;
+use crate::fanout::EVENTS_SUPPORTED;
+use crate::fanout::streams::{self, Delivery, NewStream, StreamError, StreamUpdate};
+
+pub const PUSH: &str = "urn:ietf:rfc:8935";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/.well-known/ssf-configuration", web::get().to(configuration))
+        .service(
+            web::resource("/ssf/streams")
+                .route(web::post().to(create))
+                .route(web::get().to(read))
+                .route(web::patch().to(patch))
+                .route(web::put().to(put))
+                .route(web::delete().to(delete)),
+        )
+        .service(
+            web::resource("/ssf/status")
+                .route(web::get().to(get_status))
+                .route(web::post().to(set_status)),
+        )
+        .route("/ssf/subjects:add", web::post().to(add_subject))
+        .route("/ssf/subjects:remove", web::post().to(remove_subject))
+        .route("/ssf/verify", web::post().to(verify));
+}
+
+/// An SSF error: a status and `{"error", "error_description"}`.
+#[derive(Debug, thiserror::Error)]
+pub enum SsfError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no stream with that stream_id")]
+    NotFound,
+    #[error("verification was requested less than {0} s ago")]
+    TooMany(i64),
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+impl From<StreamError> for SsfError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Invalid(m) => Self::BadRequest(m),
+            StreamError::NotFound(_) => Self::NotFound,
+            StreamError::Keys(k) => Self::App(AppError::internal(k)),
+            StreamError::Db(d) => Self::App(d.into()),
+        }
+    }
+}
+
+impl ResponseError for SsfError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::App(e) => e.status_code(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            // Authentication, scope and internal errors keep their one rendering (with the challenge).
+            Self::App(e) => e.error_response(),
+            other => HttpResponse::build(other.status_code())
+                .json(json!({"error": other.code(), "error_description": other.to_string()})),
+        }
+    }
+}
+
+impl SsfError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "invalid_request",
+            Self::NotFound => "not_found",
+            Self::TooMany(_) => "too_many_requests",
+            Self::App(_) => "server_error",
+        }
+    }
+}
+
+/// GET /.well-known/ssf-configuration
+async fn configuration(state: web::Data<AppState>) -> HttpResponse {
+    let iss = &state.config.issuer;
+    HttpResponse::Ok().json(json!({
+        "spec_version": "1_0",
+        "issuer": iss,
+        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+        "delivery_methods_supported": [PUSH],
+        "configuration_endpoint": format!("{iss}/ssf/streams"),
+        "status_endpoint": format!("{iss}/ssf/status"),
+        "add_subject_endpoint": format!("{iss}/ssf/subjects:add"),
+        "remove_subject_endpoint": format!("{iss}/ssf/subjects:remove"),
+        "verification_endpoint": format!("{iss}/ssf/verify"),
+        "critical_subject_members": ["user"],
+        "authorization_schemes": [{"spec_urn": "urn:ietf:rfc:6749"}],
+        "default_subjects": "ALL"
+    }))
+}
+
+/// A stream as the SSF API shows it (never the authorization header).
+fn stream_json(row: &StreamRow, issuer: &str) -> Value {
+    let requested: Value = serde_json::from_str(&row.events_requested).unwrap_or(json!([]));
+    let mut delivery = serde_json::Map::new();
+    let method = if row.delivery_method == "push" {
+        PUSH
+    } else {
+        "urn:ietf:rfc:8936"
+    };
+    delivery.insert("method".into(), Value::from(method));
+    if let Some(url) = &row.endpoint_url {
+        delivery.insert("endpoint_url".into(), Value::from(url.clone()));
+    }
+    json!({
+        "stream_id": row.id,
+        "iss": issuer,
+        "aud": row.audience,
+        "delivery": delivery,
+        "events_supported": EVENTS_SUPPORTED,
+        "events_requested": requested,
+        "events_delivered": requested,
+        "description": row.description,
+        "min_verification_interval": streams::MIN_VERIFICATION_INTERVAL_SECS,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct DeliveryIn {
+    method: Option<String>,
+    endpoint_url: Option<String>,
+    authorization_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamIn {
+    stream_id: Option<String>,
+    delivery: Option<DeliveryIn>,
+    events_requested: Option<Vec<String>>,
+    description: Option<String>,
+}
+
+fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, SsfError> {
+    serde_json::from_slice(bytes).map_err(|e| SsfError::BadRequest(format!("the body is not valid: {e}")))
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamQuery {
+    stream_id: Option<String>,
+}
+
+fn required(id: Option<String>) -> Result<String, SsfError> {
+    id.filter(|s| !s.is_empty())
+        .ok_or_else(|| SsfError::BadRequest("stream_id is required".into()))
+}
+
+/// POST /ssf/streams — scope `ssf.manage`. `aud` is the creating credential's name (DECISIONS.md §28).
+async fn create(
+    auth: Authenticated<SsfManage>,
+    state: web::Data<AppState>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, SsfError> {
+    let input: StreamIn = body(&bytes)?;
+    let Some(delivery) = input.delivery else {
+        return Err(SsfError::BadRequest(
+            "offboard delivers by push (urn:ietf:rfc:8935): give delivery.method and delivery.endpoint_url"
+                .into(),
+        ));
+    };
+    if delivery.method.as_deref().is_some_and(|m| m != PUSH) {
+        return Err(SsfError::BadRequest(format!("delivery method must be {PUSH}")));
+    }
+    let endpoint_url = delivery
+        .endpoint_url
+        .ok_or_else(|| SsfError::BadRequest("delivery.endpoint_url is required".into()))?;
+    let (keys, issuer) = (state.tokens.keys.clone(), state.config.issuer.clone());
+    let row = auth
+        .run_as::<_, SsfError, _>(move |db, client| {
+            let new = NewStream {
+                audience: client.name.clone(),
+                delivery: Delivery::Push {
+                    endpoint_url,
+                    authorization_header: delivery.authorization_header,
+                },
+                events_requested: input.events_requested.unwrap_or_default(),
+                description: input.description,
+                created_by: client.name.clone(),
+            };
+            Ok::<_, SsfError>(streams::create(db, &keys, &new)?)
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(stream_json(&row, &issuer)))
+}
+
+/// `GET /ssf/streams[?stream_id=]` — scope `ssf.read` or `ssf.manage`: one stream, or every stream.
+async fn read(
+    auth: Authenticated<SsfRead>,
+    state: web::Data<AppState>,
+    q: web::Query<StreamQuery>,
+) -> Result<HttpResponse, SsfError> {
+    let issuer = state.config.issuer.clone();
+    let id = q.into_inner().stream_id;
+    let out = auth
+        .run_as::<_, SsfError, _>(move |db, _| match id {
+            Some(id) => Ok(stream_json(&streams::get(db, &id)?, &issuer)),
+            None => Ok(Value::from(
+                streams::list(db)?
+                    .iter()
+                    .map(|s| stream_json(&s.row, &issuer))
+                    .collect::<Vec<_>>(),
+            )),
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(out))
+}
+
+async fn update(
+    auth: Authenticated<SsfManage>,
+    state: &AppState,
+    bytes: &[u8],
+    replace: bool,
+) -> Result<HttpResponse, SsfError> {
+    let input: StreamIn = body(bytes)?;
+    let id = required(input.stream_id)?;
+    let (endpoint_url, authorization_header) = match input.delivery {
+        Some(d) => {
+            if d.method.as_deref().is_some_and(|m| m != PUSH) {
+                return Err(SsfError::BadRequest(format!("delivery method must be {PUSH}")));
+            }
+            (
+                d.endpoint_url,
+                if replace {
+                    Some(d.authorization_header)
+                } else {
+                    d.authorization_header.map(Some)
+                },
+            )
+        }
+        None => (None, if replace { Some(None) } else { None }),
+    };
+    let change = StreamUpdate {
+        endpoint_url,
+        authorization_header,
+        events_requested: if replace {
+            Some(input.events_requested.unwrap_or_default())
+        } else {
+            input.events_requested
+        },
+        description: if replace {
+            Some(input.description)
+        } else {
+            input.description.map(Some)
+        },
+    };
+    let (keys, issuer) = (state.tokens.keys.clone(), state.config.issuer.clone());
+    let row = auth
+        .run_as::<_, SsfError, _>(move |db, _| Ok::<_, SsfError>(streams::update(db, &keys, &id, &change)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(stream_json(&row, &issuer)))
+}
+
+/// PATCH /ssf/streams — scope `ssf.manage`: changes the fields given.
+async fn patch(
+    auth: Authenticated<SsfManage>,
+    state: web::Data<AppState>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, SsfError> {
+    update(auth, &state, &bytes, false).await
+}
+
+/// PUT /ssf/streams — scope `ssf.manage`: replaces every receiver-supplied field.
+async fn put(
+    auth: Authenticated<SsfManage>,
+    state: web::Data<AppState>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, SsfError> {
+    update(auth, &state, &bytes, true).await
+}
+
+/// `DELETE /ssf/streams?stream_id=` — scope `ssf.manage`.
+async fn delete(
+    auth: Authenticated<SsfManage>,
+    q: web::Query<StreamQuery>,
+) -> Result<HttpResponse, SsfError> {
+    let id = required(q.into_inner().stream_id)?;
+    auth.run_as::<_, SsfError, _>(move |db, _| Ok::<_, SsfError>(streams::remove(db, &id)?))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /ssf/status?stream_id=` — scope `ssf.read` or `ssf.manage`.
+async fn get_status(
+    auth: Authenticated<SsfRead>,
+    q: web::Query<StreamQuery>,
+) -> Result<HttpResponse, SsfError> {
+    let id = required(q.into_inner().stream_id)?;
+    let row = auth
+        .run_as::<_, SsfError, _>(move |db, _| Ok::<_, SsfError>(streams::get(db, &id)?))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"stream_id": row.id, "status": row.status, "reason": row.status_reason})))
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusIn {
+    stream_id: Option<String>,
+    status: String,
+    reason: Option<String>,
+}
+
+/// POST /ssf/status — scope `ssf.manage`.
+async fn set_status(auth: Authenticated<SsfManage>, bytes: web::Bytes) -> Result<HttpResponse, SsfError> {
+    let input: StatusIn = body(&bytes)?;
+    let id = required(input.stream_id)?;
+    let (status, reason) = (input.status.clone(), input.reason.clone());
+    let row = auth
+        .run_as::<_, SsfError, _>(move |db, _| {
+            streams::set_status(db, &id, &status, reason.as_deref())?;
+            Ok::<_, SsfError>(streams::get(db, &id)?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"stream_id": row.id, "status": row.status, "reason": row.status_reason})))
+}
+
+#[derive(Debug, Deserialize)]
+struct SubjectIn {
+    stream_id: Option<String>,
+    subject: Value,
+}
+
+async fn subject(
+    auth: Authenticated<SsfManage>,
+    state: &AppState,
+    bytes: &[u8],
+    include: bool,
+) -> Result<HttpResponse, SsfError> {
+    let input: SubjectIn = body(bytes)?;
+    let id = required(input.stream_id)?;
+    let key = match input.subject.get("format").and_then(Value::as_str) {
+        Some("email") => input
+            .subject
+            .get("email")
+            .and_then(Value::as_str)
+            .map(|e| crate::tokens::UserKey::Email(e.to_owned())),
+        Some("iss_sub")
+            if input.subject.get("iss").and_then(Value::as_str) == Some(state.config.issuer.as_str()) =>
+        {
+            input
+                .subject
+                .get("sub")
+                .and_then(Value::as_str)
+                .map(|s| crate::tokens::UserKey::Id(s.to_owned()))
+        }
+        _ => None,
+    }
+    .ok_or_else(|| {
+        SsfError::BadRequest(format!(
+            "subject must be {{\"format\":\"email\",\"email\":…}} or an iss_sub with iss {}",
+            state.config.issuer
+        ))
+    })?;
+    auth.run_as::<_, SsfError, _>(move |db, _| {
+        let user = crate::tokens::find_user(db, &key)?
+            .ok_or_else(|| SsfError::BadRequest("no user matches the subject".into()))?;
+        Ok::<_, SsfError>(streams::set_subject(db, &id, &user.id, include)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// POST /ssf/subjects:add — scope `ssf.manage`.
+async fn add_subject(
+    auth: Authenticated<SsfManage>,
+    state: web::Data<AppState>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, SsfError> {
+    subject(auth, &state, &bytes, true).await
+}
+
+/// POST /ssf/subjects:remove — scope `ssf.manage`.
+async fn remove_subject(
+    auth: Authenticated<SsfManage>,
+    state: web::Data<AppState>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, SsfError> {
+    subject(auth, &state, &bytes, false).await
+}
+
+#[derive(Debug, Deserialize)]
+struct VerifyIn {
+    stream_id: Option<String>,
+    state: Option<String>,
+}
+
+/// POST /ssf/verify — scope `ssf.manage`: 204, then a verification SET on the stream.
+async fn verify(auth: Authenticated<SsfManage>, bytes: web::Bytes) -> Result<HttpResponse, SsfError> {
+    let input: VerifyIn = body(&bytes)?;
+    let id = required(input.stream_id)?;
+    let queued = auth
+        .run_as::<_, SsfError, _>(move |db, _| {
+            Ok::<_, SsfError>(streams::verify(db, &id, input.state.as_deref())?)
+        })
+        .await?;
+    if !queued {
+        return Err(SsfError::TooMany(streams::MIN_VERIFICATION_INTERVAL_SECS));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,353 @@
+//! The SSF transmitter API: discovery, stream management with `ssf.manage` / `ssf.read`, status, subjects and
+//! verification.
+
+use actix_web::test::TestRequest;
+use offboard::credentials::Scope;
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, ISSUER, Resp, TestApp, both_backends, patch_op};
+
+async fn call(app: &TestApp, method: &str, path: &str, secret: Option<&str>, body: Option<Value>) -> Resp {
+    let method = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = TestRequest::default().method(method).uri(path);
+    if let Some(s) = secret {
+        req = req.insert_header(("Authorization", format!("Bearer {s}")));
+    }
+    if let Some(b) = body {
+        req = req
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(b.to_string());
+    }
+    app.send(req).await
+}
+
+const ALL_EVENTS: usize = 4;
+
+async fn discovery_names_every_endpoint(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let res = call(&app, "GET", "/.well-known/ssf-configuration", None, None).await;
+    assert_eq!(res.status, 200);
+    let c = &res.body;
+    assert_eq!(c["spec_version"], "1_0");
+    assert_eq!(c["issuer"], ISSUER);
+    assert_eq!(c["jwks_uri"], format!("{ISSUER}/.well-known/jwks.json"));
+    assert_eq!(c["delivery_methods_supported"], json!(["urn:ietf:rfc:8935"]));
+    for (k, path) in [
+        ("configuration_endpoint", "/ssf/streams"),
+        ("status_endpoint", "/ssf/status"),
+        ("add_subject_endpoint", "/ssf/subjects:add"),
+        ("remove_subject_endpoint", "/ssf/subjects:remove"),
+        ("verification_endpoint", "/ssf/verify"),
+    ] {
+        assert_eq!(c[k], format!("{ISSUER}{path}"), "{k}");
+    }
+    assert_eq!(
+        c["authorization_schemes"],
+        json!([{"spec_urn": "urn:ietf:rfc:6749"}])
+    );
+    assert_eq!(c["default_subjects"], "ALL");
+}
+
+async fn streams_are_managed_with_ssf_scopes(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-a", &[Scope::SsfManage]);
+    let read = app.credential("svc-a-reader", &[Scope::SsfRead]);
+    let create = json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "https://svc-a.example.com/ssf",
+                                     "authorization_header": "Bearer receiver-secret"},
+                        "description": "svc-a feed"});
+    assert_eq!(
+        call(&app, "POST", "/ssf/streams", None, Some(create.clone()))
+            .await
+            .status,
+        401
+    );
+    let scim = app.token.clone();
+    assert_eq!(
+        call(&app, "POST", "/ssf/streams", Some(&scim), Some(create.clone()))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        call(&app, "POST", "/ssf/streams", Some(&read), Some(create.clone()))
+            .await
+            .status,
+        403
+    );
+
+    let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(create)).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let s = &res.body;
+    let id = s["stream_id"].as_str().unwrap().to_owned();
+    assert_eq!(s["iss"], ISSUER);
+    assert_eq!(s["aud"], "svc-a", "the creating credential's name");
+    assert_eq!(
+        s["delivery"],
+        json!({"method": "urn:ietf:rfc:8935", "endpoint_url": "https://svc-a.example.com/ssf"})
+    );
+    assert_eq!(s["events_requested"].as_array().unwrap().len(), ALL_EVENTS);
+    assert!(!res.text.contains("receiver-secret"), "the header is never shown");
+
+    let got = call(
+        &app,
+        "GET",
+        &format!("/ssf/streams?stream_id={id}"),
+        Some(&read),
+        None,
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body["stream_id"], id.as_str());
+    let list = call(&app, "GET", "/ssf/streams", Some(&read), None).await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1);
+}
+
+async fn streams_update_refuse_and_delete(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-a", &[Scope::SsfManage]);
+    let read = app.credential("svc-a-reader", &[Scope::SsfRead]);
+    let create = json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "https://svc-a.example.com/ssf"},
+                        "description": "svc-a feed"});
+    let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(create)).await;
+    let id = res.body["stream_id"].as_str().unwrap().to_owned();
+    let patch = json!({"stream_id": id, "events_requested": ["https://schemas.openid.net/secevent/caep/event-type/session-revoked"]});
+    let res = call(&app, "PATCH", "/ssf/streams", Some(&manage), Some(patch)).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["events_requested"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        res.body["description"], "svc-a feed",
+        "PATCH keeps what it does not name"
+    );
+    let put = json!({"stream_id": id, "delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "https://svc-a.example.com/v2"}});
+    let res = call(&app, "PUT", "/ssf/streams", Some(&manage), Some(put)).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(
+        res.body["delivery"]["endpoint_url"],
+        "https://svc-a.example.com/v2"
+    );
+    assert_eq!(res.body["description"], Value::Null, "PUT replaces");
+    assert_eq!(res.body["events_requested"].as_array().unwrap().len(), ALL_EVENTS);
+
+    let bad = [
+        json!({"description": "no delivery"}),
+        json!({"delivery": {"method": "urn:ietf:rfc:8936"}}),
+        json!({"delivery": {"endpoint_url": "http://svc.example.com/ssf"}}),
+        json!({"delivery": {"endpoint_url": "https://svc.example.com/ssf"}, "events_requested": ["https://x.example/nope"]}),
+    ];
+    for b in bad {
+        let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(b.clone())).await;
+        assert_eq!(res.status, 400, "{b}: {}", res.text);
+        assert_eq!(res.body["error"], "invalid_request");
+    }
+    let res = call(
+        &app,
+        "PATCH",
+        "/ssf/streams",
+        Some(&manage),
+        Some(json!({"description": "x"})),
+    )
+    .await;
+    assert_eq!(res.status, 400, "no stream_id");
+    let res = call(&app, "GET", "/ssf/streams?stream_id=nope", Some(&read), None).await;
+    assert_eq!(res.status, 404);
+
+    let res = call(
+        &app,
+        "DELETE",
+        &format!("/ssf/streams?stream_id={id}"),
+        Some(&manage),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 204);
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            &format!("/ssf/streams?stream_id={id}"),
+            Some(&read),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+}
+
+async fn create_stream(app: &TestApp, manage: &str) -> String {
+    let create =
+        json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "http://127.0.0.1:9/ssf"}});
+    let res = call(app, "POST", "/ssf/streams", Some(manage), Some(create)).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    res.body["stream_id"].as_str().unwrap().to_owned()
+}
+
+fn outbox(app: &TestApp, stream: &str) -> Vec<offboard::db::models::OutboxRow> {
+    let stream = stream.to_owned();
+    app.db()
+        .read(|c| offboard::db::repo::fanout::outbox_of(c, &stream).map_err(offboard::db::DbError::from))
+        .unwrap()
+}
+
+async fn stream_status_is_read_and_set(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-b", &[Scope::SsfManage]);
+    let id = create_stream(&app, &manage).await;
+
+    let res = call(
+        &app,
+        "GET",
+        &format!("/ssf/status?stream_id={id}"),
+        Some(&manage),
+        None,
+    )
+    .await;
+    assert_eq!(
+        res.body,
+        json!({"stream_id": id, "status": "enabled", "reason": null})
+    );
+    let res = call(
+        &app,
+        "POST",
+        "/ssf/status",
+        Some(&manage),
+        Some(json!({"stream_id": id, "status": "paused", "reason": "maintenance"})),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["status"], "paused");
+    let res = call(
+        &app,
+        "POST",
+        "/ssf/status",
+        Some(&manage),
+        Some(json!({"stream_id": id, "status": "asleep"})),
+    )
+    .await;
+    assert_eq!(res.status, 400);
+    call(
+        &app,
+        "POST",
+        "/ssf/status",
+        Some(&manage),
+        Some(json!({"stream_id": id, "status": "enabled"})),
+    )
+    .await;
+}
+
+async fn removed_subjects_get_no_sets(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-b", &[Scope::SsfManage]);
+    let id = create_stream(&app, &manage).await;
+    // Removing a subject stops its SETs on this stream; adding it back resumes them.
+    let user = app.create_user("quiet@example.com").await;
+    let subject = json!({"stream_id": id, "subject": {"format": "email", "email": "QUIET@example.com"}});
+    let res = call(
+        &app,
+        "POST",
+        "/ssf/subjects:remove",
+        Some(&manage),
+        Some(subject.clone()),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    app.patch(
+        &format!("/Users/{user}"),
+        &patch_op("replace", Some("active"), &json!(false)),
+    )
+    .await;
+    assert!(outbox(&app, &id).is_empty(), "an excluded subject");
+    let by_id = json!({"stream_id": id, "subject": {"format": "iss_sub", "iss": ISSUER, "sub": user}});
+    assert_eq!(
+        call(&app, "POST", "/ssf/subjects:add", Some(&manage), Some(by_id))
+            .await
+            .status,
+        200
+    );
+    app.patch(
+        &format!("/Users/{user}"),
+        &patch_op("replace", Some("active"), &json!(true)),
+    )
+    .await;
+    assert_eq!(outbox(&app, &id).len(), 1, "account-enabled, included again");
+    let unknown = json!({"stream_id": id, "subject": {"format": "email", "email": "nobody@example.com"}});
+    assert_eq!(
+        call(&app, "POST", "/ssf/subjects:add", Some(&manage), Some(unknown))
+            .await
+            .status,
+        400
+    );
+    let phone = json!({"stream_id": id, "subject": {"format": "phone_number", "phone_number": "+1"}});
+    assert_eq!(
+        call(&app, "POST", "/ssf/subjects:add", Some(&manage), Some(phone))
+            .await
+            .status,
+        400
+    );
+}
+
+async fn verification_sends_a_set_about_the_stream(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-b", &[Scope::SsfManage]);
+    let id = create_stream(&app, &manage).await;
+    // Verification: 204, a SET whose subject is the stream, echoing `state`; again at once is 429.
+    let res = call(
+        &app,
+        "POST",
+        "/ssf/verify",
+        Some(&manage),
+        Some(json!({"stream_id": id, "state": "abc123"})),
+    )
+    .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    let rows = outbox(&app, &id);
+    let v = rows.last().unwrap();
+    assert_eq!(
+        v.event_type,
+        "https://schemas.openid.net/secevent/ssf/event-type/verification"
+    );
+    let worker = offboard::fanout::worker::Worker::new(
+        app.db().clone(),
+        app.state.config.clone(),
+        app.state.tokens.keys.clone(),
+        app.state.fanout.clone(),
+    );
+    let row = offboard::fanout::streams::get(app.db(), &id).unwrap();
+    let claims = worker.claims(&row, v);
+    assert_eq!(claims["sub_id"], json!({"format": "opaque", "id": id}));
+    assert_eq!(claims["aud"], "svc-b");
+    assert_eq!(
+        claims["events"]["https://schemas.openid.net/secevent/ssf/event-type/verification"]["state"],
+        "abc123"
+    );
+    let res = call(
+        &app,
+        "POST",
+        "/ssf/verify",
+        Some(&manage),
+        Some(json!({"stream_id": id})),
+    )
+    .await;
+    assert_eq!(res.status, 429);
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            "/ssf/verify",
+            Some(&manage),
+            Some(json!({"stream_id": "nope"}))
+        )
+        .await
+        .status,
+        404
+    );
+}
+
+both_backends!(
+    discovery_names_every_endpoint,
+    streams_are_managed_with_ssf_scopes,
+    streams_update_refuse_and_delete,
+    stream_status_is_read_and_set,
+    removed_subjects_get_no_sets,
+    verification_sends_a_set_about_the_stream,
+);
