@@ -162,6 +162,8 @@ impl Layout {
 }
 
 fn main() -> ExitCode {
+    // reqwest is built with rustls and no bundled provider: install offboard's (aws-lc-rs) before any client.
+    offboard::outbound::install_crypto_provider();
     match run(&Args::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {

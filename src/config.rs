@@ -90,6 +90,10 @@ pub struct FanoutConfig {
     /// queued by this process, or by another instance on PostgreSQL, wake it at once).
     #[serde(deserialize_with = "lenient")]
     pub idle_poll_ms: u64,
+    /// How long a SET claimed for a push stays reserved; after a crash it is sent again once this has passed.
+    /// Keep it above `push_timeout_secs`.
+    #[serde(deserialize_with = "lenient")]
+    pub lease_secs: u64,
 }
 
 impl Default for FanoutConfig {
@@ -101,6 +105,7 @@ impl Default for FanoutConfig {
             push_timeout_secs: 5,
             concurrency: 32,
             idle_poll_ms: 500,
+            lease_secs: 30,
         }
     }
 }
@@ -452,6 +457,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "tokens.refresh_idle_ttl_secs",
                 "must be at least 1 and at most tokens.refresh_absolute_ttl_secs",
+            ));
+        }
+        if self.fanout.lease_secs <= self.fanout.push_timeout_secs {
+            return Err(ConfigError::invalid(
+                "fanout.lease_secs",
+                "must be longer than fanout.push_timeout_secs, or a slow push could be sent twice at once",
             ));
         }
         if self.fanout.max_attempts < 1 || self.fanout.concurrency == 0 || self.fanout.push_timeout_secs == 0

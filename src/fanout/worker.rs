@@ -5,7 +5,7 @@
 //! exponential backoff and jitter (`fanout.backoff_base_ms` doubling up to `fanout.backoff_cap_secs`), and
 //! dead-lettered after `fanout.max_attempts`.
 //!
-//! A claim is a lease: the row's next attempt moves [`LEASE`] ahead before the push. If the process dies before it
+//! A claim is a lease: the row's next attempt moves `fanout.lease_secs` ahead before the push. If the process dies before it
 //! settles the row, the row is due again when the lease ends, so every SET is delivered at least once; receivers
 //! de-duplicate on `jti` (DESIGN.md invariant 5). The worker sleeps until the earliest due SET, at most
 //! `fanout.idle_poll_ms`, and is woken at once by [`wake`] after any commit that wrote outbox rows in this
@@ -25,8 +25,6 @@ use crate::db::models::{OutboxRow, StreamRow};
 use crate::db::{Db, DbError, now, repo};
 use crate::keys::{KeyAlg, KeyStore};
 
-/// How long a claimed SET is reserved for the push in flight.
-pub const LEASE: Duration = Duration::from_secs(30);
 /// Most SETs claimed in one round.
 const CLAIM_LIMIT: i64 = 512;
 
@@ -222,7 +220,7 @@ impl Worker {
     /// settled (delivered, retried or dead-lettered).
     pub fn run_once(&self) -> Result<usize, DbError> {
         let at = now();
-        let lease = at + TimeDelta::from_std(LEASE).unwrap_or(TimeDelta::seconds(30));
+        let lease = at + TimeDelta::seconds(i64::try_from(self.config.fanout.lease_secs).unwrap_or(30));
         let claimed = self
             .db
             .write(|c| repo::fanout::claim_due(c, at, lease, CLAIM_LIMIT).map_err(DbError::from))?;

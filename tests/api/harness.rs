@@ -162,6 +162,8 @@ impl TestApp {
     }
 
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        // reqwest clients (the worker's, the tests' own) need the rustls provider installed first.
+        offboard::outbound::install_crypto_provider();
         let db_guard = TestDb::create(backend);
         let mut config = Config {
             database_url: db_guard.url(),

@@ -9,6 +9,7 @@
 mod harness;
 
 mod auth;
+mod crash;
 mod discovery;
 mod fanout;
 mod fixtures;

@@ -1,0 +1,287 @@
+//! Crash safety of the fan-out (DESIGN.md invariant 5), with the real `offboard serve` binary killed by SIGKILL:
+//! between the commit of a deprovisioning and the delivery of its SETs, and while a push is in flight. After a
+//! restart every SET arrives at least once (same `jti`), in order, and none is lost.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use offboard::credentials::{self, Scope};
+use offboard::db::{Db, DbOptions, DbUrl};
+use offboard::fanout::streams::{self, Delivery, NewStream};
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, TEST_KEK, TestDb, test_keys_file};
+
+/// A loopback receiver that records each pushed SET's `jti` in arrival order. While `delay_ms` is above zero it
+/// holds each request that long before answering; while `down` it answers 503.
+struct Receiver {
+    url: String,
+    jtis: Arc<Mutex<Vec<String>>>,
+    delay_ms: Arc<AtomicU64>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    seen_request: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn receiver() -> Receiver {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let jtis = Arc::new(Mutex::new(Vec::new()));
+    let delay_ms = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (log, delay, off, seen) = (jtis.clone(), delay_ms.clone(), down.clone(), seen_request.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let (log, delay, off, seen) = (log.clone(), delay.clone(), off.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                seen.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(delay.load(Ordering::SeqCst)));
+                let code = if off.load(Ordering::SeqCst) { 503 } else { 202 };
+                if code == 202 {
+                    let set = String::from_utf8_lossy(&body).into_owned();
+                    let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(&set).unwrap();
+                    log.lock()
+                        .unwrap()
+                        .push(claims["jti"].as_str().unwrap().to_owned());
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            });
+        }
+    });
+    Receiver {
+        url,
+        jtis,
+        delay_ms,
+        down,
+        seen_request,
+    }
+}
+
+/// `offboard serve` as a child process on its own port.
+struct Server {
+    child: Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(db_url: &str, dir: &std::path::Path, port: u16) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .arg("serve")
+        .current_dir(dir)
+        .env("OFFBOARD_DATABASE_URL", db_url)
+        .env("OFFBOARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("OFFBOARD_ISSUER", format!("http://127.0.0.1:{port}"))
+        .env("OFFBOARD_KEYS__KEK", TEST_KEK)
+        .env("OFFBOARD_KEYS__IMPORT_PEM_FILE", test_keys_file())
+        .env("OFFBOARD_FANOUT__LEASE_SECS", "2")
+        .env("OFFBOARD_FANOUT__PUSH_TIMEOUT_SECS", "1")
+        .env("OFFBOARD_FANOUT__BACKOFF_BASE_MS", "50")
+        .env("OFFBOARD_FANOUT__BACKOFF_CAP_SECS", "1")
+        .env("OFFBOARD_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start offboard serve");
+    let started = Instant::now();
+    while reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "offboard serve did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child }
+}
+
+impl Server {
+    /// SIGKILL: no shutdown code runs.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn deactivate(port: u16, scim: &str, id: &str) {
+    let res = reqwest::blocking::Client::new()
+        .patch(format!("http://127.0.0.1:{port}/scim/v2/Users/{id}"))
+        .bearer_auth(scim)
+        .header("Content-Type", "application/scim+json")
+        .body(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "path": "active", "value": false}]})
+            .to_string(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+fn create_user(port: u16, scim: &str, name: &str) -> String {
+    let res = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{port}/scim/v2/Users"))
+        .bearer_auth(scim)
+        .header("Content-Type", "application/scim+json")
+        .body(
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name}).to_string(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    res.json::<Value>().unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the receiver has every SET of the stream and the server has settled them all.
+fn wait_for_all(rx: &Receiver, db: &Db, stream: &str, n: usize, within: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let rows = outbox(db, stream);
+        let got = rx.jtis.lock().unwrap().clone();
+        if rows.len() == n
+            && rows
+                .iter()
+                .all(|r| r.status == "delivered" && got.contains(&r.jti))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn crash_between_commit_and_delivery_and_during_delivery(backend: Backend) {
+    offboard::outbound::install_crypto_provider();
+    let test_db = TestDb::create(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let url = test_db.url();
+    let db = Db::open(&DbUrl::parse(&url).unwrap(), &DbOptions::default()).unwrap();
+    db.migrate().unwrap();
+    let scim = credentials::create(&db, "idp", &[Scope::Scim])
+        .unwrap()
+        .expose()
+        .to_owned();
+    let rx = receiver();
+
+    // 1. The receiver is down: the deprovisioning commits, its SETs wait; then the server dies (SIGKILL).
+    rx.down.store(true, Ordering::SeqCst);
+    let port = free_port();
+    let server = serve(&url, dir.path(), port);
+    let config = offboard::config::Config {
+        database_url: url.clone(),
+        issuer: format!("http://127.0.0.1:{port}"),
+        keys: offboard::config::KeyConfig {
+            kek: Some(offboard::config::SecretString::new(TEST_KEK)),
+            import_pem_file: Some(test_keys_file().to_owned()),
+            ..offboard::config::KeyConfig::default()
+        },
+        ..offboard::config::Config::default()
+    };
+    let state = offboard::AppState::open(db.clone(), config).unwrap();
+    let stream = streams::create(
+        &db,
+        &state.tokens.keys,
+        &NewStream {
+            audience: "svc".into(),
+            delivery: Delivery::Push {
+                endpoint_url: rx.url.clone(),
+                authorization_header: None,
+            },
+            events_requested: Vec::new(),
+            description: None,
+            created_by: "test".into(),
+        },
+    )
+    .unwrap()
+    .id;
+    let first = create_user(port, &scim, "first@example.com");
+    deactivate(port, &scim, &first);
+    server.kill();
+    let queued: Vec<String> = outbox(&db, &stream).into_iter().map(|r| r.jti).collect();
+    assert_eq!(queued.len(), 2, "committed with the change, before any delivery");
+
+    // 2. Back up with a slow receiver; kill the server while a push is in flight.
+    rx.down.store(false, Ordering::SeqCst);
+    rx.delay_ms.store(1500, Ordering::SeqCst);
+    rx.seen_request.store(false, Ordering::SeqCst);
+    let server = serve(&url, dir.path(), port);
+    let started = Instant::now();
+    while !rx.seen_request.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(rx.seen_request.load(Ordering::SeqCst), "a push was in flight");
+    server.kill();
+
+    // 3. A third deprovisioning while the receiver is fast again, then restart: everything arrives.
+    rx.delay_ms.store(0, Ordering::SeqCst);
+    let server = serve(&url, dir.path(), port);
+    let second = create_user(port, &scim, "second@example.com");
+    deactivate(port, &scim, &second);
+    wait_for_all(&rx, &db, &stream, 4, Duration::from_secs(30));
+    drop(server);
+
+    let all: Vec<String> = outbox(&db, &stream).into_iter().map(|r| r.jti).collect();
+    assert_eq!(all.len(), 4);
+    let got = rx.jtis.lock().unwrap().clone();
+    for jti in &all {
+        assert!(got.contains(jti), "SET {jti} was lost; got {got:?}");
+    }
+    // At least once, in order: dropping repeats, the receiver saw the stream's SETs in outbox order.
+    let mut firsts: Vec<&String> = Vec::new();
+    for j in &got {
+        if !firsts.contains(&j) {
+            firsts.push(j);
+        }
+    }
+    assert_eq!(firsts, all.iter().collect::<Vec<_>>(), "in order");
+    assert!(outbox(&db, &stream).iter().all(|r| r.status == "delivered"));
+}
+
+fn outbox(db: &Db, stream: &str) -> Vec<offboard::db::models::OutboxRow> {
+    db.read(|c| offboard::db::repo::fanout::outbox_of(c, stream).map_err(offboard::db::DbError::from))
+        .unwrap()
+}
+
+#[test]
+fn sqlite_survives_sigkill() {
+    crash_between_commit_and_delivery_and_during_delivery(Backend::Sqlite);
+}
+
+#[test]
+fn postgres_survives_sigkill() {
+    if crate::harness::postgres_available("crash::postgres_survives_sigkill") {
+        crash_between_commit_and_delivery_and_during_delivery(Backend::Postgres);
+    }
+}
