@@ -1,0 +1,386 @@
+//! The fan-out latency benchmark: from the SCIM answer to a deactivation to the receipt of its SETs at every one
+//! of `--subscribers` loopback receivers (real HTTP servers, one per stream), on SQLite and PostgreSQL.
+//!
+//! ```text
+//! cargo bench --bench fanout -- [--backend sqlite|postgres|both] [--subscribers 100] [--rounds 20]
+//! ```
+//!
+//! The real server runs in-process (`offboard::configure`, one HTTP worker) with its delivery worker, as `offboard
+//! serve` runs them. Each round deactivates one user over SCIM (`PATCH active=false`), takes the time the answer
+//! arrives, and waits until every receiver has both SETs of that deprovisioning (`account-disabled` and
+//! `session-revoked`); each receipt's latency is its arrival minus the answer's. Rounds run one after another,
+//! so the figures are the latency of one offboarding fanned out to every subscriber; every receiver must get
+//! exactly the two SETs of the round (their signatures are checked by the fan-out tests, not here).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, ValueEnum};
+use diesel::{Connection, RunQueryDsl};
+use hdrhistogram::Histogram;
+use offboard::config::{Config, SecretString};
+use offboard::credentials::{self, Scope};
+use offboard::db::{Backend, Db, DbOptions, DbUrl};
+use offboard::fanout::streams::{self, Delivery, NewStream};
+use offboard::{AppState, configure};
+use serde_json::{Value, json};
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Debug, Parser)]
+#[command(about = "Fan-out latency benchmark for offboard (see the module doc of benches/fanout.rs)")]
+struct Args {
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    backend: Which,
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+/// Arrivals per receiver: (user id, event type, when).
+type Arrivals = Arc<Mutex<Vec<(String, String, Instant)>>>;
+
+fn main() -> ExitCode {
+    offboard::outbound::install_crypto_provider();
+    match run(&Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    if args.subscribers == 0 || args.rounds == 0 {
+        bail!("--subscribers and --rounds must be at least 1");
+    }
+    println!("# offboard fan-out latency benchmark\n");
+    println!(
+        "`cargo bench --bench fanout -- --subscribers {} --rounds {}`, {} CPUs\n",
+        args.subscribers,
+        args.rounds,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    let backends: &[Backend] = match args.backend {
+        Which::Sqlite => &[Backend::Sqlite],
+        Which::Postgres => &[Backend::Postgres],
+        Which::Both => &[Backend::Sqlite, Backend::Postgres],
+    };
+    for &backend in backends {
+        run_backend(backend, args)?;
+    }
+    Ok(())
+}
+
+/// A receiver: a loopback HTTP server that answers 202 and records each SET's subject, type and arrival.
+fn receiver() -> anyhow::Result<(String, Arrivals)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/events", listener.local_addr()?);
+    let arrivals: Arrivals = Arc::default();
+    let log = arrivals.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let Ok(clone) = stream.try_clone() else { return };
+                let mut reader = BufReader::new(clone);
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let at = Instant::now();
+                let _ = stream
+                    .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let set = String::from_utf8_lossy(&body).into_owned();
+                if let Ok(claims) = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(&set) {
+                    let sub = claims
+                        .pointer("/sub_id/sub")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let ty = claims
+                        .get("events")
+                        .and_then(Value::as_object)
+                        .and_then(|e| e.keys().next().cloned())
+                        .unwrap_or_default();
+                    if let Ok(mut l) = log.lock() {
+                        l.push((sub, ty, at));
+                    }
+                }
+            });
+        }
+    });
+    Ok((url, arrivals))
+}
+
+fn run_backend(backend: Backend, args: &Args) -> anyhow::Result<()> {
+    let (url, _guard) = database(backend)?;
+    let Some(url) = url else { return Ok(()) };
+    println!(
+        "## {}\n",
+        if backend == Backend::Sqlite {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        }
+    );
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut config = Config {
+        database_url: url.clone(),
+        issuer: format!("http://{addr}"),
+        workers: 1,
+        ..Config::default()
+    };
+    config.keys.kek = Some(SecretString::new("YmVuY2gtb25seS1rZXktZW5jcnlwdGlvbi1rZXkhISE="));
+    config.fanout.concurrency = 32;
+    let db = Db::open(
+        &DbUrl::parse(&url).map_err(|e| anyhow!(e))?,
+        &DbOptions::default(),
+    )?;
+    db.migrate()?;
+    let blocking = config.blocking_threads_per_worker(backend);
+    let state = AppState::open(db.clone(), config)?;
+    let scim = credentials::create(&db, "idp", &[Scope::Scim])?
+        .expose()
+        .to_owned();
+    let receivers = subscribe(&db, &state, args.subscribers)?;
+    let worker = offboard::fanout::worker::Worker::new(
+        db.clone(),
+        state.config.clone(),
+        state.tokens.keys.clone(),
+        state.fanout.clone(),
+    )
+    .spawn()?;
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let server_state = state.clone();
+    let server = std::thread::spawn(move || -> anyhow::Result<()> {
+        actix_web::rt::System::new().block_on(async move {
+            let server = actix_web::HttpServer::new(move || {
+                actix_web::App::new().configure(configure(server_state.clone()))
+            })
+            .workers(1)
+            .worker_max_blocking_threads(blocking)
+            .disable_signals()
+            .listen(listener)?
+            .run();
+            handle_tx
+                .send(server.handle())
+                .map_err(|_| anyhow!("the benchmark went away"))?;
+            server.await.context("HTTP server failed")
+        })
+    });
+    let handle = handle_rx.recv().context("the server did not start")?;
+    let measured = measure(&format!("http://{addr}/scim/v2"), &scim, &receivers, args.rounds);
+    worker.stop();
+    actix_web::rt::System::new().block_on(handle.stop(true));
+    server.join().map_err(|_| anyhow!("server thread panicked"))??;
+    let (scim_ms, first, all) = measured?;
+    #[expect(clippy::cast_precision_loss, reason = "latencies in µs are far below 2^52")]
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{} subscribers, {} rounds, fanout.concurrency 32\n",
+        args.subscribers, args.rounds
+    );
+    println!("| measure | p50 ms | p99 ms | max ms |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| SCIM PATCH answered | {:.1} | {:.1} | {:.1} |",
+        ms(&scim_ms, 0.5),
+        ms(&scim_ms, 0.99),
+        ms(&scim_ms, 1.0)
+    );
+    println!(
+        "| first SET at a receiver, after the answer | {:.1} | {:.1} | {:.1} |",
+        ms(&first, 0.5),
+        ms(&first, 0.99),
+        ms(&first, 1.0)
+    );
+    println!(
+        "| every SET at every receiver, after the answer | {:.1} | {:.1} | {:.1} |\n",
+        ms(&all, 0.5),
+        ms(&all, 0.99),
+        ms(&all, 1.0)
+    );
+    Ok(())
+}
+
+/// One push stream per receiver.
+fn subscribe(db: &Db, state: &AppState, n: usize) -> anyhow::Result<Vec<Arrivals>> {
+    let mut receivers = Vec::new();
+    for i in 0..n {
+        let (rx_url, arrivals) = receiver()?;
+        streams::create(
+            db,
+            &state.tokens.keys,
+            &NewStream {
+                audience: format!("svc-{i}"),
+                delivery: Delivery::Push {
+                    endpoint_url: rx_url,
+                    authorization_header: None,
+                },
+                events_requested: Vec::new(),
+                description: None,
+                created_by: "bench".into(),
+            },
+        )?;
+        receivers.push(arrivals);
+    }
+    Ok(receivers)
+}
+
+type Hist = Histogram<u64>;
+
+/// The rounds: SCIM answer times, first receipt per receiver, every receipt.
+fn measure(
+    base: &str,
+    scim: &str,
+    receivers: &[Arrivals],
+    rounds: usize,
+) -> anyhow::Result<(Hist, Hist, Hist)> {
+    let client = reqwest::blocking::Client::new();
+    let mut first = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut all = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut scim_ms = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for round in 0..rounds {
+        let res = client
+            .post(format!("{base}/Users"))
+            .bearer_auth(scim)
+            .header("Content-Type", "application/scim+json")
+            .body(
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                         "userName": format!("leaver{round}@example.com")})
+                .to_string(),
+            )
+            .send()?;
+        let id = res
+            .json::<Value>()?
+            .get("id")
+            .and_then(Value::as_str)
+            .context("no id")?
+            .to_owned();
+        let sent = Instant::now();
+        let res = client
+            .patch(format!("{base}/Users/{id}"))
+            .bearer_auth(scim)
+            .header("Content-Type", "application/scim+json")
+            .body(
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                         "Operations": [{"op": "replace", "path": "active", "value": false}]})
+                .to_string(),
+            )
+            .send()?;
+        if res.status() != 200 {
+            bail!("deactivation answered {}", res.status());
+        }
+        let answered = Instant::now();
+        scim_ms.saturating_record(micros(answered - sent));
+        let deadline = answered + Duration::from_secs(30);
+        loop {
+            let done = receivers.iter().all(|r| {
+                r.lock()
+                    .is_ok_and(|l| l.iter().filter(|(s, _, _)| *s == id).count() >= 2)
+            });
+            if done {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("round {round}: not every receiver got both SETs within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for r in receivers {
+            let l = r.lock().map_err(|_| anyhow!("poisoned"))?;
+            let mine: Vec<&(String, String, Instant)> = l.iter().filter(|(s, _, _)| *s == id).collect();
+            let mut types: HashMap<&str, usize> = HashMap::new();
+            for (_, ty, _) in &mine {
+                *types.entry(ty.as_str()).or_default() += 1;
+            }
+            if mine.len() != 2 || types.len() != 2 {
+                bail!("round {round}: a receiver got {types:?}");
+            }
+            for (i, (_, _, at)) in mine.iter().enumerate() {
+                let us = micros(at.saturating_duration_since(answered));
+                all.saturating_record(us);
+                if i == 0 {
+                    first.saturating_record(us);
+                }
+            }
+        }
+    }
+    Ok((scim_ms, first, all))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A fresh database: (URL, guard that removes it). `None` URL when PostgreSQL is unreachable.
+fn database(backend: Backend) -> anyhow::Result<(Option<String>, Guard)> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir()?;
+            let url = dir.path().join("offboard.db").to_string_lossy().into_owned();
+            Ok((Some(url), Guard::Dir(dir)))
+        }
+        Backend::Postgres => {
+            let admin = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+            let Ok(mut conn) = diesel::pg::PgConnection::establish(&admin) else {
+                println!("## PostgreSQL\n\nSKIPPED: {admin} is unreachable\n");
+                return Ok((None, Guard::None));
+            };
+            let name = format!("offboard_bench_{}", uuid::Uuid::new_v4().simple());
+            diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn)?;
+            let root = admin
+                .rsplit_once('/')
+                .map_or(admin.as_str(), |(r, _)| r)
+                .to_owned();
+            Ok((Some(format!("{root}/{name}")), Guard::Pg { admin, name }))
+        }
+    }
+}
+
+enum Guard {
+    Dir(#[expect(dead_code, reason = "held for its Drop")] tempfile::TempDir),
+    Pg { admin: String, name: String },
+    None,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Self::Pg { admin, name } = self
+            && let Ok(mut c) = diesel::pg::PgConnection::establish(admin)
+        {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c);
+        }
+    }
+}
