@@ -14,12 +14,13 @@
 //! → `session-revoked` for that session. Every event carries `min_tgen`, the generation now in force.
 
 pub mod metrics;
+pub mod poll;
 pub mod streams;
 pub mod worker;
 
 use serde_json::{Value, json};
 
-use crate::db::models::NewOutbox;
+use crate::db::models::{NewOutbox, OutboxRow, StreamRow};
 use crate::db::{DbConnection, now, repo};
 
 pub const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
@@ -101,6 +102,39 @@ impl Event<'_> {
             } => json!({"event": caep(reason, *initiator), "session": sid}),
         }
     }
+}
+
+/// The claims of the SET an outbox row stands for, on `stream` (RFC 8417 with the SSF profile: no `sub`, no `exp`,
+/// one event): `iss`, the row's stable `jti`, `iat` = when the change committed, the stream's `aud`, `txn`, and
+/// the subject (`iss_sub` of the user; `complex` user + session when one login ended; the stream itself, as
+/// `opaque`, for a verification).
+pub fn set_claims(issuer: &str, stream: &StreamRow, row: &OutboxRow) -> Value {
+    let stored: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
+    let user = row
+        .user_id
+        .as_deref()
+        .map(|id| json!({"format": "iss_sub", "iss": issuer, "sub": id}));
+    let sub_id = match (stored.get("session").and_then(Value::as_str), user) {
+        (Some(sid), Some(user)) => {
+            json!({"format": "complex", "user": user, "session": {"format": "opaque", "id": sid}})
+        }
+        (_, Some(user)) => user,
+        (_, None) => json!({"format": "opaque", "id": stream.id}),
+    };
+    let mut events = serde_json::Map::new();
+    events.insert(
+        row.event_type.clone(),
+        stored.get("event").cloned().unwrap_or(json!({})),
+    );
+    json!({
+        "iss": issuer,
+        "jti": row.jti,
+        "iat": row.created.and_utc().timestamp(),
+        "aud": stream.audience,
+        "txn": row.txn,
+        "sub_id": sub_id,
+        "events": events,
+    })
 }
 
 /// A new `txn`: the id that links every event of one change.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::config::Config;
 use crate::db::models::{OutboxRow, StreamRow};
@@ -298,35 +298,9 @@ impl Worker {
         TimeDelta::milliseconds(i64::try_from(jittered).unwrap_or(60_000))
     }
 
-    /// The SET for a row and a stream (RFC 8417 with the SSF profile: no `sub`, no `exp`, one event).
+    /// The SET for a row and a stream ([`super::set_claims`] with this server's issuer).
     pub fn claims(&self, stream: &StreamRow, row: &OutboxRow) -> Value {
-        let stored: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
-        let iss = &self.config.issuer;
-        let user = row
-            .user_id
-            .as_deref()
-            .map(|id| json!({"format": "iss_sub", "iss": iss, "sub": id}));
-        let sub_id = match (stored.get("session").and_then(Value::as_str), user) {
-            (Some(sid), Some(user)) => {
-                json!({"format": "complex", "user": user, "session": {"format": "opaque", "id": sid}})
-            }
-            (_, Some(user)) => user,
-            (_, None) => json!({"format": "opaque", "id": stream.id}),
-        };
-        let mut events = serde_json::Map::new();
-        events.insert(
-            row.event_type.clone(),
-            stored.get("event").cloned().unwrap_or(json!({})),
-        );
-        json!({
-            "iss": iss,
-            "jti": row.jti,
-            "iat": row.created.and_utc().timestamp(),
-            "aud": stream.audience,
-            "txn": row.txn,
-            "sub_id": sub_id,
-            "events": events,
-        })
+        super::set_claims(&self.config.issuer, stream, row)
     }
 
     fn push(&self, stream: &StreamRow, row: &OutboxRow) -> Pushed {

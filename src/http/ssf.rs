@@ -18,6 +18,10 @@ use crate::fanout::EVENTS_SUPPORTED;
 use crate::fanout::streams::{self, Delivery, NewStream, StreamError, StreamUpdate};
 
 pub const PUSH: &str = "urn:ietf:rfc:8935";
+pub const POLL: &str = "urn:ietf:rfc:8936";
+
+/// The longest a poll with `returnImmediately: false` waits for a SET.
+const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(20);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/.well-known/ssf-configuration", web::get().to(configuration))
@@ -36,7 +40,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/ssf/subjects:add", web::post().to(add_subject))
         .route("/ssf/subjects:remove", web::post().to(remove_subject))
-        .route("/ssf/verify", web::post().to(verify));
+        .route("/ssf/verify", web::post().to(verify))
+        .route("/ssf/poll/{stream_id}", web::post().to(poll));
 }
 
 /// An SSF error: a status and `{"error", "error_description"}`.
@@ -101,7 +106,7 @@ async fn configuration(state: web::Data<AppState>) -> HttpResponse {
         "spec_version": "1_0",
         "issuer": iss,
         "jwks_uri": format!("{iss}/.well-known/jwks.json"),
-        "delivery_methods_supported": [PUSH],
+        "delivery_methods_supported": [PUSH, POLL],
         "configuration_endpoint": format!("{iss}/ssf/streams"),
         "status_endpoint": format!("{iss}/ssf/status"),
         "add_subject_endpoint": format!("{iss}/ssf/subjects:add"),
@@ -117,15 +122,13 @@ async fn configuration(state: web::Data<AppState>) -> HttpResponse {
 fn stream_json(row: &StreamRow, issuer: &str) -> Value {
     let requested: Value = serde_json::from_str(&row.events_requested).unwrap_or(json!([]));
     let mut delivery = serde_json::Map::new();
-    let method = if row.delivery_method == "push" {
-        PUSH
-    } else {
-        "urn:ietf:rfc:8936"
-    };
+    let method = if row.delivery_method == "push" { PUSH } else { POLL };
     delivery.insert("method".into(), Value::from(method));
-    if let Some(url) = &row.endpoint_url {
-        delivery.insert("endpoint_url".into(), Value::from(url.clone()));
-    }
+    let endpoint = match &row.endpoint_url {
+        Some(url) => url.clone(),
+        None => format!("{issuer}/ssf/poll/{}", row.id),
+    };
+    delivery.insert("endpoint_url".into(), Value::from(endpoint));
     json!({
         "stream_id": row.id,
         "iss": issuer,
@@ -175,27 +178,35 @@ async fn create(
     bytes: web::Bytes,
 ) -> Result<HttpResponse, SsfError> {
     let input: StreamIn = body(&bytes)?;
-    let Some(delivery) = input.delivery else {
-        return Err(SsfError::BadRequest(
-            "offboard delivers by push (urn:ietf:rfc:8935): give delivery.method and delivery.endpoint_url"
-                .into(),
-        ));
+    // Without `delivery` the transmitter assumes poll (SSF §8.1.1).
+    let delivery = match input.delivery {
+        None => Delivery::Poll,
+        Some(d) if d.method.as_deref() == Some(POLL) => {
+            if d.endpoint_url.is_some() {
+                return Err(SsfError::BadRequest(
+                    "a poll stream's endpoint_url is offboard's to assign".into(),
+                ));
+            }
+            Delivery::Poll
+        }
+        Some(d) if d.method.as_deref().is_none_or(|m| m == PUSH) => Delivery::Push {
+            endpoint_url: d
+                .endpoint_url
+                .ok_or_else(|| SsfError::BadRequest("delivery.endpoint_url is required for push".into()))?,
+            authorization_header: d.authorization_header,
+        },
+        Some(_) => {
+            return Err(SsfError::BadRequest(format!(
+                "delivery method must be {PUSH} or {POLL}"
+            )));
+        }
     };
-    if delivery.method.as_deref().is_some_and(|m| m != PUSH) {
-        return Err(SsfError::BadRequest(format!("delivery method must be {PUSH}")));
-    }
-    let endpoint_url = delivery
-        .endpoint_url
-        .ok_or_else(|| SsfError::BadRequest("delivery.endpoint_url is required".into()))?;
     let (keys, issuer) = (state.tokens.keys.clone(), state.config.issuer.clone());
     let row = auth
         .run_as::<_, SsfError, _>(move |db, client| {
             let new = NewStream {
                 audience: client.name.clone(),
-                delivery: Delivery::Push {
-                    endpoint_url,
-                    authorization_header: delivery.authorization_header,
-                },
+                delivery,
                 events_requested: input.events_requested.unwrap_or_default(),
                 description: input.description,
                 created_by: client.name.clone(),
@@ -420,4 +431,63 @@ async fn verify(auth: Authenticated<SsfManage>, bytes: web::Bytes) -> Result<Htt
         return Err(SsfError::TooMany(streams::MIN_VERIFICATION_INTERVAL_SECS));
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /ssf/poll/{stream_id}` — scope `ssf.manage` (RFC 8936): acknowledges, then returns queued SETs; with
+/// `returnImmediately: false` (the default) waits up to 20 s for one.
+async fn poll(
+    auth: Authenticated<SsfManage>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, SsfError> {
+    let body: Value = if bytes.is_empty() {
+        json!({})
+    } else {
+        body(&bytes)?
+    };
+    let (req, return_immediately) = crate::fanout::poll::parse(&body)?;
+    let id = path.into_inner();
+    let (keys, issuer) = (state.tokens.keys.clone(), state.config.issuer.clone());
+    let stream_id = id.clone();
+    let mut answer = auth
+        .run_as::<_, SsfError, _>(move |db, _| {
+            Ok(crate::fanout::poll::poll(db, &keys, &issuer, &stream_id, &req)?)
+        })
+        .await?;
+    if answer.sets.is_empty() && !return_immediately {
+        let deadline = std::time::Instant::now() + LONG_POLL;
+        let stream = block({
+            let (db, id) = (state.db.clone(), id.clone());
+            move || streams::get(&db, &id)
+        })
+        .await?;
+        while std::time::Instant::now() < deadline {
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+            let (db, s) = (state.db.clone(), stream.clone());
+            if block(move || crate::fanout::poll::has_pending(&db, &s)).await? {
+                let (db, keys, issuer, sid) = (
+                    state.db.clone(),
+                    state.tokens.keys.clone(),
+                    state.config.issuer.clone(),
+                    id.clone(),
+                );
+                let again = crate::fanout::poll::PollRequest::default();
+                answer = block(move || crate::fanout::poll::poll(&db, &keys, &issuer, &sid, &again)).await?;
+                break;
+            }
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({"sets": answer.sets, "moreAvailable": answer.more_available})))
+}
+
+/// One blocking hop for stream work, in the current span.
+async fn block<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StreamError> + Send + 'static,
+) -> Result<T, SsfError> {
+    let span = tracing::Span::current();
+    web::block(move || span.in_scope(f))
+        .await
+        .map_err(|e| SsfError::App(AppError::internal(e)))?
+        .map_err(SsfError::from)
 }

@@ -31,7 +31,10 @@ async fn discovery_names_every_endpoint(backend: Backend) {
     assert_eq!(c["spec_version"], "1_0");
     assert_eq!(c["issuer"], ISSUER);
     assert_eq!(c["jwks_uri"], format!("{ISSUER}/.well-known/jwks.json"));
-    assert_eq!(c["delivery_methods_supported"], json!(["urn:ietf:rfc:8935"]));
+    assert_eq!(
+        c["delivery_methods_supported"],
+        json!(["urn:ietf:rfc:8935", "urn:ietf:rfc:8936"])
+    );
     for (k, path) in [
         ("configuration_endpoint", "/ssf/streams"),
         ("status_endpoint", "/ssf/status"),
@@ -129,8 +132,8 @@ async fn streams_update_refuse_and_delete(backend: Backend) {
     assert_eq!(res.body["events_requested"].as_array().unwrap().len(), ALL_EVENTS);
 
     let bad = [
-        json!({"description": "no delivery"}),
-        json!({"delivery": {"method": "urn:ietf:rfc:8936"}}),
+        json!({"delivery": {"method": "urn:ietf:rfc:8936", "endpoint_url": "https://mine.example/poll"}}),
+        json!({"delivery": {"method": "urn:example:carrier-pigeon"}}),
         json!({"delivery": {"endpoint_url": "http://svc.example.com/ssf"}}),
         json!({"delivery": {"endpoint_url": "https://svc.example.com/ssf"}, "events_requested": ["https://x.example/nope"]}),
     ];
@@ -343,6 +346,108 @@ async fn verification_sends_a_set_about_the_stream(backend: Backend) {
     );
 }
 
+async fn poll(app: &TestApp, secret: &str, url: &str, body: Value) -> Resp {
+    let path = url.strip_prefix(ISSUER).unwrap().to_owned();
+    call(app, "POST", &path, Some(secret), Some(body)).await
+}
+
+async fn poll_delivery_serves_until_acknowledged(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-p", &[Scope::SsfManage]);
+    // No `delivery`: a poll stream, with offboard's endpoint.
+    let res = call(
+        &app,
+        "POST",
+        "/ssf/streams",
+        Some(&manage),
+        Some(json!({"description": "behind a firewall"})),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.body["delivery"]["method"], "urn:ietf:rfc:8936");
+    let id = res.body["stream_id"].as_str().unwrap().to_owned();
+    let url = res.body["delivery"]["endpoint_url"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("{ISSUER}/ssf/poll/{id}"));
+
+    let empty = poll(&app, &manage, &url, json!({"returnImmediately": true})).await;
+    assert_eq!(empty.status, 200, "{}", empty.text);
+    assert_eq!(empty.body, json!({"sets": {}, "moreAvailable": false}));
+
+    let user = app.create_user("polled@example.com").await;
+    app.patch(
+        &format!("/Users/{user}"),
+        &patch_op("replace", Some("active"), &json!(false)),
+    )
+    .await;
+    let res = poll(
+        &app,
+        &manage,
+        &url,
+        json!({"returnImmediately": true, "maxEvents": 1}),
+    )
+    .await;
+    assert_eq!(res.body["moreAvailable"], true);
+    assert_eq!(res.body["sets"].as_object().unwrap().len(), 1);
+    let res = poll(&app, &manage, &url, json!({"returnImmediately": true})).await;
+    let sets = res.body["sets"].as_object().unwrap().clone();
+    assert_eq!(sets.len(), 2, "not acknowledged yet: served again");
+    for (jti, set) in &sets {
+        let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(set.as_str().unwrap()).unwrap();
+        assert_eq!(&claims["jti"], jti);
+        assert_eq!(claims["aud"], "svc-p");
+        assert_eq!(claims["sub_id"]["sub"], user.as_str());
+        let header = jsonwebtoken::decode_header(set.as_str().unwrap()).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("secevent+jwt"));
+    }
+    let mut jtis: Vec<&String> = sets.keys().collect();
+    jtis.sort();
+    let (first, second) = (jtis[0].clone(), jtis[1].clone());
+    let res = poll(
+        &app,
+        &manage,
+        &url,
+        json!({"returnImmediately": true, "ack": [first],
+               "setErrs": {second.clone(): {"err": "invalid_audience", "description": "not ours"}}}),
+    )
+    .await;
+    assert_eq!(
+        res.body,
+        json!({"sets": {}, "moreAvailable": false}),
+        "{}",
+        res.text
+    );
+    let rows = offboard::db::repo::fanout::outbox_of;
+    let rows = app
+        .db()
+        .read(|c| rows(c, &id).map_err(offboard::db::DbError::from))
+        .unwrap();
+    let by_jti = |j: &str| rows.iter().find(|r| r.jti == j).unwrap().clone();
+    assert_eq!(by_jti(&first).status, "delivered");
+    assert_eq!(by_jti(&second).status, "dead");
+    assert_eq!(
+        by_jti(&second).last_error.as_deref(),
+        Some("receiver: invalid_audience not ours")
+    );
+
+    // A long poll waits for the next SET and returns it as soon as it is queued.
+    let waiting = poll(&app, &manage, &url, json!({}));
+    let change = async {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+        app.patch(
+            &format!("/Users/{user}"),
+            &patch_op("replace", Some("active"), &json!(true)),
+        )
+        .await
+    };
+    let (res, _) = futures::join!(waiting, change);
+    assert_eq!(res.body["sets"].as_object().unwrap().len(), 1, "{}", res.text);
+
+    let res = poll(&app, &manage, &url, json!({"maxEvents": -1})).await;
+    assert_eq!(res.status, 400);
+    let res = call(&app, "POST", &format!("/ssf/poll/{id}"), None, Some(json!({}))).await;
+    assert_eq!(res.status, 401);
+}
+
 both_backends!(
     discovery_names_every_endpoint,
     streams_are_managed_with_ssf_scopes,
@@ -350,4 +455,5 @@ both_backends!(
     stream_status_is_read_and_set,
     removed_subjects_get_no_sets,
     verification_sends_a_set_about_the_stream,
+    poll_delivery_serves_until_acknowledged,
 );

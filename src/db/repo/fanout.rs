@@ -218,6 +218,39 @@ pub fn next_due(conn: &mut DbConnection) -> QueryResult<Option<NaiveDateTime>> {
         .get_result(conn)
 }
 
+/// The oldest `limit` pending SETs of a stream (poll delivery).
+pub fn pending(conn: &mut DbConnection, stream_id: &str, limit: i64) -> QueryResult<Vec<OutboxRow>> {
+    outbox::table
+        .filter(outbox::stream_id.eq(stream_id))
+        .filter(outbox::status.eq("pending"))
+        .order(outbox::id.asc())
+        .limit(limit)
+        .select(OutboxRow::as_select())
+        .load(conn)
+}
+
+/// Settles pending SETs of a stream by `jti`: delivered (acknowledged) or dead (with the receiver's error).
+pub fn settle_by_jti(
+    conn: &mut DbConnection,
+    stream_id: &str,
+    jti: &str,
+    at: NaiveDateTime,
+    error: Option<&str>,
+) -> QueryResult<usize> {
+    let target = outbox::table
+        .filter(outbox::stream_id.eq(stream_id))
+        .filter(outbox::jti.eq(jti))
+        .filter(outbox::status.eq("pending"));
+    match error {
+        None => diesel::update(target)
+            .set((outbox::status.eq("delivered"), outbox::delivered_at.eq(at)))
+            .execute(conn),
+        Some(e) => diesel::update(target)
+            .set((outbox::status.eq("dead"), outbox::last_error.eq(e)))
+            .execute(conn),
+    }
+}
+
 /// Outbox counts by stream, status and whether a push was tried before: `(stream, status, retried, count)`.
 pub fn status_counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, String, bool, i64)>> {
     let rows: Vec<(String, String, i32, i64)> = outbox::table
