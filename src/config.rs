@@ -94,6 +94,17 @@ pub struct FanoutConfig {
     /// Keep it above `push_timeout_secs`.
     #[serde(deserialize_with = "lenient")]
     pub lease_secs: u64,
+    /// How SETs name the user (RFC 9493): `iss_sub` (offboard's issuer and the SCIM id), `email` (the user's
+    /// primary email, falling back to `iss_sub` for a user without one) or `aliases` (both).
+    pub subject_format: SubjectFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectFormat {
+    IssSub,
+    Email,
+    Aliases,
 }
 
 impl Default for FanoutConfig {
@@ -106,6 +117,7 @@ impl Default for FanoutConfig {
             concurrency: 32,
             idle_poll_ms: 500,
             lease_secs: 30,
+            subject_format: SubjectFormat::IssSub,
         }
     }
 }

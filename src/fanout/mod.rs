@@ -20,6 +20,7 @@ pub mod worker;
 
 use serde_json::{Value, json};
 
+use crate::config::SubjectFormat;
 use crate::db::models::{NewOutbox, OutboxRow, StreamRow};
 use crate::db::{DbConnection, now, repo};
 
@@ -108,12 +109,19 @@ impl Event<'_> {
 /// one event): `iss`, the row's stable `jti`, `iat` = when the change committed, the stream's `aud`, `txn`, and
 /// the subject (`iss_sub` of the user; `complex` user + session when one login ended; the stream itself, as
 /// `opaque`, for a verification).
-pub fn set_claims(issuer: &str, stream: &StreamRow, row: &OutboxRow) -> Value {
+pub fn set_claims(issuer: &str, format: SubjectFormat, stream: &StreamRow, row: &OutboxRow) -> Value {
     let stored: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
-    let user = row
-        .user_id
-        .as_deref()
-        .map(|id| json!({"format": "iss_sub", "iss": issuer, "sub": id}));
+    let email = stored.get("email").and_then(Value::as_str);
+    let user = row.user_id.as_deref().map(|id| {
+        let iss_sub = json!({"format": "iss_sub", "iss": issuer, "sub": id});
+        match (format, email) {
+            (SubjectFormat::Email, Some(email)) => json!({"format": "email", "email": email}),
+            (SubjectFormat::Aliases, Some(email)) => {
+                json!({"format": "aliases", "identifiers": [iss_sub, {"format": "email", "email": email}]})
+            }
+            _ => iss_sub,
+        }
+    });
     let sub_id = match (stored.get("session").and_then(Value::as_str), user) {
         (Some(sid), Some(user)) => {
             json!({"format": "complex", "user": user, "session": {"format": "opaque", "id": sid}})
@@ -137,6 +145,29 @@ pub fn set_claims(issuer: &str, stream: &StreamRow, row: &OutboxRow) -> Value {
     })
 }
 
+/// The user's primary email (else the first), as provisioned, for `email` subjects.
+fn primary_email(conn: &mut DbConnection, user_id: &str) -> diesel::QueryResult<Option<String>> {
+    use diesel::prelude::*;
+
+    use crate::db::schema::users;
+    let resource: Option<String> = users::table
+        .filter(users::id.eq(user_id))
+        .select(users::resource)
+        .load(conn)
+        .map(repo::unique)?;
+    let emails = resource
+        .and_then(|r| serde_json::from_str::<Value>(&r).ok())
+        .and_then(|v| v.get("emails").cloned())
+        .and_then(|e| e.as_array().cloned())
+        .unwrap_or_default();
+    let value = |e: &Value| e.get("value").and_then(Value::as_str).map(str::to_owned);
+    Ok(emails
+        .iter()
+        .find(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
+        .and_then(value)
+        .or_else(|| emails.first().and_then(value)))
+}
+
 /// A new `txn`: the id that links every event of one change.
 pub fn new_txn() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -157,6 +188,7 @@ pub fn enqueue(
         return Ok(0);
     }
     let excluded = repo::fanout::excluding(conn, user_id)?;
+    let email = primary_email(conn, user_id)?;
     let at = now();
     let mut written = 0;
     for stream in streams.iter().filter(|s| !excluded.contains(&s.id)) {
@@ -165,7 +197,11 @@ pub fn enqueue(
             if !requested.iter().any(|e| e == event.uri()) {
                 continue;
             }
-            let payload = event.payload(min_tgen, at.and_utc().timestamp()).to_string();
+            let mut payload = event.payload(min_tgen, at.and_utc().timestamp());
+            if let (Some(email), Value::Object(m)) = (&email, &mut payload) {
+                m.insert("email".into(), Value::from(email.clone()));
+            }
+            let payload = payload.to_string();
             let jti = uuid::Uuid::new_v4().simple().to_string();
             repo::fanout::insert_outbox(
                 conn,

@@ -37,7 +37,7 @@ pub struct PollAnswer {
 pub fn poll(
     db: &Db,
     keys: &KeyStore,
-    issuer: &str,
+    config: &crate::config::Config,
     stream_id: &str,
     req: &PollRequest,
 ) -> Result<PollAnswer, StreamError> {
@@ -71,7 +71,7 @@ pub fn poll(
     let signer = keys.signer(KeyAlg::RS256)?;
     let mut sets = BTreeMap::new();
     for row in rows.iter().take(usize::try_from(limit).unwrap_or(0)) {
-        let claims = super::set_claims(issuer, &stream, row);
+        let claims = super::set_claims(&config.issuer, config.fanout.subject_format, &stream, row);
         sets.insert(row.jti.clone(), signer.sign("secevent+jwt", &claims)?);
     }
     Ok(PollAnswer { sets, more_available })

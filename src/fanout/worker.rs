@@ -300,7 +300,12 @@ impl Worker {
 
     /// The SET for a row and a stream ([`super::set_claims`] with this server's issuer).
     pub fn claims(&self, stream: &StreamRow, row: &OutboxRow) -> Value {
-        super::set_claims(&self.config.issuer, stream, row)
+        super::set_claims(
+            &self.config.issuer,
+            self.config.fanout.subject_format,
+            stream,
+            row,
+        )
     }
 
     fn push(&self, stream: &StreamRow, row: &OutboxRow) -> Pushed {

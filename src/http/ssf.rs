@@ -448,11 +448,11 @@ async fn poll(
     };
     let (req, return_immediately) = crate::fanout::poll::parse(&body)?;
     let id = path.into_inner();
-    let (keys, issuer) = (state.tokens.keys.clone(), state.config.issuer.clone());
+    let (keys, config) = (state.tokens.keys.clone(), state.config.clone());
     let stream_id = id.clone();
     let mut answer = auth
         .run_as::<_, SsfError, _>(move |db, _| {
-            Ok(crate::fanout::poll::poll(db, &keys, &issuer, &stream_id, &req)?)
+            Ok(crate::fanout::poll::poll(db, &keys, &config, &stream_id, &req)?)
         })
         .await?;
     if answer.sets.is_empty() && !return_immediately {
@@ -466,14 +466,14 @@ async fn poll(
             actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
             let (db, s) = (state.db.clone(), stream.clone());
             if block(move || crate::fanout::poll::has_pending(&db, &s)).await? {
-                let (db, keys, issuer, sid) = (
+                let (db, keys, config, sid) = (
                     state.db.clone(),
                     state.tokens.keys.clone(),
-                    state.config.issuer.clone(),
+                    state.config.clone(),
                     id.clone(),
                 );
                 let again = crate::fanout::poll::PollRequest::default();
-                answer = block(move || crate::fanout::poll::poll(&db, &keys, &issuer, &sid, &again)).await?;
+                answer = block(move || crate::fanout::poll::poll(&db, &keys, &config, &sid, &again)).await?;
                 break;
             }
         }

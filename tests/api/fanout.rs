@@ -522,6 +522,36 @@ async fn the_running_worker_is_woken_by_the_commit(backend: Backend) {
     eprintln!("SCIM PATCH to both SETs received: {} ms", took.as_millis());
 }
 
+async fn subjects_can_be_emails_or_aliases(backend: Backend) {
+    for (format, want) in [
+        (
+            offboard::config::SubjectFormat::Email,
+            json!({"format": "email", "email": "mail@example.com"}),
+        ),
+        (
+            offboard::config::SubjectFormat::Aliases,
+            json!({"format": "aliases", "identifiers": [
+                {"format": "iss_sub", "iss": ISSUER, "sub": "ID"},
+                {"format": "email", "email": "mail@example.com"}]}),
+        ),
+    ] {
+        let app = TestApp::start_with(backend, |c| c.fanout.subject_format = format).await;
+        let rx = receiver();
+        let s = add_stream(&app, &rx, "svc");
+        let id = app.create_user("mail@example.com").await;
+        app.patch(
+            &format!("/Users/{id}"),
+            &patch_op("replace", Some("active"), &json!(false)),
+        )
+        .await;
+        let row = streams::get(app.db(), &s).unwrap();
+        let claims = worker(&app).claims(&row, &outbox(&app, &s)[0]);
+        let want: Value =
+            serde_json::from_str(&want.to_string().replace("\"ID\"", &format!("\"{id}\""))).unwrap();
+        assert_eq!(claims["sub_id"], want);
+    }
+}
+
 /// `offboard receiver` as a real peer: its actix app on a loopback listener in its own thread.
 fn offboard_receiver(
     app: &TestApp,
@@ -682,6 +712,7 @@ both_backends!(
     a_lost_claim_is_delivered_again,
     the_running_worker_is_woken_by_the_commit,
     the_offboard_receiver_verifies_and_dedupes,
+    subjects_can_be_emails_or_aliases,
 );
 
 /// PostgreSQL only: SQLite has one instance per file, woken in process.
