@@ -576,6 +576,10 @@ pub fn is_loopback_http(url: &str) -> bool {
         return false;
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // `http://localhost:x@elsewhere/` names the host after the userinfo: refuse any userinfo.
+    if host.contains(['@', '\\']) {
+        return false;
+    }
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.split_once(']').map(|(h, _)| h))

@@ -65,7 +65,12 @@ enum Command {
         #[arg(long)]
         audience: String,
         /// Require this `Authorization` header on every push (the stream's --auth-header).
-        #[arg(long, value_name = "VALUE")]
+        #[arg(
+            long,
+            value_name = "VALUE",
+            env = "OFFBOARD_STREAM_AUTH_HEADER",
+            hide_env_values = true
+        )]
         auth_header: Option<String>,
     },
 }
@@ -81,7 +86,13 @@ enum StreamsCommand {
         #[arg(long)]
         audience: String,
         /// An `Authorization` header value offboard sends with each SET, e.g. "Bearer s3cret" (sealed at rest).
-        #[arg(long, value_name = "VALUE")]
+        /// Prefer the environment variable, which stays out of the shell history.
+        #[arg(
+            long,
+            value_name = "VALUE",
+            env = "OFFBOARD_STREAM_AUTH_HEADER",
+            hide_env_values = true
+        )]
         auth_header: Option<String>,
         /// Comma-separated event-type URIs (default: every event offboard emits).
         #[arg(long, value_delimiter = ',')]

@@ -70,5 +70,11 @@ mod tests {
         assert!(!allowed_url("http://idp.example.com/jwks"));
         assert!(!allowed_url("http://10.0.0.1/jwks"));
         assert!(!allowed_url("ftp://x"));
+        assert!(
+            !allowed_url("http://localhost:x@evil.example/"),
+            "userinfo names another host"
+        );
+        assert!(!allowed_url("http://[::1]@evil.example/"));
+        assert!(!allowed_url("http://127.0.0.1\\@evil.example/"));
     }
 }

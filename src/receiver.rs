@@ -166,11 +166,8 @@ impl Receiver {
         if !fresh {
             return Ok(None);
         }
-        let sub = verified
-            .subject
-            .get("sub")
-            .or_else(|| verified.subject.get("user").and_then(|u| u.get("sub")))
-            .and_then(Value::as_str);
+        let sub = subject_key(&verified.subject);
+        let sub = sub.as_deref();
         if let (Some(sub), Some(tgen)) = (sub, verified.min_tgen)
             && let Ok(mut m) = self.min_tgen.lock()
         {
@@ -195,6 +192,29 @@ impl Receiver {
             a.push(verified.clone());
         }
         Ok(Some(verified))
+    }
+}
+
+/// The key a service keeps `min_tgen` under: the `sub` of an `iss_sub` subject (also inside `complex` and
+/// `aliases`), else the email of an `email` subject.
+fn subject_key(subject: &Value) -> Option<String> {
+    let of = |s: &Value| -> Option<String> {
+        match s.get("format").and_then(Value::as_str)? {
+            "iss_sub" => s.get("sub").and_then(Value::as_str).map(str::to_owned),
+            "email" => s.get("email").and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        }
+    };
+    match subject.get("format").and_then(Value::as_str) {
+        Some("complex") => subject.get("user").and_then(of),
+        Some("aliases") => {
+            let ids = subject.get("identifiers").and_then(Value::as_array)?;
+            let iss_sub = ids
+                .iter()
+                .find(|i| i.get("format").and_then(Value::as_str) == Some("iss_sub"));
+            iss_sub.or_else(|| ids.first()).and_then(of)
+        }
+        _ => of(subject),
     }
 }
 

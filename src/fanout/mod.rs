@@ -187,6 +187,10 @@ pub fn enqueue(
     if streams.is_empty() {
         return Ok(0);
     }
+    // Outbox ids must follow commit order, or a stream could get a later change first: on PostgreSQL ids are
+    // taken at insert, so enqueuing transactions take turns (the lock is held until commit). SQLite's single
+    // writer takes turns already.
+    repo::advisory_lock(conn, "outbox", "order")?;
     let excluded = repo::fanout::excluding(conn, user_id)?;
     let email = primary_email(conn, user_id)?;
     let at = now();

@@ -4,8 +4,6 @@
 //! de-duplicate on `jti`); a rejected SET is dead-lettered with the receiver's error. Paused and disabled
 //! streams serve nothing.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use super::streams::StreamError;
@@ -28,8 +26,8 @@ pub struct PollRequest {
 /// What it gets back.
 #[derive(Debug, Clone)]
 pub struct PollAnswer {
-    /// `jti` → signed SET.
-    pub sets: BTreeMap<String, String>,
+    /// (`jti`, signed SET), oldest first.
+    pub sets: Vec<(String, String)>,
     pub more_available: bool,
 }
 
@@ -62,17 +60,17 @@ pub fn poll(
     }
     if stream.status != "enabled" || limit == 0 {
         return Ok(PollAnswer {
-            sets: BTreeMap::new(),
+            sets: Vec::new(),
             more_available: false,
         });
     }
     let rows = db.read(|c| repo::fanout::pending(c, stream_id, limit + 1).map_err(StreamError::from))?;
     let more_available = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
     let signer = keys.signer(KeyAlg::RS256)?;
-    let mut sets = BTreeMap::new();
+    let mut sets = Vec::new();
     for row in rows.iter().take(usize::try_from(limit).unwrap_or(0)) {
         let claims = super::set_claims(&config.issuer, config.fanout.subject_format, &stream, row);
-        sets.insert(row.jti.clone(), signer.sign("secevent+jwt", &claims)?);
+        sets.push((row.jti.clone(), signer.sign("secevent+jwt", &claims)?));
     }
     Ok(PollAnswer { sets, more_available })
 }

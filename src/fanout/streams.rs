@@ -28,8 +28,8 @@ impl From<diesel::result::Error> for StreamError {
     }
 }
 
-/// How a stream receives its SETs.
-#[derive(Debug, Clone)]
+/// How a stream receives its SETs. `Debug` leaves the authorization header out.
+#[derive(Clone)]
 pub enum Delivery {
     /// RFC 8935: offboard POSTs each SET to `endpoint_url`.
     Push {
@@ -38,6 +38,18 @@ pub enum Delivery {
     },
     /// RFC 8936: the receiver polls.
     Poll,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Push { endpoint_url, .. } => f
+                .debug_struct("Push")
+                .field("endpoint_url", endpoint_url)
+                .finish_non_exhaustive(),
+            Self::Poll => f.write_str("Poll"),
+        }
+    }
 }
 
 /// A new stream.
@@ -85,15 +97,25 @@ fn validate(new: &NewStream) -> Result<(), StreamError> {
             ));
         }
     }
-    for e in &new.events_requested {
-        if !EVENTS_SUPPORTED.contains(&e.as_str()) {
-            return Err(StreamError::Invalid(format!(
-                "event type `{e}` is not one offboard emits (supported: {})",
-                EVENTS_SUPPORTED.join(", ")
-            )));
-        }
+    if !new.events_requested.is_empty() && delivered(&new.events_requested).is_empty() {
+        return Err(StreamError::Invalid(format!(
+            "none of the requested event types is one offboard emits (supported: {})",
+            EVENTS_SUPPORTED.join(", ")
+        )));
     }
     Ok(())
+}
+
+/// The events a stream gets (`events_delivered`): those requested that offboard emits, or all of them when none
+/// was named. Requested types offboard does not emit are ignored (SSF §8.1.1).
+pub fn delivered(requested: &[String]) -> Vec<&'static str> {
+    if requested.is_empty() {
+        return EVENTS_SUPPORTED.to_vec();
+    }
+    EVENTS_SUPPORTED
+        .into_iter()
+        .filter(|e| requested.iter().any(|r| r == e))
+        .collect()
 }
 
 fn url_has_no_host(url: &str) -> bool {
@@ -106,11 +128,7 @@ fn url_has_no_host(url: &str) -> bool {
 pub fn create(db: &Db, keys: &KeyStore, new: &NewStream) -> Result<StreamRow, StreamError> {
     validate(new)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let events: Vec<&str> = if new.events_requested.is_empty() {
-        EVENTS_SUPPORTED.to_vec()
-    } else {
-        new.events_requested.iter().map(String::as_str).collect()
-    };
+    let events = delivered(&new.events_requested);
     let (method, endpoint_url, authorization_header) = match &new.delivery {
         Delivery::Push {
             endpoint_url,
@@ -193,14 +211,23 @@ pub fn get(db: &Db, id: &str) -> Result<StreamRow, StreamError> {
         .ok_or_else(|| StreamError::NotFound(id.to_owned()))
 }
 
-/// Changes to a stream's receiver-supplied settings; `None` leaves one as it is.
-#[derive(Debug, Clone, Default)]
+/// Changes to a stream's receiver-supplied settings; `None` leaves one as it is. `Debug` leaves the header out.
+#[derive(Clone, Default)]
 pub struct StreamUpdate {
     pub endpoint_url: Option<String>,
     /// `Some(None)` removes the header.
     pub authorization_header: Option<Option<String>>,
     pub events_requested: Option<Vec<String>>,
     pub description: Option<Option<String>>,
+}
+
+impl std::fmt::Debug for StreamUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamUpdate")
+            .field("endpoint_url", &self.endpoint_url)
+            .field("events_requested", &self.events_requested)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Applies `update` to a push stream and returns it.
@@ -223,6 +250,11 @@ pub fn update(db: &Db, keys: &KeyStore, id: &str, update: &StreamUpdate) -> Resu
     };
     if row.delivery_method == "push" {
         validate(&check)?;
+        // A header was meant for the endpoint it was given with: a new endpoint without a new header gets none.
+        if row.endpoint_url.as_deref() != Some(endpoint_url.as_str()) && update.authorization_header.is_none()
+        {
+            row.authorization_header = None;
+        }
         row.endpoint_url = Some(endpoint_url);
     } else if update.endpoint_url.is_some() {
         return Err(StreamError::Invalid("a poll stream has no push endpoint".into()));
@@ -234,12 +266,7 @@ pub fn update(db: &Db, keys: &KeyStore, id: &str, update: &StreamUpdate) -> Resu
             .transpose()?;
     }
     if let Some(events) = &update.events_requested {
-        let events: Vec<&str> = if events.is_empty() {
-            EVENTS_SUPPORTED.to_vec()
-        } else {
-            events.iter().map(String::as_str).collect()
-        };
-        row.events_requested = Value::from(events).to_string();
+        row.events_requested = Value::from(delivered(events)).to_string();
     }
     if let Some(d) = &update.description {
         row.description.clone_from(d);
@@ -340,6 +367,14 @@ mod tests {
         assert!(validate(&push("https://")).is_err());
         let mut bad_event = push("https://svc.example.com/ssf");
         bad_event.events_requested = vec!["https://example.com/nope".into()];
-        assert!(validate(&bad_event).is_err());
+        assert!(validate(&bad_event).is_err(), "nothing offboard emits");
+        bad_event
+            .events_requested
+            .push(super::super::ACCOUNT_DISABLED.into());
+        assert!(validate(&bad_event).is_ok(), "unsupported types are ignored");
+        assert_eq!(
+            delivered(&bad_event.events_requested),
+            vec![super::super::ACCOUNT_DISABLED]
+        );
     }
 }

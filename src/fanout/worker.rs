@@ -25,9 +25,6 @@ use crate::db::models::{OutboxRow, StreamRow};
 use crate::db::{Db, DbError, now, repo};
 use crate::keys::{KeyAlg, KeyStore};
 
-/// Most SETs claimed in one round.
-const CLAIM_LIMIT: i64 = 512;
-
 static WAKE: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
 /// Wakes the worker of this process (called after a commit that wrote outbox rows).
@@ -110,8 +107,16 @@ fn wake_count() -> u64 {
 #[derive(Debug)]
 enum Pushed {
     Delivered,
+    /// Worth retrying (the receiver is down, or answered with a transient error).
     Failed(String),
+    /// The receiver says this SET is invalid for it (RFC 8935 §2.3 `invalid_request`, `invalid_issuer`,
+    /// `invalid_audience`): the same SET would fail again, so it is dead-lettered at once and the stream moves on.
+    Rejected(String),
 }
+
+/// RFC 8935 error codes that retrying the same SET cannot fix (`invalid_key` can: the receiver may not have
+/// fetched a new key yet; `authentication_failed` and `access_denied` are the receiver's configuration).
+const PERMANENT_ERRORS: [&str; 3] = ["invalid_request", "invalid_issuer", "invalid_audience"];
 
 /// Delivers SETs for one server.
 pub struct Worker {
@@ -221,70 +226,76 @@ impl Worker {
     pub fn run_once(&self) -> Result<usize, DbError> {
         let at = now();
         let lease = at + TimeDelta::seconds(i64::try_from(self.config.fanout.lease_secs).unwrap_or(30));
+        // At most one SET per thread per round, each settled right after its push: no claimed SET waits behind
+        // another push, so a lease (longer than one push's timeout) never runs out while its push is in flight.
+        let limit = i64::try_from(self.config.fanout.concurrency).unwrap_or(32);
         let claimed = self
             .db
-            .write(|c| repo::fanout::claim_due(c, at, lease, CLAIM_LIMIT).map_err(DbError::from))?;
+            .write(|c| repo::fanout::claim_due(c, at, lease, limit).map_err(DbError::from))?;
         if claimed.is_empty() {
             return Ok(0);
         }
         let streams = self
             .db
             .read(|c| repo::fanout::streams(c).map_err(DbError::from))?;
-        let queue = Mutex::new(claimed.into_iter().collect::<Vec<_>>());
-        let results = Mutex::new(Vec::new());
-        let threads = self
-            .config
-            .fanout
-            .concurrency
-            .min(queue.lock().map_or(1, |q| q.len()))
-            .max(1);
+        let settled = std::sync::atomic::AtomicUsize::new(0);
+        let failure = Mutex::new(None);
         std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    // The queue lock is released at the end of the `let`, before the push.
-                    loop {
-                        let next = queue.lock().ok().and_then(|mut q| q.pop());
-                        let Some(row) = next else { break };
-                        let started = Instant::now();
-                        let outcome = match streams.iter().find(|s| s.id == row.stream_id) {
-                            Some(stream) => self.push(stream, &row),
-                            None => Pushed::Failed("the stream was removed".into()),
-                        };
-                        if let Ok(mut r) = results.lock() {
-                            r.push((row, outcome, started.elapsed()));
+            for row in &claimed {
+                let (streams, settled, failure) = (&streams, &settled, &failure);
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let outcome = match streams.iter().find(|s| s.id == row.stream_id) {
+                        Some(stream) => self.push(stream, row),
+                        None => Pushed::Failed("the stream was removed".into()),
+                    };
+                    match self.settle(row, &outcome, started.elapsed()) {
+                        Ok(()) => {
+                            settled.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            if let Ok(mut f) = failure.lock() {
+                                f.get_or_insert(e);
+                            }
                         }
                     }
                 });
             }
         });
-        let results = results.into_inner().unwrap_or_default();
-        let settled = results.len();
-        self.db.write(|c| {
-            let at = now();
-            for (row, outcome, took) in &results {
-                match outcome {
-                    Pushed::Delivered => {
-                        repo::fanout::mark_delivered(c, row.id, at)?;
-                        let latency = (at - row.created).num_milliseconds();
-                        #[expect(clippy::cast_precision_loss, reason = "milliseconds far below 2^52")]
-                        self.stats.delivered(&row.stream_id, latency as f64 / 1000.0);
-                        tracing::info!(stream.id = %row.stream_id, set.jti = %row.jti, took_ms = took.as_millis(), "delivered SET {} to stream {}", row.jti, row.stream_id);
-                    }
-                    Pushed::Failed(why) => {
-                        let dead = row.attempts >= self.config.fanout.max_attempts;
-                        let next = at + self.backoff(row.attempts);
-                        repo::fanout::mark_failed(c, row.id, next, why, dead)?;
-                        if dead {
-                            tracing::error!(stream.id = %row.stream_id, set.jti = %row.jti, attempts = row.attempts, "dead-lettered SET {} for stream {}: {why}", row.jti, row.stream_id);
-                        } else {
-                            tracing::warn!(stream.id = %row.stream_id, set.jti = %row.jti, attempts = row.attempts, "SET {} to stream {} failed, retrying: {why}", row.jti, row.stream_id);
-                        }
-                    }
+        if let Some(e) = failure.into_inner().ok().flatten() {
+            return Err(e);
+        }
+        Ok(settled.into_inner())
+    }
+
+    /// Records one push's outcome: delivered; retried later; or dead-lettered (the retry cap reached, or an
+    /// error the receiver says retrying cannot fix).
+    fn settle(&self, row: &OutboxRow, outcome: &Pushed, took: Duration) -> Result<(), DbError> {
+        let at = now();
+        match outcome {
+            Pushed::Delivered => {
+                self.db
+                    .write(|c| repo::fanout::mark_delivered(c, row.id, at).map_err(DbError::from))?;
+                let latency = (at - row.created).num_milliseconds();
+                #[expect(clippy::cast_precision_loss, reason = "milliseconds far below 2^52")]
+                self.stats.delivered(&row.stream_id, latency as f64 / 1000.0);
+                tracing::info!(stream.id = %row.stream_id, set.jti = %row.jti, took_ms = took.as_millis(), "delivered SET {} to stream {}", row.jti, row.stream_id);
+            }
+            Pushed::Failed(why) | Pushed::Rejected(why) => {
+                let dead =
+                    matches!(outcome, Pushed::Rejected(_)) || row.attempts >= self.config.fanout.max_attempts;
+                let next = at + self.backoff(row.attempts);
+                self.db.write(|c| {
+                    repo::fanout::mark_failed(c, row.id, next, why, dead).map_err(DbError::from)
+                })?;
+                if dead {
+                    tracing::error!(stream.id = %row.stream_id, set.jti = %row.jti, attempts = row.attempts, "dead-lettered SET {} for stream {}: {why}", row.jti, row.stream_id);
+                } else {
+                    tracing::warn!(stream.id = %row.stream_id, set.jti = %row.jti, attempts = row.attempts, "SET {} to stream {} failed, retrying: {why}", row.jti, row.stream_id);
                 }
             }
-            Ok::<_, DbError>(())
-        })?;
-        Ok(settled)
+        }
+        Ok(())
     }
 
     /// Delay before the next attempt after `attempts` failures: base · 2^(attempts−1), capped, with jitter (a
@@ -348,11 +359,16 @@ impl Worker {
                 let err = body.get("err").and_then(Value::as_str).unwrap_or("");
                 let description = body.get("description").and_then(Value::as_str).unwrap_or("");
                 let detail: String = format!("{err} {description}").trim().chars().take(200).collect();
-                Pushed::Failed(if detail.is_empty() {
+                let what = if detail.is_empty() {
                     format!("HTTP {status}")
                 } else {
                     format!("HTTP {status}: {detail}")
-                })
+                };
+                if status == 400 && PERMANENT_ERRORS.contains(&err) {
+                    Pushed::Rejected(what)
+                } else {
+                    Pushed::Failed(what)
+                }
             }
             Err(e) => Pushed::Failed(format!("no answer: {}", without_url(&e))),
         }

@@ -142,14 +142,14 @@ fn stream_json(row: &StreamRow, issuer: &str) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct DeliveryIn {
     method: Option<String>,
     endpoint_url: Option<String>,
     authorization_header: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct StreamIn {
     stream_id: Option<String>,
     delivery: Option<DeliveryIn>,
@@ -217,7 +217,8 @@ async fn create(
     Ok(HttpResponse::Created().json(stream_json(&row, &issuer)))
 }
 
-/// `GET /ssf/streams[?stream_id=]` — scope `ssf.read` or `ssf.manage`: one stream, or every stream.
+/// `GET /ssf/streams[?stream_id=]` — scope `ssf.read` or `ssf.manage`: one stream, or every stream of the
+/// caller (every stream for `admin`). `ssf.read` reads the streams the credential itself created.
 async fn read(
     auth: Authenticated<SsfRead>,
     state: web::Data<AppState>,
@@ -226,11 +227,14 @@ async fn read(
     let issuer = state.config.issuer.clone();
     let id = q.into_inner().stream_id;
     let out = auth
-        .run_as::<_, SsfError, _>(move |db, _| match id {
-            Some(id) => Ok(stream_json(&streams::get(db, &id)?, &issuer)),
+        .run_as::<_, SsfError, _>(move |db, client| match id {
+            Some(id) => Ok(stream_json(&owned(db, &id, client)?, &issuer)),
             None => Ok(Value::from(
                 streams::list(db)?
                     .iter()
+                    .filter(|s| {
+                        s.row.created_by == client.name || client.has(crate::credentials::Scope::Admin)
+                    })
                     .map(|s| stream_json(&s.row, &issuer))
                     .collect::<Vec<_>>(),
             )),
@@ -279,7 +283,10 @@ async fn update(
     };
     let (keys, issuer) = (state.tokens.keys.clone(), state.config.issuer.clone());
     let row = auth
-        .run_as::<_, SsfError, _>(move |db, _| Ok::<_, SsfError>(streams::update(db, &keys, &id, &change)?))
+        .run_as::<_, SsfError, _>(move |db, client| {
+            owned(db, &id, client)?;
+            Ok::<_, SsfError>(streams::update(db, &keys, &id, &change)?)
+        })
         .await?;
     Ok(HttpResponse::Ok().json(stream_json(&row, &issuer)))
 }
@@ -308,8 +315,11 @@ async fn delete(
     q: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, SsfError> {
     let id = required(q.into_inner().stream_id)?;
-    auth.run_as::<_, SsfError, _>(move |db, _| Ok::<_, SsfError>(streams::remove(db, &id)?))
-        .await?;
+    auth.run_as::<_, SsfError, _>(move |db, client| {
+        owned(db, &id, client)?;
+        Ok::<_, SsfError>(streams::remove(db, &id)?)
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -320,7 +330,7 @@ async fn get_status(
 ) -> Result<HttpResponse, SsfError> {
     let id = required(q.into_inner().stream_id)?;
     let row = auth
-        .run_as::<_, SsfError, _>(move |db, _| Ok::<_, SsfError>(streams::get(db, &id)?))
+        .run_as::<_, SsfError, _>(move |db, client| owned(db, &id, client))
         .await?;
     Ok(HttpResponse::Ok()
         .json(json!({"stream_id": row.id, "status": row.status, "reason": row.status_reason})))
@@ -339,7 +349,8 @@ async fn set_status(auth: Authenticated<SsfManage>, bytes: web::Bytes) -> Result
     let id = required(input.stream_id)?;
     let (status, reason) = (input.status.clone(), input.reason.clone());
     let row = auth
-        .run_as::<_, SsfError, _>(move |db, _| {
+        .run_as::<_, SsfError, _>(move |db, client| {
+            owned(db, &id, client)?;
             streams::set_status(db, &id, &status, reason.as_deref())?;
             Ok::<_, SsfError>(streams::get(db, &id)?)
         })
@@ -385,7 +396,8 @@ async fn subject(
             state.config.issuer
         ))
     })?;
-    auth.run_as::<_, SsfError, _>(move |db, _| {
+    auth.run_as::<_, SsfError, _>(move |db, client| {
+        owned(db, &id, client)?;
         let user = crate::tokens::find_user(db, &key)?
             .ok_or_else(|| SsfError::BadRequest("no user matches the subject".into()))?;
         Ok::<_, SsfError>(streams::set_subject(db, &id, &user.id, include)?)
@@ -423,7 +435,8 @@ async fn verify(auth: Authenticated<SsfManage>, bytes: web::Bytes) -> Result<Htt
     let input: VerifyIn = body(&bytes)?;
     let id = required(input.stream_id)?;
     let queued = auth
-        .run_as::<_, SsfError, _>(move |db, _| {
+        .run_as::<_, SsfError, _>(move |db, client| {
+            owned(db, &id, client)?;
             Ok::<_, SsfError>(streams::verify(db, &id, input.state.as_deref())?)
         })
         .await?;
@@ -447,15 +460,18 @@ async fn poll(
         body(&bytes)?
     };
     let (req, return_immediately) = crate::fanout::poll::parse(&body)?;
+    let max_events = req.max_events;
     let id = path.into_inner();
     let (keys, config) = (state.tokens.keys.clone(), state.config.clone());
     let stream_id = id.clone();
     let mut answer = auth
-        .run_as::<_, SsfError, _>(move |db, _| {
+        .run_as::<_, SsfError, _>(move |db, client| {
+            owned(db, &stream_id, client)?;
             Ok(crate::fanout::poll::poll(db, &keys, &config, &stream_id, &req)?)
         })
         .await?;
-    if answer.sets.is_empty() && !return_immediately {
+    // `maxEvents: 0` only acknowledges: nothing to wait for.
+    if answer.sets.is_empty() && !return_immediately && max_events != Some(0) {
         let deadline = std::time::Instant::now() + LONG_POLL;
         let stream = block({
             let (db, id) = (state.db.clone(), id.clone());
@@ -472,13 +488,42 @@ async fn poll(
                     state.config.clone(),
                     id.clone(),
                 );
-                let again = crate::fanout::poll::PollRequest::default();
+                let again = crate::fanout::poll::PollRequest {
+                    max_events,
+                    ..Default::default()
+                };
                 answer = block(move || crate::fanout::poll::poll(&db, &keys, &config, &sid, &again)).await?;
                 break;
             }
         }
     }
-    Ok(HttpResponse::Ok().json(json!({"sets": answer.sets, "moreAvailable": answer.more_available})))
+    // `sets` in queue order (a JSON object keeps the order it is written in; serde_json's map would sort it).
+    let mut text = String::from("{\"sets\":{");
+    for (i, (jti, set)) in answer.sets.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&Value::from(jti.as_str()).to_string());
+        text.push(':');
+        text.push_str(&Value::from(set.as_str()).to_string());
+    }
+    text.push_str(if answer.more_available {
+        "},\"moreAvailable\":true}"
+    } else {
+        "},\"moreAvailable\":false}"
+    });
+    Ok(HttpResponse::Ok().content_type("application/json").body(text))
+}
+
+/// The stream `id` if `client` may manage it: the credential that created it, or one with scope `admin` (which
+/// also reaches streams made with the CLI). Anyone else gets 404, as if it did not exist.
+fn owned(db: &crate::db::Db, id: &str, client: &crate::credentials::Client) -> Result<StreamRow, SsfError> {
+    let row = streams::get(db, id)?;
+    if row.created_by == client.name || client.has(crate::credentials::Scope::Admin) {
+        Ok(row)
+    } else {
+        Err(SsfError::NotFound)
+    }
 }
 
 /// One blocking hop for stream work, in the current span.

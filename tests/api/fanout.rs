@@ -30,6 +30,8 @@ struct Receiver {
     url: String,
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    /// The RFC 8935 error code of a 400 answer.
+    err: Arc<Mutex<&'static str>>,
 }
 
 fn receiver() -> Receiver {
@@ -37,7 +39,8 @@ fn receiver() -> Receiver {
     let url = format!("http://{}/events", listener.local_addr().unwrap());
     let received = Arc::new(Mutex::new(Vec::new()));
     let status = Arc::new(AtomicU16::new(202));
-    let (log, answer) = (received.clone(), status.clone());
+    let err = Arc::new(Mutex::new("invalid_key"));
+    let (log, answer, code_of) = (received.clone(), status.clone(), err.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { break };
@@ -68,9 +71,10 @@ fn receiver() -> Receiver {
                 });
             }
             let reply = if code == 400 {
-                r#"{"err":"invalid_key","description":"unknown kid"}"#
+                let e = *code_of.lock().unwrap();
+                format!(r#"{{"err":"{e}","description":"unknown kid"}}"#)
             } else {
-                ""
+                String::new()
             };
             let _ = write!(
                 stream,
@@ -83,6 +87,7 @@ fn receiver() -> Receiver {
         url,
         received,
         status,
+        err,
     }
 }
 
@@ -401,6 +406,22 @@ async fn failures_retry_with_backoff_then_dead_letter(backend: Backend) {
     );
     assert_eq!(outbox(&app, &s)[1].status, "delivered");
     assert_eq!(rx.got().len(), 1);
+    // A SET the receiver calls invalid for it is dead at once: retrying cannot fix it.
+    rx.status.store(400, Ordering::SeqCst);
+    *rx.err.lock().unwrap() = "invalid_audience";
+    app.patch(
+        &format!("/Users/{id}"),
+        &patch_op("replace", Some("active"), &json!(true)),
+    )
+    .await;
+    worker(&app).run_once().unwrap();
+    let rows = outbox(&app, &s);
+    assert_eq!(
+        (rows[2].status.as_str(), rows[2].attempts),
+        ("dead", 1),
+        "{:?}",
+        rows[2].last_error
+    );
 }
 
 fn make_due(app: &TestApp, stream: &str) {

@@ -95,14 +95,45 @@ async fn streams_are_managed_with_ssf_scopes(backend: Backend) {
         &app,
         "GET",
         &format!("/ssf/streams?stream_id={id}"),
-        Some(&read),
+        Some(&manage),
         None,
     )
     .await;
     assert_eq!(got.status, 200);
     assert_eq!(got.body["stream_id"], id.as_str());
-    let list = call(&app, "GET", "/ssf/streams", Some(&read), None).await;
+    let list = call(&app, "GET", "/ssf/streams", Some(&manage), None).await;
     assert_eq!(list.body.as_array().unwrap().len(), 1);
+
+    // Another receiver's credential sees none of it; only the creator (or scope admin) manages a stream.
+    let other = app.credential("svc-z", &[Scope::SsfManage]);
+    let admin = app.credential("ops", &[Scope::Admin, Scope::SsfManage]);
+    let stream = format!("/ssf/streams?stream_id={id}");
+    assert_eq!(
+        call(&app, "GET", &stream, Some(&read), None).await.status,
+        404,
+        "ssf.read of another credential"
+    );
+    assert_eq!(call(&app, "GET", &stream, Some(&other), None).await.status, 404);
+    assert_eq!(
+        call(&app, "GET", "/ssf/streams", Some(&other), None).await.body,
+        json!([])
+    );
+    let pause = json!({"stream_id": id, "status": "disabled"});
+    assert_eq!(
+        call(&app, "POST", "/ssf/status", Some(&other), Some(pause))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        call(&app, "DELETE", &stream, Some(&other), None).await.status,
+        404
+    );
+    assert_eq!(
+        call(&app, "GET", &stream, Some(&admin), None).await.status,
+        200,
+        "admin sees every stream"
+    );
 }
 
 async fn streams_update_refuse_and_delete(backend: Backend) {

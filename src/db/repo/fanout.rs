@@ -208,12 +208,20 @@ pub fn mark_failed(
 }
 
 /// The earliest time a pending SET of an enabled push stream is due, if any (the worker sleeps until then).
+/// Only each stream's oldest pending SET counts: the ones behind it wait for it, whatever their own time.
 pub fn next_due(conn: &mut DbConnection) -> QueryResult<Option<NaiveDateTime>> {
+    diesel::alias!(outbox as earlier: Earlier);
     outbox::table
         .inner_join(streams::table)
         .filter(outbox::status.eq("pending"))
         .filter(streams::status.eq("enabled"))
         .filter(streams::delivery_method.eq("push"))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            earlier
+                .filter(earlier.field(outbox::stream_id).eq(outbox::stream_id))
+                .filter(earlier.field(outbox::status).eq("pending"))
+                .filter(earlier.field(outbox::id).lt(outbox::id)),
+        )))
         .select(diesel::dsl::min(outbox::next_attempt_at))
         .get_result(conn)
 }
