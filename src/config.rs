@@ -91,7 +91,7 @@ pub struct FanoutConfig {
     #[serde(deserialize_with = "lenient")]
     pub idle_poll_ms: u64,
     /// How long a SET claimed for a push stays reserved; after a crash it is sent again once this has passed.
-    /// Keep it above `push_timeout_secs`.
+    /// At least twice `push_timeout_secs`.
     #[serde(deserialize_with = "lenient")]
     pub lease_secs: u64,
     /// How SETs name the user (RFC 9493): `iss_sub` (offboard's issuer and the SCIM id), `email` (the user's
@@ -471,10 +471,10 @@ impl Config {
                 "must be at least 1 and at most tokens.refresh_absolute_ttl_secs",
             ));
         }
-        if self.fanout.lease_secs <= self.fanout.push_timeout_secs {
+        if self.fanout.lease_secs < 2 * self.fanout.push_timeout_secs {
             return Err(ConfigError::invalid(
                 "fanout.lease_secs",
-                "must be longer than fanout.push_timeout_secs, or a slow push could be sent twice at once",
+                "must be at least twice fanout.push_timeout_secs, or a slow push could be sent twice at once",
             ));
         }
         if self.fanout.max_attempts < 1 || self.fanout.concurrency == 0 || self.fanout.push_timeout_secs == 0

@@ -226,8 +226,7 @@ impl Worker {
     pub fn run_once(&self) -> Result<usize, DbError> {
         let at = now();
         let lease = at + TimeDelta::seconds(i64::try_from(self.config.fanout.lease_secs).unwrap_or(30));
-        // At most one SET per thread per round, each settled right after its push: no claimed SET waits behind
-        // another push, so a lease (longer than one push's timeout) never runs out while its push is in flight.
+        // At most one SET per thread per round.
         let limit = i64::try_from(self.config.fanout.concurrency).unwrap_or(32);
         let claimed = self
             .db
@@ -238,44 +237,48 @@ impl Worker {
         let streams = self
             .db
             .read(|c| repo::fanout::streams(c).map_err(DbError::from))?;
-        let settled = std::sync::atomic::AtomicUsize::new(0);
-        let failure = Mutex::new(None);
+        // Each claimed SET gets its own thread (at most `concurrency`), so none waits behind another push; the
+        // round is settled in one transaction when its last push has ended, within one push timeout of the claim,
+        // well inside the lease (`fanout.lease_secs` must be at least twice `push_timeout_secs`).
+        let results = Mutex::new(Vec::with_capacity(claimed.len()));
         std::thread::scope(|scope| {
             for row in &claimed {
-                let (streams, settled, failure) = (&streams, &settled, &failure);
+                let (streams, results) = (&streams, &results);
                 scope.spawn(move || {
                     let started = Instant::now();
                     let outcome = match streams.iter().find(|s| s.id == row.stream_id) {
                         Some(stream) => self.push(stream, row),
                         None => Pushed::Failed("the stream was removed".into()),
                     };
-                    match self.settle(row, &outcome, started.elapsed()) {
-                        Ok(()) => {
-                            settled.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Err(e) => {
-                            if let Ok(mut f) = failure.lock() {
-                                f.get_or_insert(e);
-                            }
-                        }
+                    if let Ok(mut r) = results.lock() {
+                        r.push((row, outcome, started.elapsed()));
                     }
                 });
             }
         });
-        if let Some(e) = failure.into_inner().ok().flatten() {
-            return Err(e);
-        }
-        Ok(settled.into_inner())
+        let results = results.into_inner().unwrap_or_default();
+        self.db.write(|c| {
+            for (row, outcome, took) in &results {
+                self.settle(c, row, outcome, *took)?;
+            }
+            Ok::<_, DbError>(())
+        })?;
+        Ok(results.len())
     }
 
     /// Records one push's outcome: delivered; retried later; or dead-lettered (the retry cap reached, or an
     /// error the receiver says retrying cannot fix).
-    fn settle(&self, row: &OutboxRow, outcome: &Pushed, took: Duration) -> Result<(), DbError> {
+    fn settle(
+        &self,
+        c: &mut crate::db::DbConnection,
+        row: &OutboxRow,
+        outcome: &Pushed,
+        took: Duration,
+    ) -> Result<(), DbError> {
         let at = now();
         match outcome {
             Pushed::Delivered => {
-                self.db
-                    .write(|c| repo::fanout::mark_delivered(c, row.id, at).map_err(DbError::from))?;
+                repo::fanout::mark_delivered(c, row.id, at)?;
                 let latency = (at - row.created).num_milliseconds();
                 #[expect(clippy::cast_precision_loss, reason = "milliseconds far below 2^52")]
                 self.stats.delivered(&row.stream_id, latency as f64 / 1000.0);
@@ -285,9 +288,7 @@ impl Worker {
                 let dead =
                     matches!(outcome, Pushed::Rejected(_)) || row.attempts >= self.config.fanout.max_attempts;
                 let next = at + self.backoff(row.attempts);
-                self.db.write(|c| {
-                    repo::fanout::mark_failed(c, row.id, next, why, dead).map_err(DbError::from)
-                })?;
+                repo::fanout::mark_failed(c, row.id, next, why, dead)?;
                 if dead {
                     tracing::error!(stream.id = %row.stream_id, set.jti = %row.jti, attempts = row.attempts, "dead-lettered SET {} for stream {}: {why}", row.jti, row.stream_id);
                 } else {
