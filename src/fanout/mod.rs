@@ -145,6 +145,34 @@ pub fn set_claims(issuer: &str, format: SubjectFormat, stream: &StreamRow, row: 
     })
 }
 
+/// Writes one pending outbox row with a fresh `jti`, due at once.
+pub(crate) fn queue(
+    conn: &mut DbConnection,
+    stream_id: &str,
+    txn: &str,
+    event_type: &str,
+    user_id: Option<&str>,
+    payload: &str,
+    at: chrono::NaiveDateTime,
+) -> diesel::QueryResult<()> {
+    let jti = uuid::Uuid::new_v4().simple().to_string();
+    repo::fanout::insert_outbox(
+        conn,
+        &NewOutbox {
+            stream_id,
+            jti: &jti,
+            txn,
+            event_type,
+            user_id,
+            payload,
+            status: "pending",
+            attempts: 0,
+            next_attempt_at: at,
+            created: at,
+        },
+    )
+}
+
 /// The user's primary email (else the first), as provisioned, for `email` subjects.
 fn primary_email(conn: &mut DbConnection, user_id: &str) -> diesel::QueryResult<Option<String>> {
     use diesel::prelude::*;
@@ -206,22 +234,7 @@ pub fn enqueue(
                 m.insert("email".into(), Value::from(email.clone()));
             }
             let payload = payload.to_string();
-            let jti = uuid::Uuid::new_v4().simple().to_string();
-            repo::fanout::insert_outbox(
-                conn,
-                &NewOutbox {
-                    stream_id: &stream.id,
-                    jti: &jti,
-                    txn,
-                    event_type: event.uri(),
-                    user_id: Some(user_id),
-                    payload: &payload,
-                    status: "pending",
-                    attempts: 0,
-                    next_attempt_at: at,
-                    created: at,
-                },
-            )?;
+            queue(conn, &stream.id, txn, event.uri(), Some(user_id), &payload, at)?;
             written += 1;
         }
     }

@@ -311,22 +311,7 @@ pub fn verify(db: &Db, id: &str, state: Option<&str>) -> Result<bool, StreamErro
             event.insert("state".into(), Value::from(state));
         }
         let payload = serde_json::json!({ "event": event }).to_string();
-        let jti = uuid::Uuid::new_v4().simple().to_string();
-        repo::fanout::insert_outbox(
-            c,
-            &crate::db::models::NewOutbox {
-                stream_id: id,
-                jti: &jti,
-                txn: &super::new_txn(),
-                event_type: super::VERIFICATION,
-                user_id: None,
-                payload: &payload,
-                status: "pending",
-                attempts: 0,
-                next_attempt_at: at,
-                created: at,
-            },
-        )?;
+        super::queue(c, id, &super::new_txn(), super::VERIFICATION, None, &payload, at)?;
         crate::db::after_commit(super::worker::wake);
         Ok::<_, StreamError>(true)
     })?;
