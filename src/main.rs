@@ -111,6 +111,8 @@ enum StreamsCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Queue a stream's dead-lettered SETs again (once the receiver is fixed); a running server sends them.
+    Retry { id: String },
     /// Remove a stream and its queued SETs.
     Remove { id: String },
 }
@@ -398,6 +400,10 @@ fn streams_command(db: &Db, config: Config, cmd: StreamsCommand) -> anyhow::Resu
         StreamsCommand::Status { id, status, reason } => {
             streams::set_status(db, &id, &status, reason.as_deref())?;
             eprintln!("Stream {id} is now {status}.");
+        }
+        StreamsCommand::Retry { id } => {
+            let n = streams::retry_dead(db, &id)?;
+            eprintln!("Queued {n} dead-lettered SET(s) of stream {id} again.");
         }
         StreamsCommand::Remove { id } => {
             streams::remove(db, &id)?;

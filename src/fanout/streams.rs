@@ -318,6 +318,18 @@ pub fn verify(db: &Db, id: &str, state: Option<&str>) -> Result<bool, StreamErro
     Ok(queued)
 }
 
+/// Queues a stream's dead-lettered SETs again (after the receiver was fixed); returns how many. They go out in
+/// their original order, ahead of anything queued since (ordering is by outbox id).
+pub fn retry_dead(db: &Db, id: &str) -> Result<usize, StreamError> {
+    get(db, id)?;
+    let n = db.write(|c| repo::fanout::requeue_dead(c, id, now()).map_err(StreamError::from))?;
+    if n > 0 {
+        super::worker::wake();
+    }
+    tracing::info!(stream.id = %id, requeued = n, "queued {n} dead-lettered SETs of stream {id} again");
+    Ok(n)
+}
+
 pub fn remove(db: &Db, id: &str) -> Result<(), StreamError> {
     let n = db.write(|c| repo::fanout::delete_stream(c, id).map_err(StreamError::from))?;
     if n == 0 {

@@ -111,7 +111,8 @@ impl ResponseError for OAuthError {
         if let Self::InvalidClient { .. } = self {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"offboard\""),
+                // RFC 6749 §5.2: a challenge for the scheme the client used; offers both it may use.
+                HeaderValue::from_static("Basic realm=\"offboard\", Bearer realm=\"offboard\""),
             );
         }
         if let Self::Server(AppError::Unavailable(_)) = self {

@@ -226,6 +226,21 @@ pub fn next_due(conn: &mut DbConnection) -> QueryResult<Option<NaiveDateTime>> {
         .get_result(conn)
 }
 
+/// Queues a stream's dead-lettered SETs again, due now with a fresh retry budget; returns how many.
+pub fn requeue_dead(conn: &mut DbConnection, stream_id: &str, at: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(
+        outbox::table
+            .filter(outbox::stream_id.eq(stream_id))
+            .filter(outbox::status.eq("dead")),
+    )
+    .set((
+        outbox::status.eq("pending"),
+        outbox::attempts.eq(0),
+        outbox::next_attempt_at.eq(at),
+    ))
+    .execute(conn)
+}
+
 /// The oldest `limit` pending SETs of a stream (poll delivery).
 pub fn pending(conn: &mut DbConnection, stream_id: &str, limit: i64) -> QueryResult<Vec<OutboxRow>> {
     outbox::table
