@@ -141,23 +141,19 @@ impl Authority {
     fn introspect_refresh(&self, caller: &Presented, token: &str) -> Result<(Value, String), OAuthError> {
         let name = self.authenticate_introspector(caller)?;
         let hash = hash_secret(token);
-        let found = self.db.read(|c| {
-            let Some((row, family)) = repo::tokens::find_token(c, &hash)? else {
-                return Ok::<_, OAuthError>(None);
-            };
-            let user = repo::users::find_live(c, &family.user_id)?;
-            Ok(Some((row, family, user)))
-        })?;
+        let found = self
+            .db
+            .read(|c| repo::tokens::find_token_with_user(c, &hash).map_err(OAuthError::from))?;
         let at = now();
-        let Some((row, family, Some(user))) = found else {
+        let Some((row, family, Some((user_active, user_generation, user_name)))) = found else {
             return Ok((inactive(), name));
         };
         let active = row.used_at.is_none()
             && family.revoked_at.is_none()
             && family.expires_at > at
             && row.idle_expires_at > at
-            && user.active
-            && user.token_generation == family.generation;
+            && user_active
+            && user_generation == family.generation;
         if !active {
             return Ok((inactive(), name));
         }
@@ -169,7 +165,7 @@ impl Authority {
             "sid": family.sid,
             "exp": exp.and_utc().timestamp(),
             "iat": row.issued_at.and_utc().timestamp(),
-            "username": user.user_name,
+            "username": user_name,
             "tgen": family.generation,
             "iss": self.config.issuer,
         });

@@ -34,6 +34,40 @@ pub fn find_token(
         .map(super::unique)
 }
 
+/// A refresh token, its family and its user's active flag, generation and userName (`None` for the user when it
+/// is a tombstone), in one statement, for introspection.
+#[expect(clippy::type_complexity, reason = "one row of three joined tables, used once")]
+pub fn find_token_with_user(
+    conn: &mut DbConnection,
+    hash: &str,
+) -> QueryResult<Option<(RefreshTokenRow, RefreshFamily, Option<(bool, i64, String)>)>> {
+    use crate::db::schema::users;
+    let rows: Vec<(
+        RefreshTokenRow,
+        RefreshFamily,
+        (bool, i64, String, Option<NaiveDateTime>),
+    )> = refresh_tokens::table
+        .inner_join(refresh_families::table)
+        .inner_join(users::table.on(users::id.eq(refresh_families::user_id)))
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select((
+            RefreshTokenRow::as_select(),
+            RefreshFamily::as_select(),
+            (
+                users::active,
+                users::token_generation,
+                users::user_name,
+                users::deleted_at,
+            ),
+        ))
+        .load(conn)?;
+    Ok(
+        super::unique(rows).map(|(t, f, (active, generation, name, deleted))| {
+            (t, f, deleted.is_none().then_some((active, generation, name)))
+        }),
+    )
+}
+
 /// Marks an unused token used; returns rows changed (0: it was used already, by a concurrent request).
 pub fn mark_used(conn: &mut DbConnection, hash: &str, at: NaiveDateTime) -> QueryResult<usize> {
     diesel::update(refresh_tokens::table)
