@@ -90,26 +90,22 @@ impl<S: RequiredScope> Authenticated<S> {
         let Self {
             presented, db, usage, ..
         } = self;
-        let span = tracing::Span::current();
-        web::block(move || {
-            span.in_scope(|| {
-                let client = db
-                    .read(|c| credentials::authenticate(c, &presented).map_err(AppError::from))
-                    .map_err(E::from)?;
-                let Some(client) = client else {
-                    tracing::info!("rejected an unknown or revoked credential");
-                    return Err(E::from(AppError::Unauthorized { presented: true }));
-                };
-                usage.record(&client.name);
-                if !S::allows(&client) {
-                    tracing::info!(credential.name = %client.name, "credential {} lacks scope {}", client.name, S::SCOPE.as_str());
-                    return Err(E::from(AppError::Forbidden(S::SCOPE.as_str())));
-                }
-                f(&db, &client)
-            })
+        super::blocking_as(move || {
+            let client = db
+                .read(|c| credentials::authenticate(c, &presented).map_err(AppError::from))
+                .map_err(E::from)?;
+            let Some(client) = client else {
+                tracing::info!("rejected an unknown or revoked credential");
+                return Err(E::from(AppError::Unauthorized { presented: true }));
+            };
+            usage.record(&client.name);
+            if !S::allows(&client) {
+                tracing::info!(credential.name = %client.name, "credential {} lacks scope {}", client.name, S::SCOPE.as_str());
+                return Err(E::from(AppError::Forbidden(S::SCOPE.as_str())));
+            }
+            f(&db, &client)
         })
         .await
-        .map_err(|e| E::from(AppError::internal(e)))?
     }
 }
 

@@ -37,9 +37,6 @@ pub async fn global_token_revocation(
     let body: Value = serde_json::from_slice(&body)
         .map_err(|_| GtrError::BadRequest("the body is not valid JSON".into()))?;
     let auth = state.tokens.clone();
-    let span = tracing::Span::current();
-    web::block(move || span.in_scope(|| auth.global_token_revocation(assertion.as_deref(), &body)))
-        .await
-        .map_err(|e| GtrError::Server(crate::error::AppError::internal(e)))??;
+    super::blocking_as(move || auth.global_token_revocation(assertion.as_deref(), &body)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

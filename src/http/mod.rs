@@ -168,8 +168,18 @@ where
     F: FnOnce() -> Result<T, AppError> + Send + 'static,
     T: Send + 'static,
 {
+    blocking_as(f).await
+}
+
+/// [`blocking`] for handlers with their own error type (OAuth, SSF, Global Token Revocation).
+pub async fn blocking_as<T, E, F>(f: F) -> Result<T, E>
+where
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<AppError> + Send + 'static,
+{
     let span = tracing::Span::current();
     web::block(move || span.in_scope(f))
         .await
-        .map_err(AppError::internal)?
+        .map_err(|e| E::from(AppError::internal(e)))?
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::AppState;
+use super::{AppState, blocking_as};
 use crate::credentials::Presented;
 use crate::tokens::exchange::TOKEN_TYPE_ID_TOKEN;
 use crate::tokens::{OAuthError, TokenRequest, authenticate_client};
@@ -108,18 +108,6 @@ pub fn presented(req: &HttpRequest) -> Result<Option<Presented>, OAuthError> {
     }
 }
 
-/// Runs blocking token work on actix's blocking pool, in the current span.
-async fn blocking<T, F>(f: F) -> Result<T, OAuthError>
-where
-    F: FnOnce() -> Result<T, OAuthError> + Send + 'static,
-    T: Send + 'static,
-{
-    let span = tracing::Span::current();
-    web::block(move || span.in_scope(f))
-        .await
-        .map_err(|e| OAuthError::Server(crate::error::AppError::internal(e)))?
-}
-
 /// A JSON answer that no cache may keep (RFC 6749 §5.1).
 fn no_store(body: &impl serde::Serialize) -> HttpResponse {
     HttpResponse::Ok()
@@ -159,7 +147,7 @@ async fn token(
     }
     let auth = state.tokens.clone();
     let usage = state.usage.clone();
-    let res = blocking(move || {
+    let res = blocking_as::<_, OAuthError, _>(move || {
         let caller = auth
             .db
             .read(|c| authenticate_client(c, header, form.get("client_id"), form.get("client_secret")))?;
@@ -203,7 +191,7 @@ async fn introspect(
     let token = form.required("token")?.to_owned();
     let auth = state.tokens.clone();
     let usage = state.usage.clone();
-    let answer = blocking(move || {
+    let answer = blocking_as::<_, OAuthError, _>(move || {
         let (answer, caller_name) = auth.introspect(&caller, &token)?;
         usage.record(&caller_name);
         Ok(answer)
@@ -224,7 +212,7 @@ async fn revoke(
     // `token_type_hint` only speeds a lookup up; offboard tells the types apart by their form, so an unknown
     // hint is ignored (RFC 7009 §2.1: the search extends to every supported type).
     let auth = state.tokens.clone();
-    blocking(move || {
+    blocking_as::<_, OAuthError, _>(move || {
         let caller = auth
             .db
             .read(|c| authenticate_client(c, header, form.get("client_id"), form.get("client_secret")))?;

@@ -530,9 +530,5 @@ fn owned(db: &crate::db::Db, id: &str, client: &crate::credentials::Client) -> R
 async fn block<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StreamError> + Send + 'static,
 ) -> Result<T, SsfError> {
-    let span = tracing::Span::current();
-    web::block(move || span.in_scope(f))
-        .await
-        .map_err(|e| SsfError::App(AppError::internal(e)))?
-        .map_err(SsfError::from)
+    super::blocking_as(move || f().map_err(SsfError::from)).await
 }
