@@ -83,21 +83,29 @@ fn validate(new: &NewStream) -> Result<(), StreamError> {
         authorization_header,
     } = &new.delivery
     {
-        if !crate::outbound::allowed_url(endpoint_url) || url_has_no_host(endpoint_url) {
-            return Err(StreamError::Invalid(format!(
-                "push endpoint `{endpoint_url}` must be an https:// URL (http:// only to a loopback address)"
-            )));
-        }
-        if authorization_header
-            .as_deref()
-            .is_some_and(|h| h.is_empty() || h.contains(['\r', '\n']))
-        {
-            return Err(StreamError::Invalid(
-                "the authorization header must be one non-empty line".into(),
-            ));
-        }
+        validate_push(endpoint_url, authorization_header.as_deref())?;
     }
-    if !new.events_requested.is_empty() && delivered(&new.events_requested).is_empty() {
+    validate_events(&new.events_requested)
+}
+
+/// A push endpoint is `https://`, or `http://` to a loopback address; its header is one non-empty line.
+fn validate_push(endpoint_url: &str, authorization_header: Option<&str>) -> Result<(), StreamError> {
+    if !crate::outbound::allowed_url(endpoint_url) || url_has_no_host(endpoint_url) {
+        return Err(StreamError::Invalid(format!(
+            "push endpoint `{endpoint_url}` must be an https:// URL (http:// only to a loopback address)"
+        )));
+    }
+    if authorization_header.is_some_and(|h| h.is_empty() || h.contains(['\r', '\n'])) {
+        return Err(StreamError::Invalid(
+            "the authorization header must be one non-empty line".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Requested event types must include at least one that offboard emits (none requested means all).
+fn validate_events(requested: &[String]) -> Result<(), StreamError> {
+    if !requested.is_empty() && delivered(requested).is_empty() {
         return Err(StreamError::Invalid(format!(
             "none of the requested event types is one offboard emits (supported: {})",
             EVENTS_SUPPORTED.join(", ")
@@ -233,23 +241,19 @@ impl std::fmt::Debug for StreamUpdate {
 /// Applies `update` to a push stream and returns it.
 pub fn update(db: &Db, keys: &KeyStore, id: &str, update: &StreamUpdate) -> Result<StreamRow, StreamError> {
     let mut row = get(db, id)?;
-    let endpoint_url = update
-        .endpoint_url
-        .clone()
-        .or_else(|| row.endpoint_url.clone())
-        .unwrap_or_default();
-    let check = NewStream {
-        audience: row.audience.clone(),
-        delivery: Delivery::Push {
-            endpoint_url: endpoint_url.clone(),
-            authorization_header: update.authorization_header.clone().flatten(),
-        },
-        events_requested: update.events_requested.clone().unwrap_or_default(),
-        description: None,
-        created_by: row.created_by.clone(),
-    };
+    if let Some(events) = &update.events_requested {
+        validate_events(events)?;
+    }
     if row.delivery_method == "push" {
-        validate(&check)?;
+        let endpoint_url = update
+            .endpoint_url
+            .clone()
+            .or_else(|| row.endpoint_url.clone())
+            .unwrap_or_default();
+        validate_push(
+            &endpoint_url,
+            update.authorization_header.clone().flatten().as_deref(),
+        )?;
         // A header was meant for the endpoint it was given with: a new endpoint without a new header gets none.
         if row.endpoint_url.as_deref() != Some(endpoint_url.as_str()) && update.authorization_header.is_none()
         {
