@@ -212,38 +212,53 @@ pub fn enqueue(
     events: &[Event<'_>],
 ) -> diesel::QueryResult<usize> {
     let streams = repo::fanout::receiving_streams(conn)?;
-    if streams.is_empty() {
+    let excluded = if streams.is_empty() {
+        Vec::new()
+    } else {
+        repo::fanout::excluding(conn, user_id)?
+    };
+    // (stream, index of the event) for every row to write.
+    let rows: Vec<(&StreamRow, usize)> = streams
+        .iter()
+        .filter(|s| !excluded.contains(&s.id))
+        .flat_map(|stream| {
+            let requested: Vec<String> = serde_json::from_str(&stream.events_requested).unwrap_or_default();
+            events
+                .iter()
+                .enumerate()
+                .filter(move |(_, e)| requested.iter().any(|r| r == e.uri()))
+                .map(move |(i, _)| (stream, i))
+        })
+        .collect();
+    if rows.is_empty() {
         return Ok(0);
     }
     // Outbox ids must follow commit order, or a stream could get a later change first: on PostgreSQL ids are
     // taken at insert, so enqueuing transactions take turns (the lock is held until commit). SQLite's single
     // writer takes turns already.
     repo::advisory_lock(conn, "outbox", "order")?;
-    let excluded = repo::fanout::excluding(conn, user_id)?;
     let email = primary_email(conn, user_id)?;
     let at = now();
-    let mut written = 0;
-    for stream in streams.iter().filter(|s| !excluded.contains(&s.id)) {
-        let requested: Vec<String> = serde_json::from_str(&stream.events_requested).unwrap_or_default();
-        for event in events {
-            if !requested.iter().any(|e| e == event.uri()) {
-                continue;
-            }
+    // Each event's stored form is the same on every stream: build it once.
+    let payloads: Vec<String> = events
+        .iter()
+        .map(|event| {
             let mut payload = event.payload(min_tgen, at.and_utc().timestamp());
             if let (Some(email), Value::Object(m)) = (&email, &mut payload) {
                 m.insert("email".into(), Value::from(email.clone()));
             }
-            let payload = payload.to_string();
-            queue(conn, &stream.id, txn, event.uri(), Some(user_id), &payload, at)?;
-            written += 1;
+            payload.to_string()
+        })
+        .collect();
+    for &(stream, i) in &rows {
+        if let (Some(event), Some(payload)) = (events.get(i), payloads.get(i)) {
+            queue(conn, &stream.id, txn, event.uri(), Some(user_id), payload, at)?;
         }
     }
-    if written > 0 {
-        crate::db::after_commit(worker::wake);
-        // Other instances on the same PostgreSQL: NOTIFY is delivered at commit, and dropped on rollback.
-        if let DbConnection::Postgres(c) = conn {
-            diesel::RunQueryDsl::execute(diesel::sql_query(format!("NOTIFY {}", worker::CHANNEL)), c)?;
-        }
+    crate::db::after_commit(worker::wake);
+    // Other instances on the same PostgreSQL: NOTIFY is delivered at commit, and dropped on rollback.
+    if let DbConnection::Postgres(c) = conn {
+        diesel::RunQueryDsl::execute(diesel::sql_query(format!("NOTIFY {}", worker::CHANNEL)), c)?;
     }
-    Ok(written)
+    Ok(rows.len())
 }
