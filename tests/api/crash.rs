@@ -2,10 +2,8 @@
 //! between the commit of a deprovisioning and the delivery of its SETs, and while a push is in flight. After a
 //! restart every SET arrives at least once (same `jti`), in order, and none is lost.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use offboard::credentials::{self, Scope};
@@ -14,70 +12,7 @@ use offboard::fanout::streams::{self, Delivery, NewStream};
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, TEST_KEK, TestDb, test_keys_file};
-
-/// A loopback receiver that records each pushed SET's `jti` in arrival order. While `delay_ms` is above zero it
-/// holds each request that long before answering; while `down` it answers 503.
-struct Receiver {
-    url: String,
-    jtis: Arc<Mutex<Vec<String>>>,
-    delay_ms: Arc<AtomicU64>,
-    down: Arc<std::sync::atomic::AtomicBool>,
-    seen_request: Arc<std::sync::atomic::AtomicBool>,
-}
-
-fn receiver() -> Receiver {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/events", listener.local_addr().unwrap());
-    let jtis = Arc::new(Mutex::new(Vec::new()));
-    let delay_ms = Arc::new(AtomicU64::new(0));
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (log, delay, off, seen) = (jtis.clone(), delay_ms.clone(), down.clone(), seen_request.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let (log, delay, off, seen) = (log.clone(), delay.clone(), off.clone(), seen.clone());
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some((k, v)) = line.split_once(':')
-                        && k.eq_ignore_ascii_case("content-length")
-                    {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = reader.read_exact(&mut body);
-                seen.store(true, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(delay.load(Ordering::SeqCst)));
-                let code = if off.load(Ordering::SeqCst) { 503 } else { 202 };
-                if code == 202 {
-                    let set = String::from_utf8_lossy(&body).into_owned();
-                    let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(&set).unwrap();
-                    log.lock()
-                        .unwrap()
-                        .push(claims["jti"].as_str().unwrap().to_owned());
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            });
-        }
-    });
-    Receiver {
-        url,
-        jtis,
-        delay_ms,
-        down,
-        seen_request,
-    }
-}
+use crate::peers::{Receiver, receiver};
 
 /// `offboard serve` as a child process on its own port.
 struct Server {
@@ -170,7 +105,7 @@ fn wait_for_all(rx: &Receiver, db: &Db, stream: &str, n: usize, within: Duration
     let started = Instant::now();
     while started.elapsed() < within {
         let rows = outbox(db, stream);
-        let got = rx.jtis.lock().unwrap().clone();
+        let got = rx.jtis();
         if rows.len() == n
             && rows
                 .iter()
@@ -196,7 +131,7 @@ fn crash_between_commit_and_delivery_and_during_delivery(backend: Backend) {
     let rx = receiver();
 
     // 1. The receiver is down: the deprovisioning commits, its SETs wait; then the server dies (SIGKILL).
-    rx.down.store(true, Ordering::SeqCst);
+    rx.status.store(503, Ordering::SeqCst);
     let port = free_port();
     let server = serve(&url, dir.path(), port);
     let config = offboard::config::Config {
@@ -233,7 +168,7 @@ fn crash_between_commit_and_delivery_and_during_delivery(backend: Backend) {
     assert_eq!(queued.len(), 2, "committed with the change, before any delivery");
 
     // 2. Back up with a slow receiver; kill the server while a push is in flight.
-    rx.down.store(false, Ordering::SeqCst);
+    rx.status.store(202, Ordering::SeqCst);
     rx.delay_ms.store(1500, Ordering::SeqCst);
     rx.seen_request.store(false, Ordering::SeqCst);
     let server = serve(&url, dir.path(), port);
@@ -254,7 +189,7 @@ fn crash_between_commit_and_delivery_and_during_delivery(backend: Backend) {
 
     let all: Vec<String> = outbox(&db, &stream).into_iter().map(|r| r.jti).collect();
     assert_eq!(all.len(), 4);
-    let got = rx.jtis.lock().unwrap().clone();
+    let got = rx.jtis();
     for jti in &all {
         assert!(got.contains(jti), "SET {jti} was lost; got {got:?}");
     }

@@ -2,9 +2,8 @@
 //! real HTTP receiver on loopback (verified against the JWKS), retries, dead-lettering, paused and disabled
 //! streams, ordering, redelivery after a lost claim, and the wake-up after a commit.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -16,86 +15,7 @@ use offboard::fanout::{ACCOUNT_DISABLED, SESSION_REVOKED};
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, ISSUER, TestApp, both_backends, patch_op};
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    content_type: Option<String>,
-    authorization: Option<String>,
-    body: String,
-}
-
-/// A real HTTP server on loopback that records what it is sent and answers with `status`.
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-    status: Arc<AtomicU16>,
-    /// The RFC 8935 error code of a 400 answer.
-    err: Arc<Mutex<&'static str>>,
-}
-
-fn receiver() -> Receiver {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/events", listener.local_addr().unwrap());
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let status = Arc::new(AtomicU16::new(202));
-    let err = Arc::new(Mutex::new("invalid_key"));
-    let (log, answer, code_of) = (received.clone(), status.clone(), err.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut headers = Vec::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                headers.push(line.trim_end().to_owned());
-            }
-            let header = |name: &str| {
-                headers.iter().find_map(|h| {
-                    let (k, v) = h.split_once(':')?;
-                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-                })
-            };
-            let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let mut body = vec![0; len];
-            let _ = reader.read_exact(&mut body);
-            let code = answer.load(Ordering::SeqCst);
-            if code == 202 {
-                log.lock().unwrap().push(Received {
-                    content_type: header("content-type"),
-                    authorization: header("authorization"),
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                });
-            }
-            let reply = if code == 400 {
-                let e = *code_of.lock().unwrap();
-                format!(r#"{{"err":"{e}","description":"unknown kid"}}"#)
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                reply.len()
-            );
-        }
-    });
-    Receiver {
-        url,
-        received,
-        status,
-        err,
-    }
-}
-
-impl Receiver {
-    fn got(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-}
+use crate::peers::{Receiver, receiver};
 
 fn add_stream(app: &TestApp, rx: &Receiver, audience: &str) -> String {
     streams::create(

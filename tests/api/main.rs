@@ -15,6 +15,7 @@ mod fanout;
 mod fixtures;
 mod groups;
 mod lists;
+mod peers;
 mod ssf;
 mod storage;
 mod tokens;
