@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, ValueEnum};
-use diesel::{Connection, RunQueryDsl};
 use hdrhistogram::Histogram;
 use offboard::config::{Config, SecretString};
 use offboard::credentials::{self, Scope};
@@ -30,7 +29,10 @@ use offboard::fanout::streams::{self, Delivery, NewStream};
 use offboard::{AppState, configure};
 use serde_json::{Value, json};
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{BenchDb, machine};
 
 #[derive(Debug, Parser)]
 #[command(about = "Fan-out latency benchmark for offboard (see the module doc of benches/fanout.rs)")]
@@ -72,11 +74,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("# offboard fan-out latency benchmark\n");
     println!(
-        "`cargo bench --bench fanout -- --subscribers {} --rounds {}`, {} CPUs\n",
-        args.subscribers,
-        args.rounds,
-        std::thread::available_parallelism().map_or(0, usize::from)
+        "`cargo bench --bench fanout -- --subscribers {} --rounds {}`\n",
+        args.subscribers, args.rounds
     );
+    println!("machine: {}\n", machine());
     let backends: &[Backend] = match args.backend {
         Which::Sqlite => &[Backend::Sqlite],
         Which::Postgres => &[Backend::Postgres],
@@ -143,8 +144,10 @@ fn receiver() -> anyhow::Result<(String, Arrivals)> {
 }
 
 fn run_backend(backend: Backend, args: &Args) -> anyhow::Result<()> {
-    let (url, _guard) = database(backend)?;
-    let Some(url) = url else { return Ok(()) };
+    let Some(bench_db) = BenchDb::create(backend)? else {
+        return Ok(());
+    };
+    let url = bench_db.url();
     println!(
         "## {}\n",
         if backend == Backend::Sqlite {
@@ -342,45 +345,4 @@ fn measure(
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-/// A fresh database: (URL, guard that removes it). `None` URL when PostgreSQL is unreachable.
-fn database(backend: Backend) -> anyhow::Result<(Option<String>, Guard)> {
-    match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir()?;
-            let url = dir.path().join("offboard.db").to_string_lossy().into_owned();
-            Ok((Some(url), Guard::Dir(dir)))
-        }
-        Backend::Postgres => {
-            let admin = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
-            let Ok(mut conn) = diesel::pg::PgConnection::establish(&admin) else {
-                println!("## PostgreSQL\n\nSKIPPED: {admin} is unreachable\n");
-                return Ok((None, Guard::None));
-            };
-            let name = format!("offboard_bench_{}", uuid::Uuid::new_v4().simple());
-            diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn)?;
-            let root = admin
-                .rsplit_once('/')
-                .map_or(admin.as_str(), |(r, _)| r)
-                .to_owned();
-            Ok((Some(format!("{root}/{name}")), Guard::Pg { admin, name }))
-        }
-    }
-}
-
-enum Guard {
-    Dir(#[expect(dead_code, reason = "held for its Drop")] tempfile::TempDir),
-    Pg { admin: String, name: String },
-    None,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Self::Pg { admin, name } = self
-            && let Ok(mut c) = diesel::pg::PgConnection::establish(admin)
-        {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c);
-        }
-    }
 }

@@ -60,7 +60,10 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{BenchDb, machine};
 
 #[derive(Debug, Parser)]
 #[command(about = "SCIM load benchmark for offboard (see the module doc of benches/scim.rs)")]
@@ -230,107 +233,20 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     Ok(all_right)
 }
 
-/// `nproc` and the CPU model.
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!("{cpus} CPUs (nproc), {model}")
-}
-
-/// A database that exists for one backend's run and is removed after it.
-enum BenchDb {
-    Sqlite { dir: tempfile::TempDir },
-    Postgres { admin_url: String, name: String },
-}
-
-impl BenchDb {
-    /// A fresh database, or `None` (with a notice) when PostgreSQL is unreachable.
-    fn create(backend: Backend) -> anyhow::Result<Option<Self>> {
-        match backend {
-            Backend::Sqlite => Ok(Some(Self::Sqlite {
-                dir: tempfile::tempdir().context("create a temp dir")?,
-            })),
-            Backend::Postgres => {
-                let admin_url =
-                    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
-                let shown = DbUrl::parse(&admin_url).map_or_else(|_| admin_url.clone(), |u| u.redacted());
-                let mut admin = match PgConnection::establish(&admin_url) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let why = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-                        println!(
-                            "PostgreSQL at {shown} is unreachable ({why}): SKIPPED the PostgreSQL run; set \
-                             TEST_DATABASE_URL\n"
-                        );
-                        return Ok(None);
-                    }
-                };
-                let name = format!("offboard_bench_{}", uuid::Uuid::new_v4().simple());
-                diesel::sql_query(format!("CREATE DATABASE {name}"))
-                    .execute(&mut admin)
-                    .with_context(|| format!("create database {name} on {shown}"))?;
-                Ok(Some(Self::Postgres { admin_url, name }))
-            }
-        }
-    }
-
-    /// PostgreSQL: whether connections opened from now on wait for the WAL flush at commit (the server default)
-    /// or not (for seeding).
-    fn seeding_commits(&self, seeding: bool) -> anyhow::Result<()> {
-        let Self::Postgres { admin_url, name } = self else {
-            return Ok(());
-        };
-        let sql = if seeding {
-            format!("ALTER DATABASE {name} SET synchronous_commit = off")
-        } else {
-            format!("ALTER DATABASE {name} RESET synchronous_commit")
-        };
-        let mut admin = PgConnection::establish(admin_url)?;
-        diesel::sql_query(sql).execute(&mut admin)?;
-        Ok(())
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Self::Sqlite { dir } => dir.path().join("offboard.db").to_string_lossy().into_owned(),
-            Self::Postgres { admin_url, name } => with_database(admin_url, name),
-        }
-    }
-}
-
-impl Drop for BenchDb {
-    fn drop(&mut self) {
-        if let Self::Postgres { admin_url, name } = self {
-            let dropped = PgConnection::establish(admin_url)
-                .map_err(|e| e.to_string())
-                .and_then(|mut admin| {
-                    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(e) = dropped {
-                eprintln!("could not drop the benchmark database {name}: {e}; drop it by hand");
-            }
-        }
-    }
-}
-
-/// Replaces the database name of a PostgreSQL URL.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let root = base.rsplit_once('/').map_or(base, |(root, _)| root);
-    match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    }
+/// PostgreSQL: whether connections opened from now on wait for the WAL flush at commit (the server default)
+/// or not (for seeding).
+fn seeding_commits(db: &BenchDb, seeding: bool) -> anyhow::Result<()> {
+    let BenchDb::Postgres { admin_url, name } = db else {
+        return Ok(());
+    };
+    let sql = if seeding {
+        format!("ALTER DATABASE {name} SET synchronous_commit = off")
+    } else {
+        format!("ALTER DATABASE {name} RESET synchronous_commit")
+    };
+    let mut admin = PgConnection::establish(admin_url)?;
+    diesel::sql_query(sql).execute(&mut admin)?;
+    Ok(())
 }
 
 /// A seeded user, as the load generator addresses it.
@@ -527,7 +443,7 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<Report> {
     // Seeding runs the same use case as POST /Users on its own pool. On PostgreSQL its commits do not wait for the
     // WAL flush (`synchronous_commit = off` for the seeding connections only): the rows are the same, and the
     // server's pool, opened afterwards, commits durably (printed below).
-    bench_db.seeding_commits(true)?;
+    seeding_commits(bench_db, true)?;
     let seeding_db = open()?;
     seeding_db.migrate()?;
     let layout = Layout::new(args.users, args.connections);
@@ -538,7 +454,7 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<Report> {
         group,
     } = seed_store(&seeding_db, args, &layout)?;
     drop(seeding_db);
-    bench_db.seeding_commits(false)?;
+    seeding_commits(bench_db, false)?;
 
     let db = open()?;
     let (db_version, durability) = db_facts(&db)?;

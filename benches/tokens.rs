@@ -26,7 +26,6 @@ use anyhow::{Context, anyhow, bail};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use clap::{Parser, ValueEnum};
-use diesel::{Connection, RunQueryDsl};
 use hdrhistogram::Histogram;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -38,7 +37,10 @@ use offboard::tokens::{CLI_CLIENT, TokenRequest, UserKey};
 use offboard::{AppState, configure};
 use serde_json::{Value, json};
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{BenchDb, machine};
 
 #[derive(Debug, Parser)]
 #[command(about = "Token benchmark for offboard (see the module doc of benches/tokens.rs)")]
@@ -112,20 +114,6 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         all_right &= run_backend(&db, args)?;
     }
     Ok(all_right)
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!("{cpus} CPUs (nproc), {model}")
 }
 
 /// Signature verification alone, on this thread: what one core can verify per second, whatever the server does.
@@ -205,55 +193,6 @@ fn verify_ceiling(length: Duration) -> anyhow::Result<()> {
     );
     println!();
     Ok(())
-}
-
-enum BenchDb {
-    Sqlite { dir: tempfile::TempDir },
-    Postgres { admin_url: String, name: String },
-}
-
-impl BenchDb {
-    fn create(backend: Backend) -> anyhow::Result<Option<Self>> {
-        match backend {
-            Backend::Sqlite => Ok(Some(Self::Sqlite {
-                dir: tempfile::tempdir()?,
-            })),
-            Backend::Postgres => {
-                let admin_url =
-                    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
-                let Ok(mut admin) = diesel::pg::PgConnection::establish(&admin_url) else {
-                    println!(
-                        "## PostgreSQL\n\nSKIPPED: {admin_url} is unreachable (set TEST_DATABASE_URL)\n"
-                    );
-                    return Ok(None);
-                };
-                let name = format!("offboard_bench_{}", uuid::Uuid::new_v4().simple());
-                diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin)?;
-                Ok(Some(Self::Postgres { admin_url, name }))
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Self::Sqlite { dir } => dir.path().join("offboard.db").to_string_lossy().into_owned(),
-            Self::Postgres { admin_url, name } => {
-                let root = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(r, _)| r);
-                format!("{root}/{name}")
-            }
-        }
-    }
-}
-
-impl Drop for BenchDb {
-    fn drop(&mut self) {
-        if let Self::Postgres { admin_url, name } = self
-            && let Ok(mut admin) = diesel::pg::PgConnection::establish(admin_url)
-        {
-            let _ =
-                diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin);
-        }
-    }
 }
 
 fn to_f64(n: u64) -> f64 {

@@ -1,0 +1,97 @@
+//! What the benchmarks share: the machine line they print, and a fresh database per backend run (a SQLite file
+//! in a temp dir, or a PostgreSQL database created on `TEST_DATABASE_URL` and dropped afterwards). Included by each
+//! bench with `#[path = "common/mod.rs"] mod common;`.
+
+use anyhow::Context;
+use diesel::pg::PgConnection;
+use diesel::{Connection, RunQueryDsl};
+use offboard::db::{Backend, DbUrl};
+
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// `nproc` and the CPU model.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cpus} CPUs (nproc), {model}")
+}
+
+/// A database that exists for one backend's run and is removed after it.
+pub enum BenchDb {
+    Sqlite { dir: tempfile::TempDir },
+    Postgres { admin_url: String, name: String },
+}
+
+impl BenchDb {
+    /// A fresh database, or `None` (with a notice) when PostgreSQL is unreachable.
+    pub fn create(backend: Backend) -> anyhow::Result<Option<Self>> {
+        match backend {
+            Backend::Sqlite => Ok(Some(Self::Sqlite {
+                dir: tempfile::tempdir().context("create a temp dir")?,
+            })),
+            Backend::Postgres => {
+                let admin_url =
+                    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+                let shown = DbUrl::parse(&admin_url).map_or_else(|_| admin_url.clone(), |u| u.redacted());
+                let mut admin = match PgConnection::establish(&admin_url) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let why = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                        println!(
+                            "PostgreSQL at {shown} is unreachable ({why}): SKIPPED the PostgreSQL run; set \
+                             TEST_DATABASE_URL\n"
+                        );
+                        return Ok(None);
+                    }
+                };
+                let name = format!("offboard_bench_{}", uuid::Uuid::new_v4().simple());
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .with_context(|| format!("create database {name} on {shown}"))?;
+                Ok(Some(Self::Postgres { admin_url, name }))
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Self::Sqlite { dir } => dir.path().join("offboard.db").to_string_lossy().into_owned(),
+            Self::Postgres { admin_url, name } => with_database(admin_url, name),
+        }
+    }
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        if let Self::Postgres { admin_url, name } = self {
+            let dropped = PgConnection::establish(admin_url)
+                .map_err(|e| e.to_string())
+                .and_then(|mut admin| {
+                    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = dropped {
+                eprintln!("could not drop the benchmark database {name}: {e}; drop it by hand");
+            }
+        }
+    }
+}
+
+/// Replaces the database name of a PostgreSQL URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let root = base.rsplit_once('/').map_or(base, |(root, _)| root);
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
