@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
+use offboard::AppState;
 use offboard::config::{Config, SecretString};
 use offboard::credentials::{self, Scope};
 use offboard::db::{Backend, Db, DbOptions, DbUrl};
 use offboard::fanout::streams::{self, Delivery, NewStream};
-use offboard::{AppState, configure};
 use serde_json::{Value, json};
 
 #[path = "common/mod.rs"]
@@ -184,29 +184,12 @@ fn run_backend(backend: Backend, args: &Args) -> anyhow::Result<()> {
         state.fanout.clone(),
     )
     .spawn()?;
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let server_state = state.clone();
-    let server = std::thread::spawn(move || -> anyhow::Result<()> {
-        actix_web::rt::System::new().block_on(async move {
-            let server = actix_web::HttpServer::new(move || {
-                actix_web::App::new().configure(configure(server_state.clone()))
-            })
-            .workers(1)
-            .worker_max_blocking_threads(blocking)
-            .disable_signals()
-            .listen(listener)?
-            .run();
-            handle_tx
-                .send(server.handle())
-                .map_err(|_| anyhow!("the benchmark went away"))?;
-            server.await.context("HTTP server failed")
-        })
-    });
-    let handle = handle_rx.recv().context("the server did not start")?;
+    let server = common::serve(state.clone(), listener, Some(blocking))?;
+
     let measured = measure(&format!("http://{addr}/scim/v2"), &scim, &receivers, args.rounds);
     worker.stop();
-    actix_web::rt::System::new().block_on(handle.stop(true));
-    server.join().map_err(|_| anyhow!("server thread panicked"))??;
+    actix_web::rt::System::new().block_on(server.handle().stop(true));
+    server.join()?;
     let (scim_ms, first, all) = measured?;
     #[expect(clippy::cast_precision_loss, reason = "latencies in µs are far below 2^52")]
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;

@@ -50,12 +50,12 @@ use clap::{Parser, ValueEnum};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use hdrhistogram::Histogram;
+use offboard::AppState;
 use offboard::config::Config;
 use offboard::credentials::{self, Scope};
 use offboard::db::{Backend, Db, DbError, DbOptions, DbUrl, schema};
 use offboard::lifecycle::{groups, users};
 use offboard::scim::{GROUP_SCHEMA, PATCH_OP_SCHEMA, USER_SCHEMA};
-use offboard::{AppState, configure};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
@@ -470,26 +470,8 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<Report> {
         "YmVuY2gtb25seS1rZXktZW5jcnlwdGlvbi1rZXkhISE=",
     ));
     let state = AppState::open(db.clone(), config)?;
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let server =
-        std::thread::Builder::new()
-            .name("offboard-server".into())
-            .spawn(move || -> anyhow::Result<()> {
-                actix_web::rt::System::new().block_on(async move {
-                    let server = actix_web::HttpServer::new(move || {
-                        actix_web::App::new().configure(configure(state.clone()))
-                    })
-                    .workers(1)
-                    .disable_signals()
-                    .listen(listener)?
-                    .run();
-                    handle_tx
-                        .send(server.handle())
-                        .map_err(|_| anyhow!("the benchmark went away"))?;
-                    server.await.context("HTTP server failed")
-                })
-            })?;
-    let handle = handle_rx.recv().context("the server did not start")?;
+    let server = common::serve(state, listener, None)?;
+    let handle = server.handle();
 
     let load = Load {
         root: format!("http://{addr}"),
@@ -510,9 +492,7 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<Report> {
         handle.stop(true).await;
         outcome
     });
-    server
-        .join()
-        .map_err(|_| anyhow!("the server thread panicked"))??;
+    server.join()?;
     let outcome = outcome?;
     let checks = verify_store(&db, &seeded, &outcome)?;
     let phases = outcome.measured;

@@ -22,19 +22,19 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use offboard::AppState;
 use offboard::config::{Config, SecretString};
 use offboard::credentials::{self, Scope};
 use offboard::db::{Backend, Db, DbOptions, DbUrl};
 use offboard::lifecycle::users;
 use offboard::tokens::{CLI_CLIENT, TokenRequest, UserKey};
-use offboard::{AppState, configure};
 use serde_json::{Value, json};
 
 #[path = "common/mod.rs"]
@@ -313,25 +313,8 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<bool> {
         .flat_map(|l| l.iter().map(|(_, r)| r.clone()))
         .collect();
 
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let server_state = state.clone();
-    let server = std::thread::spawn(move || -> anyhow::Result<()> {
-        actix_web::rt::System::new().block_on(async move {
-            let server = actix_web::HttpServer::new(move || {
-                actix_web::App::new().configure(configure(server_state.clone()))
-            })
-            .workers(1)
-            .worker_max_blocking_threads(blocking_threads)
-            .disable_signals()
-            .listen(listener)?
-            .run();
-            handle_tx
-                .send(server.handle())
-                .map_err(|_| anyhow!("the benchmark went away"))?;
-            server.await.context("HTTP server failed")
-        })
-    });
-    let handle = handle_rx.recv().context("the server did not start")?;
+    let server = common::serve(state.clone(), listener, Some(blocking_threads))?;
+    let handle = server.handle();
     let root = format!("http://{addr}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -350,9 +333,7 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<bool> {
         handle.stop(true).await;
         out
     });
-    server
-        .join()
-        .map_err(|_| anyhow!("the server thread panicked"))??;
+    server.join()?;
     let phases = phases?;
     Ok(report(args, access_tokens.len(), &mint, &phases))
 }

@@ -95,3 +95,55 @@ fn with_database(url: &str, name: &str) -> String {
         None => format!("{root}/{name}"),
     }
 }
+
+/// The real server in-process, as `offboard serve` builds it: one actix worker in its own thread and
+/// `actix_web::rt::System`, on `listener`.
+pub struct Server {
+    handle: actix_web::dev::ServerHandle,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the server; `blocking_threads` bounds the worker's blocking pool (actix's default when `None`).
+pub fn serve(
+    state: offboard::AppState,
+    listener: std::net::TcpListener,
+    blocking_threads: Option<usize>,
+) -> anyhow::Result<Server> {
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let thread =
+        std::thread::Builder::new()
+            .name("offboard-server".into())
+            .spawn(move || -> anyhow::Result<()> {
+                actix_web::rt::System::new().block_on(async move {
+                    let mut server = actix_web::HttpServer::new(move || {
+                        actix_web::App::new().configure(offboard::configure(state.clone()))
+                    })
+                    .workers(1)
+                    .disable_signals();
+                    if let Some(n) = blocking_threads {
+                        server = server.worker_max_blocking_threads(n);
+                    }
+                    let server = server.listen(listener)?.run();
+                    handle_tx
+                        .send(server.handle())
+                        .map_err(|_| anyhow::anyhow!("the benchmark went away"))?;
+                    server.await.context("HTTP server failed")
+                })
+            })?;
+    let handle = handle_rx.recv().context("the server did not start")?;
+    Ok(Server { handle, thread })
+}
+
+impl Server {
+    /// The handle, for stopping the server from an async context.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Waits for the server thread once the server was stopped.
+    pub fn join(self) -> anyhow::Result<()> {
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the server thread panicked"))?
+    }
+}
