@@ -66,6 +66,36 @@ pub struct Config {
     /// IdPs whose ID tokens and JWTs offboard accepts in token exchange and Global Token Revocation.
     pub trusted_issuers: Vec<TrustedIssuer>,
     pub fanout: FanoutConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuditConfig {
+    /// Days an entry is kept; older entries are archived (when `archive_dir` is set) and deleted. 0 keeps every
+    /// entry forever (the default).
+    #[serde(deserialize_with = "lenient")]
+    pub retention_days: u32,
+    /// Where retention writes the entries it removes (NDJSON, one file per run). Unset: removed entries are gone.
+    pub archive_dir: Option<std::path::PathBuf>,
+    /// Refused authentications recorded per minute per instance; the rest are counted in the next entry.
+    #[serde(deserialize_with = "lenient")]
+    pub auth_failures_per_minute: u32,
+    /// Seconds between signed checkpoints (a JWS over the chain's head, appended as an entry); 0 turns them off.
+    #[serde(deserialize_with = "lenient")]
+    pub checkpoint_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 0,
+            archive_dir: None,
+            auth_failures_per_minute: 60,
+            checkpoint_secs: 3600,
+        }
+    }
 }
 
 /// Delivery of Security Event Tokens to streams.
@@ -307,6 +337,7 @@ impl Default for Config {
             keys: KeyConfig::default(),
             trusted_issuers: Vec::new(),
             fanout: FanoutConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

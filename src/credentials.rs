@@ -170,6 +170,11 @@ pub fn create(db: &Db, name: &str, scopes: &[Scope]) -> Result<Secret, Credentia
                 created: now(),
             },
         )?;
+        crate::audit::record(
+            crate::audit::Entry::new("credential.create")
+                .target("credential", name, Some(name))
+                .detail("scopes", scopes.as_str()),
+        );
         Ok(())
     })?;
     tracing::info!(credential.name = %name, scopes = %scopes, "created credential {name}");
@@ -182,7 +187,17 @@ pub fn list(db: &Db) -> Result<Vec<Credential>, CredentialError> {
 
 /// Revokes a credential; it fails authentication from the next request on.
 pub fn revoke(db: &Db, name: &str) -> Result<(), CredentialError> {
-    let n = db.write(|c| repo::credentials::revoke(c, name, now()).map_err(CredentialError::from))?;
+    let n = db.write(|c| {
+        let n = repo::credentials::revoke(c, name, now())?;
+        if n == 1 {
+            crate::audit::record(crate::audit::Entry::new("credential.revoke").target(
+                "credential",
+                name,
+                Some(name),
+            ));
+        }
+        Ok::<_, CredentialError>(n)
+    })?;
     if n == 0 {
         return Err(CredentialError::NotFound(name.to_owned()));
     }

@@ -5,6 +5,7 @@
 //! protocol. `credentials` owns API clients; `config`, `error` and `telemetry` are plumbing. Routes are registered
 //! in [`configure`], shared by `offboard serve` and the tests; handlers live in `http/`.
 
+pub mod audit;
 pub mod config;
 pub mod credentials;
 pub mod db;

@@ -218,6 +218,64 @@ fn take_after_commit() -> Vec<Box<dyn FnOnce()>> {
     AFTER_COMMIT.with(|hooks| std::mem::take(&mut *hooks.borrow_mut()))
 }
 
+type BeforeCommit = Box<dyn FnOnce(&mut DbConnection) -> QueryResult<()>>;
+
+thread_local! {
+    /// Work to run inside the current write transaction of this thread, after its body and before its commit.
+    static BEFORE_COMMIT: std::cell::RefCell<Vec<BeforeCommit>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The serial of the write transaction this thread is in (None outside one).
+    static TX_SERIAL: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    static NEXT_SERIAL: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+}
+
+/// Runs `f` inside the write transaction this thread is in, after the transaction's body, just before it commits
+/// (a failure rolls the whole transaction back). For appends that should hold their locks as briefly as possible:
+/// the audit chain.
+pub fn before_commit(f: impl FnOnce(&mut DbConnection) -> QueryResult<()> + 'static) {
+    BEFORE_COMMIT.with(|hooks| hooks.borrow_mut().push(Box::new(f)));
+}
+
+/// A number that identifies the write transaction (attempt) this thread is in, if any: state kept for "the
+/// current transaction" is stale when the serial moved on.
+pub fn transaction_serial() -> Option<u64> {
+    TX_SERIAL.with(std::cell::Cell::get)
+}
+
+fn run_before_commit(conn: &mut DbConnection) -> QueryResult<()> {
+    loop {
+        let hooks = BEFORE_COMMIT.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        for hook in hooks {
+            hook(conn)?;
+        }
+    }
+}
+
+/// Marks this thread as inside a fresh write transaction until dropped.
+struct InTransaction;
+
+impl InTransaction {
+    fn begin() -> Self {
+        let serial = NEXT_SERIAL.with(|n| {
+            let s = n.get();
+            n.set(s + 1);
+            s
+        });
+        TX_SERIAL.with(|t| t.set(Some(serial)));
+        BEFORE_COMMIT.with(|h| h.borrow_mut().clear());
+        Self
+    }
+}
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        TX_SERIAL.with(|t| t.set(None));
+        BEFORE_COMMIT.with(|h| h.borrow_mut().clear());
+    }
+}
+
 /// How often `write` retries when SQLite reports another process holds the write lock beyond `busy_timeout`.
 const SQLITE_BUSY_RETRIES: u32 = 5;
 
@@ -285,7 +343,10 @@ impl Db {
         let mut attempt = 0;
         drop(take_after_commit());
         loop {
-            let outcome = write_transaction(&mut conn, &mut f);
+            let outcome = {
+                let _tx = InTransaction::begin();
+                write_transaction(&mut conn, &mut f)
+            };
             let hooks = take_after_commit();
             match outcome {
                 Err(TxError::Busy(e)) if attempt < SQLITE_BUSY_RETRIES => {
@@ -325,7 +386,13 @@ where
     E: From<diesel::result::Error>,
 {
     match conn {
-        DbConnection::Postgres(_) => conn.transaction(|c| f(c)).map_err(TxError::Inner),
+        DbConnection::Postgres(_) => conn
+            .transaction(|c| {
+                let v = f(c)?;
+                run_before_commit(c)?;
+                Ok(v)
+            })
+            .map_err(TxError::Inner),
         DbConnection::Sqlite(c) => {
             // Through diesel's transaction manager, so its depth stays right (DECISIONS.md §10).
             if let Err(e) = AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE") {
@@ -335,7 +402,7 @@ where
                     TxError::Inner(e.into())
                 });
             }
-            let result = f(conn);
+            let result = f(conn).and_then(|v| run_before_commit(conn).map(|()| v).map_err(E::from));
             let DbConnection::Sqlite(c) = conn else {
                 unreachable!("variant checked above")
             };

@@ -4,8 +4,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{
-    credentials, group_members, groups, outbox, refresh_families, refresh_tokens, signing_keys, streams,
-    token_activity, user_emails, users,
+    audit_log, credentials, group_members, groups, outbox, refresh_families, refresh_tokens, signing_keys,
+    streams, token_activity, user_emails, users,
 };
 
 /// A user row: live (`deleted_at` is None) or a tombstone.
@@ -269,4 +269,25 @@ pub struct NewOutbox<'a> {
     pub attempts: i32,
     pub next_attempt_at: NaiveDateTime,
     pub created: NaiveDateTime,
+}
+
+/// One audit-log entry, as stored and as exported.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, serde::Serialize)]
+#[diesel(table_name = audit_log)]
+pub struct AuditRow {
+    pub seq: i64,
+    #[serde(serialize_with = "crate::audit::serialize_time")]
+    pub time: NaiveDateTime,
+    pub actor: String,
+    pub action: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub target_name: Option<String>,
+    pub subject: Option<String>,
+    pub request_id: Option<String>,
+    pub outcome: String,
+    #[serde(serialize_with = "crate::audit::serialize_raw_json")]
+    pub details: String,
+    pub prev_hash: String,
+    pub hash: String,
 }

@@ -165,6 +165,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_log (seq) {
+        seq -> BigInt,
+        time -> Timestamp,
+        actor -> Text,
+        action -> Text,
+        target_type -> Nullable<Text>,
+        target_id -> Nullable<Text>,
+        target_name -> Nullable<Text>,
+        subject -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        outcome -> Text,
+        details -> Text,
+        prev_hash -> Text,
+        hash -> Text,
+    }
+}
+
 diesel::joinable!(outbox -> streams (stream_id));
 diesel::joinable!(stream_exclusions -> streams (stream_id));
 diesel::joinable!(user_emails -> users (user_id));
@@ -188,4 +206,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     streams,
     outbox,
     stream_exclusions,
+    audit_log,
 );

@@ -196,6 +196,34 @@ fn primary_email(conn: &mut DbConnection, user_id: &str) -> diesel::QueryResult<
         .or_else(|| emails.first().and_then(value)))
 }
 
+/// The audit entry of one delivery attempt of a SET: `delivered`, `retrying` or `dead_lettered` (DESIGN.md:
+/// every delivery is recorded, so an auditor can prove each service was told). `latency_ms` runs from the change
+/// that queued the SET to this outcome.
+pub(crate) fn delivery_entry(
+    row: &crate::db::models::OutboxRow,
+    outcome: &'static str,
+    method: &'static str,
+    at: chrono::NaiveDateTime,
+    error: Option<&str>,
+) -> crate::audit::Entry {
+    let mut e = crate::audit::Entry::new("set.delivery")
+        .target("stream", &row.stream_id, None)
+        .outcome(outcome)
+        .detail("jti", row.jti.as_str())
+        .detail("txn", row.txn.as_str())
+        .detail("event", row.event_type.as_str())
+        .detail("method", method)
+        .detail("attempt", row.attempts)
+        .detail("latency_ms", (at - row.created).num_milliseconds());
+    if let Some(user) = &row.user_id {
+        e = e.subject(user);
+    }
+    if let Some(error) = error {
+        e = e.detail("error", error);
+    }
+    e
+}
+
 /// A new `txn`: the id that links every event of one change.
 pub fn new_txn() -> String {
     uuid::Uuid::new_v4().simple().to_string()

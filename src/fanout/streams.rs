@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::EVENTS_SUPPORTED;
+use crate::audit::{self, Entry};
 use crate::db::models::StreamRow;
 use crate::db::{Db, DbError, now, repo};
 use crate::keys::{KeyError, KeyStore};
@@ -166,9 +167,28 @@ pub fn create(db: &Db, keys: &KeyStore, new: &NewStream) -> Result<StreamRow, St
         created: at,
         updated: at,
     };
-    db.write(|c| repo::fanout::insert_stream(c, &row).map_err(StreamError::from))?;
+    db.write(|c| {
+        repo::fanout::insert_stream(c, &row)?;
+        audit::record(
+            stream_entry("stream.create", &row)
+                .detail("delivery_method", row.delivery_method.as_str())
+                .detail("endpoint_url", row.endpoint_url.as_deref())
+                .detail("events", events_of(&row)),
+        );
+        Ok::<_, StreamError>(())
+    })?;
     tracing::info!(stream.id = %id, audience = %row.audience, method, "created stream {id}");
     Ok(row)
+}
+
+/// The audit entry of a change to `row`: the stream as target, named by its audience.
+fn stream_entry(action: &'static str, row: &StreamRow) -> Entry {
+    Entry::new(action).target("stream", &row.id, Some(&row.audience))
+}
+
+/// The event types a stream receives, as stored.
+fn events_of(row: &StreamRow) -> Value {
+    serde_json::from_str(&row.events_requested).unwrap_or(Value::Null)
 }
 
 /// The associated data a stream's sealed header is bound to.
@@ -202,8 +222,18 @@ pub fn set_status(db: &Db, id: &str, status: &str, reason: Option<&str>) -> Resu
             "status must be enabled, paused or disabled, not `{status}`"
         )));
     }
-    let n =
-        db.write(|c| repo::fanout::set_status(c, id, status, reason, now()).map_err(StreamError::from))?;
+    let n = db.write(|c| {
+        let n = repo::fanout::set_status(c, id, status, reason, now())?;
+        if n == 1 {
+            audit::record(
+                Entry::new("stream.status")
+                    .target("stream", id, None)
+                    .detail("status", status)
+                    .detail("reason", reason),
+            );
+        }
+        Ok::<_, StreamError>(n)
+    })?;
     if n == 0 {
         return Err(StreamError::NotFound(id.to_owned()));
     }
@@ -276,7 +306,19 @@ pub fn update(db: &Db, keys: &KeyStore, id: &str, update: &StreamUpdate) -> Resu
         row.description.clone_from(d);
     }
     row.updated = now();
-    db.write(|c| repo::fanout::update_stream(c, &row).map_err(StreamError::from))?;
+    db.write(|c| {
+        repo::fanout::update_stream(c, &row)?;
+        audit::record(
+            stream_entry("stream.update", &row)
+                .detail("endpoint_url", row.endpoint_url.as_deref())
+                .detail(
+                    "authorization_header_changed",
+                    update.authorization_header.is_some(),
+                )
+                .detail("events", events_of(&row)),
+        );
+        Ok::<_, StreamError>(())
+    })?;
     tracing::info!(stream.id = %id, "updated stream {id}");
     Ok(row)
 }
@@ -286,11 +328,20 @@ pub fn set_subject(db: &Db, id: &str, user_id: &str, include: bool) -> Result<()
     get(db, id)?;
     db.write(|c| {
         if include {
-            repo::fanout::include(c, id, user_id)
+            repo::fanout::include(c, id, user_id)?;
         } else {
-            repo::fanout::exclude(c, id, user_id)
+            repo::fanout::exclude(c, id, user_id)?;
         }
-        .map_err(StreamError::from)
+        audit::record(
+            Entry::new(if include {
+                "stream.subject_add"
+            } else {
+                "stream.subject_remove"
+            })
+            .target("stream", id, None)
+            .subject(user_id),
+        );
+        Ok::<_, StreamError>(())
     })?;
     tracing::info!(stream.id = %id, user.id = %user_id, include, "stream {id} subject {user_id} included: {include}");
     Ok(())
@@ -316,6 +367,7 @@ pub fn verify(db: &Db, id: &str, state: Option<&str>) -> Result<bool, StreamErro
         }
         let payload = serde_json::json!({ "event": event }).to_string();
         super::queue(c, id, &super::new_txn(), super::VERIFICATION, None, &payload, at)?;
+        audit::record(Entry::new("stream.verify").target("stream", id, None));
         crate::db::after_commit(super::worker::wake);
         Ok::<_, StreamError>(true)
     })?;
@@ -326,7 +378,15 @@ pub fn verify(db: &Db, id: &str, state: Option<&str>) -> Result<bool, StreamErro
 /// their original order, ahead of anything queued since (ordering is by outbox id).
 pub fn retry_dead(db: &Db, id: &str) -> Result<usize, StreamError> {
     get(db, id)?;
-    let n = db.write(|c| repo::fanout::requeue_dead(c, id, now()).map_err(StreamError::from))?;
+    let n = db.write(|c| {
+        let n = repo::fanout::requeue_dead(c, id, now())?;
+        audit::record(
+            Entry::new("stream.retry_dead")
+                .target("stream", id, None)
+                .detail("requeued", n),
+        );
+        Ok::<_, StreamError>(n)
+    })?;
     if n > 0 {
         super::worker::wake();
     }
@@ -335,7 +395,13 @@ pub fn retry_dead(db: &Db, id: &str) -> Result<usize, StreamError> {
 }
 
 pub fn remove(db: &Db, id: &str) -> Result<(), StreamError> {
-    let n = db.write(|c| repo::fanout::delete_stream(c, id).map_err(StreamError::from))?;
+    let n = db.write(|c| {
+        let n = repo::fanout::delete_stream(c, id)?;
+        if n == 1 {
+            audit::record(Entry::new("stream.remove").target("stream", id, None));
+        }
+        Ok::<_, StreamError>(n)
+    })?;
     if n == 0 {
         return Err(StreamError::NotFound(id.to_owned()));
     }

@@ -18,6 +18,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::AppState;
+use crate::audit::{self, FailureLimiter};
 use crate::credentials::{self, Client, Presented, Scope, UsageTracker};
 use crate::db::Db;
 use crate::error::AppError;
@@ -65,6 +66,8 @@ pub struct Authenticated<S> {
     presented: Presented,
     db: Db,
     usage: Arc<UsageTracker>,
+    failures: Arc<FailureLimiter>,
+    path: String,
     scope: PhantomData<S>,
 }
 
@@ -88,7 +91,12 @@ impl<S: RequiredScope> Authenticated<S> {
         S: Send + 'static,
     {
         let Self {
-            presented, db, usage, ..
+            presented,
+            db,
+            usage,
+            failures,
+            path,
+            ..
         } = self;
         super::blocking_as(move || {
             let client = db
@@ -96,11 +104,18 @@ impl<S: RequiredScope> Authenticated<S> {
                 .map_err(E::from)?;
             let Some(client) = client else {
                 tracing::info!("rejected an unknown or revoked credential");
+                let name = match &presented {
+                    Presented::Basic { name, .. } => Some(truncated(name)),
+                    Presented::Bearer(_) => None,
+                };
+                audit::auth_failure(&db, &failures, name, "unknown or revoked credential", &path);
                 return Err(E::from(AppError::Unauthorized { presented: true }));
             };
             usage.record(&client.name);
+            crate::audit::set_actor(&client.name);
             if !S::allows(&client) {
                 tracing::info!(credential.name = %client.name, "credential {} lacks scope {}", client.name, S::SCOPE.as_str());
+                audit::auth_failure(&db, &failures, Some(&client.name), "missing scope", &path);
                 return Err(E::from(AppError::Forbidden(S::SCOPE.as_str())));
             }
             f(&db, &client)
@@ -109,25 +124,48 @@ impl<S: RequiredScope> Authenticated<S> {
     }
 }
 
+/// A client-supplied name, cut to a length fit for the audit log.
+fn truncated(name: &str) -> &str {
+    match name.char_indices().nth(64) {
+        Some((i, _)) => name.get(..i).unwrap_or(name),
+        None => name,
+    }
+}
+
+/// Records a refusal decided before any database work (no or unparsable header), off the async thread.
+fn refused_early(state: &AppState, reason: &'static str, path: &str) {
+    let (db, failures, path) = (state.db.clone(), state.auth_failures.clone(), path.to_owned());
+    let ctx = super::audit_context();
+    drop(actix_web::rt::task::spawn_blocking(move || {
+        crate::audit::in_context(ctx, || audit::auth_failure(&db, &failures, None, reason, &path));
+    }));
+}
+
 impl<S: RequiredScope + 'static> FromRequest for Authenticated<S> {
     type Error = AppError;
     type Future = Ready<Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(AppError::internal("AppState missing")));
+        };
         let presented = match req.headers().get(header::AUTHORIZATION) {
-            None => return ready(Err(AppError::Unauthorized { presented: false })),
+            None => {
+                refused_early(state, "no credential", req.path());
+                return ready(Err(AppError::Unauthorized { presented: false }));
+            }
             Some(v) => v.to_str().ok().and_then(Presented::parse),
         };
         let Some(presented) = presented else {
+            refused_early(state, "unparsable Authorization header", req.path());
             return ready(Err(AppError::Unauthorized { presented: true }));
-        };
-        let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(AppError::internal("AppState missing")));
         };
         ready(Ok(Self {
             presented,
             db: state.db.clone(),
             usage: state.usage.clone(),
+            failures: state.auth_failures.clone(),
+            path: req.path().to_owned(),
             scope: PhantomData,
         }))
     }

@@ -9,8 +9,10 @@
 //! - `scim_search`: `POST /scim/v2/.search` (all resource types), and the `SearchRequest`/`ListResponse` shapes.
 //! - `oauth`, `gtr`: `/oauth2/token`, `/oauth2/introspect`, `/oauth2/revoke`, `/oauth2/global-token-revocation`;
 //!   `wellknown`: the JWKS and the RFC 8414 metadata.
-//! - `ops`: `/healthz`, `/readyz`.
+//! - `ssf`: the SSF transmitter API; `audit`: `/audit/events`, `/audit/verify`, the offboarding report.
+//! - `ops`: `/healthz`, `/readyz`, `/metrics`.
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub tokens: Arc<Authority>,
     /// What this instance's fan-out worker measured (for `/metrics`).
     pub fanout: Arc<crate::fanout::metrics::FanoutStats>,
+    /// Bounds the refused authentications written to the audit log.
+    pub auth_failures: Arc<crate::audit::FailureLimiter>,
 }
 
 impl AppState {
@@ -73,6 +77,9 @@ impl AppState {
         let tokens = Arc::new(Authority::new(db.clone(), config.clone(), keys)?);
         Ok(Self {
             db,
+            auth_failures: Arc::new(crate::audit::FailureLimiter::new(
+                config.audit.auth_failures_per_minute,
+            )),
             scim_base: config.scim_base().into(),
             config,
             usage: Arc::new(UsageTracker::default()),
@@ -94,6 +101,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .configure(wellknown::routes)
                     .configure(oauth::routes)
                     .configure(ssf::routes)
+                    .configure(audit::routes)
                     .service(
                         web::scope("/scim/v2")
                             .configure(scim_users::routes)
@@ -139,6 +147,16 @@ fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
     sane.then(|| v.to_owned())
 }
 
+tokio::task_local! {
+    /// The audit context of the request this task serves; [`blocking_as`] carries it to the blocking thread.
+    static REQUEST: crate::audit::Context;
+}
+
+/// The audit context of the request being served (empty outside one).
+pub(crate) fn audit_context() -> crate::audit::Context {
+    REQUEST.try_with(Clone::clone).unwrap_or_default()
+}
+
 /// Gives each request an id and a tracing span, echoes the id in `X-Request-Id`, logs completion.
 async fn request_context(
     req: ServiceRequest,
@@ -148,7 +166,14 @@ async fn request_context(
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     req.extensions_mut().insert(RequestId(id.clone()));
     let started = Instant::now();
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let ctx = crate::audit::Context {
+        actor: None,
+        request_id: Some(id.clone()),
+        received_at: Some(crate::db::now()),
+    };
+    let mut res = REQUEST
+        .scope(ctx, next.call(req).instrument(span.clone()))
+        .await?;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }
@@ -179,7 +204,8 @@ where
     E: From<AppError> + Send + 'static,
 {
     let span = tracing::Span::current();
-    web::block(move || span.in_scope(f))
+    let ctx = audit_context();
+    web::block(move || span.in_scope(|| crate::audit::in_context(ctx, f)))
         .await
         .map_err(|e| E::from(AppError::internal(e)))?
 }

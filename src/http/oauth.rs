@@ -154,6 +154,7 @@ async fn token(
         if let crate::tokens::Caller::Credential(client) = &caller {
             usage.record(&client.name);
         }
+        crate::audit::set_actor(caller.client_id());
         let treq = token_request(&form)?;
         match grant.as_str() {
             "refresh_token" => auth.refresh(&caller, form.required("refresh_token")?, treq.scope.as_deref()),
@@ -216,6 +217,7 @@ async fn revoke(
         let caller = auth
             .db
             .read(|c| authenticate_client(c, header, form.get("client_id"), form.get("client_secret")))?;
+        crate::audit::set_actor(caller.client_id());
         auth.revoke(&caller, &token)
     })
     .await?;

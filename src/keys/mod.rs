@@ -518,6 +518,12 @@ pub fn ensure(db: &Db, kek: &Kek, algs: &[KeyAlg], import: Option<&Path>) -> Res
                     return Ok(false);
                 }
                 repo::keys::insert(c, &row)?;
+                crate::audit::record(
+                    crate::audit::Entry::new("key.create")
+                        .target("key", &row.kid, None)
+                        .detail("alg", alg.as_str())
+                        .detail("state", state),
+                );
                 Ok::<_, KeyError>(true)
             });
             match inserted {
@@ -585,6 +591,16 @@ pub fn rotate(db: &Db, kek: &Kek, config: &Config, alg: KeyAlg, force: bool) -> 
         }
         let row = fresh.row(kek, "next", at)?;
         repo::keys::insert(c, &row)?;
+        crate::audit::record(
+            crate::audit::Entry::new("key.rotate")
+                .target("key", &next.kid, None)
+                .detail("alg", alg.as_str())
+                .detail("activated", next.kid.as_str())
+                .detail("retired", retired.as_deref())
+                .detail("retired_published_until", crate::audit::format_time(until))
+                .detail("next", row.kid.as_str())
+                .detail("forced", force),
+        );
         Ok(Rotation {
             alg,
             activated: next.kid,

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Map, Value, json};
 
 use super::listing::{Page, Purpose, Source};
+use crate::audit::{self, Entry};
 use crate::db::filter_sql::{Dialect, SqlFilter, users_where};
 use crate::db::models::{Group, GroupChange, NewGroup};
 use crate::db::repo::groups::Member;
@@ -248,14 +249,36 @@ fn split_ops(ops: Vec<PatchOp>) -> Result<(Vec<MemberChange>, Vec<PatchOp>), Sci
 struct MemberDelta {
     /// Members before the change who are not members after it: their sessions end.
     left: Vec<String>,
-    /// How many users are members after the change who were not before.
-    joined: usize,
+    /// Users who are members after the change and were not before.
+    joined: Vec<String>,
 }
 
 impl MemberDelta {
     fn changed(&self) -> bool {
-        !self.left.is_empty() || self.joined > 0
+        !self.left.is_empty() || !self.joined.is_empty()
     }
+}
+
+/// The audit entry of a SCIM write to a group: attribute changes, and the members who joined and left.
+fn group_entry(
+    action: &'static str,
+    id: &str,
+    display_name: &str,
+    before: Option<&str>,
+    after: Option<&Value>,
+    joined: &[String],
+    left: &[String],
+) -> Entry {
+    let before: Option<Value> = before.and_then(|r| serde_json::from_str(r).ok());
+    let mut e = Entry::new(action)
+        .target("group", id, Some(display_name))
+        .detail("changes", audit::changes(before.as_ref(), after))
+        .detail("members_added", joined.to_vec())
+        .detail("members_removed", left.to_vec());
+    if let Some(t) = audit::received_at() {
+        e = e.detail("received_at", audit::format_time(t));
+    }
+    e
 }
 
 /// Applies member changes in order and returns their net effect. Each user's membership before the change is
@@ -342,11 +365,12 @@ fn apply_member_changes(
     for (id, was) in before {
         match (was, after.contains(&id)) {
             (true, false) => delta.left.push(id),
-            (false, true) => delta.joined += 1,
+            (false, true) => delta.joined.push(id),
             _ => {}
         }
     }
     delta.left.sort();
+    delta.joined.sort();
     Ok(delta)
 }
 
@@ -420,6 +444,18 @@ pub fn create(db: &Db, input: &Value, with_members: bool) -> Result<GroupView, A
             },
         )?;
         repo::groups::add_members(c, &id, &ids)?;
+        let mut joined = ids.clone();
+        joined.sort();
+        joined.dedup();
+        audit::record(group_entry(
+            "scim.group.create",
+            &id,
+            &ix.display_name,
+            None,
+            serde_json::from_str::<Value>(&ix.resource).ok().as_ref(),
+            &joined,
+            &[],
+        ));
         load_view(c, &id, with_members)
     })?;
     tracing::info!(group.id = %id, "created group {id} with {} members", ids.len());
@@ -487,6 +523,18 @@ pub fn replace(
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
         let delta = apply_member_changes(c, id, changes.clone())?;
+        audit::record(group_entry(
+            "scim.group.replace",
+            id,
+            stored
+                .get("displayName")
+                .and_then(Value::as_str)
+                .unwrap_or(&before.display_name),
+            Some(&before.resource),
+            Some(&stored),
+            &delta.joined,
+            &delta.left,
+        ));
         store(c, &before, stored.clone(), delta.changed())?;
         end_sessions_of_leavers(c, id, &delta.left, "removed from group")?;
         load_view(c, id, with_members)
@@ -512,6 +560,18 @@ pub fn patch(
             patch::apply(rt(), &current, &doc_ops)?
         };
         let delta = apply_member_changes(c, id, member_changes)?;
+        audit::record(group_entry(
+            "scim.group.patch",
+            id,
+            stored
+                .get("displayName")
+                .and_then(Value::as_str)
+                .unwrap_or(&before.display_name),
+            Some(&before.resource),
+            Some(&stored),
+            &delta.joined,
+            &delta.left,
+        ));
         store(c, &before, stored, delta.changed())?;
         end_sessions_of_leavers(c, id, &delta.left, "removed from group")?;
         load_view(c, id, with_members)
@@ -521,8 +581,17 @@ pub fn patch(
 /// DELETE /Groups/{id}: every member loses the group, so every member's sessions end.
 pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError> {
     db.write(|c| {
-        load_for_update(c, id, if_match)?;
+        let before = load_for_update(c, id, if_match)?;
         let members = repo::groups::member_ids(c, id)?;
+        audit::record(group_entry(
+            "scim.group.delete",
+            id,
+            &before.display_name,
+            None,
+            None,
+            &[],
+            &members,
+        ));
         repo::groups::delete(c, id)?;
         end_sessions_of_leavers(c, id, &members, "group deleted")
     })?;

@@ -1,7 +1,7 @@
 //! Use cases for users and groups, one transaction each. This is the **only** place that bumps a user's token
 //! generation (`end_sessions`), ends access (`deprovision`) and queues the SETs that report it: a state change
 //! that ends access, its generation bump, the revocation of the user's logins and the outbox rows commit together
-//! or not at all (DESIGN.md invariant 1; DECISIONS.md §1–2).
+//! or not at all (DESIGN.md invariant 1; DECISIONS.md §1–2), with the audit entry that records them.
 
 pub mod groups;
 pub mod listing;
@@ -9,6 +9,7 @@ pub mod users;
 
 use diesel::QueryResult;
 
+use crate::audit::{self, Entry};
 use crate::db::{DbConnection, now, repo};
 use crate::fanout::{self, Event, Initiator};
 
@@ -47,6 +48,41 @@ pub struct Ended {
     pub families_revoked: usize,
 }
 
+/// The audit entry of a change to a user's access: `action` on the user, with the generation in force after it.
+fn access_entry(
+    conn: &mut DbConnection,
+    action: &'static str,
+    user_id: &str,
+    generation: i64,
+    txn: &str,
+    sets_queued: usize,
+) -> QueryResult<Entry> {
+    let user_name = repo::users::user_name(conn, user_id)?;
+    Ok(Entry::new(action)
+        .user(user_id, user_name.as_deref())
+        .detail("generation", generation)
+        .detail("txn", txn)
+        .detail("sets_queued", sets_queued))
+}
+
+/// Records an ending of access: the generation bump, the logins revoked and the SETs queued.
+fn record_ended(
+    conn: &mut DbConnection,
+    action: &'static str,
+    user_id: &str,
+    ended: Ended,
+    reason: &str,
+    txn: &str,
+    sets_queued: usize,
+) -> QueryResult<()> {
+    let entry = access_entry(conn, action, user_id, ended.generation, txn, sets_queued)?
+        .detail("previous_generation", ended.generation - 1)
+        .detail("refresh_families_revoked", ended.families_revoked)
+        .detail("reason", reason);
+    audit::record(entry);
+    Ok(())
+}
+
 /// Bumps the generation and revokes every login of the user, telling no one yet.
 fn cut_off(conn: &mut DbConnection, user_id: &str, reason: &str) -> QueryResult<Ended> {
     let generation = repo::users::bump_generation(conn, user_id)?;
@@ -74,15 +110,18 @@ pub fn end_sessions(conn: &mut DbConnection, user_id: &str, reason: &str, txn: &
         reason,
         initiator: Initiator::Admin,
     };
-    fanout::enqueue(conn, user_id, txn, ended.generation, &[event])?;
+    let queued = fanout::enqueue(conn, user_id, txn, ended.generation, &[event])?;
+    record_ended(conn, "user.end_sessions", user_id, ended, reason, txn, queued)?;
     Ok(ended)
 }
 
 /// Ends one session (a refresh-token family, the `sid` of its access tokens) and nothing else of the user:
 /// refresh-token reuse, RFC 7009 revocation of a refresh token (DECISIONS.md §3). Queues a `session-revoked` SET
-/// for that session. Returns whether it was live.
+/// for that session, and records it as `action` (`token.reuse_detected`, `token.revoke`). Returns whether it was
+/// live.
 pub fn end_session(
     conn: &mut DbConnection,
+    action: &'static str,
     user_id: &str,
     generation: i64,
     sid: &str,
@@ -96,7 +135,13 @@ pub fn end_session(
             reason,
             initiator: Initiator::Policy,
         };
-        fanout::enqueue(conn, user_id, &fanout::new_txn(), generation, &[event])?;
+        let txn = fanout::new_txn();
+        let queued = fanout::enqueue(conn, user_id, &txn, generation, &[event])?;
+        let entry = access_entry(conn, action, user_id, generation, &txn, queued)?
+            .detail("kind", "refresh_token")
+            .detail("sid", sid)
+            .detail("reason", reason);
+        audit::record(entry);
     }
     Ok(revoked)
 }
@@ -114,25 +159,28 @@ pub fn deprovision(conn: &mut DbConnection, user_id: &str, how: Deprovision) -> 
         reason: how.reason_admin(),
         initiator: Initiator::Admin,
     };
-    fanout::enqueue(
-        conn,
-        user_id,
-        &fanout::new_txn(),
-        ended.generation,
-        &[account, sessions],
-    )?;
+    let txn = fanout::new_txn();
+    let queued = fanout::enqueue(conn, user_id, &txn, ended.generation, &[account, sessions])?;
+    let action = match how {
+        Deprovision::Deactivate => "user.deactivate",
+        Deprovision::Delete => "user.delete",
+    };
+    record_ended(conn, action, user_id, ended, how.reason(), &txn, queued)?;
     Ok(ended)
 }
 
 /// Records a reactivation: the generation stays (old tokens stay dead); `account-enabled` is queued.
 pub fn reactivated(conn: &mut DbConnection, user_id: &str, generation: i64) -> QueryResult<()> {
     tracing::info!(user.id = %user_id, "reactivated user {user_id}");
-    fanout::enqueue(
+    let txn = fanout::new_txn();
+    let queued = fanout::enqueue(conn, user_id, &txn, generation, &[Event::AccountEnabled])?;
+    audit::record(access_entry(
         conn,
+        "user.reactivate",
         user_id,
-        &fanout::new_txn(),
         generation,
-        &[Event::AccountEnabled],
-    )
-    .map(drop)
+        &txn,
+        queued,
+    )?);
+    Ok(())
 }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::Deprovision;
 use super::listing::{Purpose, Source};
+use crate::audit::{self, Entry};
 use crate::db::filter_sql::{Dialect, SqlFilter, users_where};
 use crate::db::models::{NewUser, User, UserChange};
 use crate::db::repo::groups::GroupRef;
@@ -192,6 +193,10 @@ pub fn create(db: &Db, input: &Value) -> Result<UserView, AppError> {
             last_modified: at,
         };
         repo::users::insert(c, &new, &ix.emails).map_err(user_name_conflict)?;
+        audit::record(
+            write_entry("scim.user.create", &id, &ix.user_name)
+                .detail("changes", audit::changes(None, Some(&stored))),
+        );
         let user =
             repo::users::find_live(c, &id)?.ok_or_else(|| AppError::internal("created user vanished"))?;
         // A new user belongs to no group yet.
@@ -233,9 +238,46 @@ fn load_for_update(c: &mut DbConnection, id: &str, if_match: Option<&str>) -> Re
     Ok(user)
 }
 
-/// Writes a new stored resource for `before` and runs the transition it implies. Returns the new row.
-fn store(c: &mut DbConnection, before: &User, stored: &Value) -> Result<UserView, AppError> {
+/// The audit entry of a write to user `id` (SCIM or CLI), with when the request arrived.
+fn write_entry(action: &'static str, id: &str, user_name: &str) -> Entry {
+    let entry = Entry::new(action).user(id, Some(user_name));
+    match audit::received_at() {
+        Some(t) => entry.detail("received_at", audit::format_time(t)),
+        None => entry,
+    }
+}
+
+/// The stored resource of `user` with its `active` flag, as SCIM shows it.
+fn current_resource(user: &User) -> Result<Value, AppError> {
+    let mut current: Value = serde_json::from_str(&user.resource).map_err(AppError::internal)?;
+    set_active(&mut current, user.active);
+    Ok(current)
+}
+
+/// Records a write that changed nothing.
+fn record_unchanged(action: &'static str, user: &User) {
+    audit::record(
+        write_entry(action, &user.id, &user.user_name).detail("changes", Value::Object(Map::new())),
+    );
+}
+
+/// Writes a new stored resource for `before`, records the write as `action` and runs the transition it implies.
+/// Returns the new row.
+fn store(
+    c: &mut DbConnection,
+    action: &'static str,
+    reason: Option<&str>,
+    before: &User,
+    stored: &Value,
+) -> Result<UserView, AppError> {
     let ix = indexed(stored)?;
+    let old = current_resource(before)?;
+    let mut entry = write_entry(action, &before.id, &ix.user_name)
+        .detail("changes", audit::changes(Some(&old), Some(stored)));
+    if let Some(reason) = reason {
+        entry = entry.detail("reason", reason);
+    }
+    audit::record(entry);
     let change = UserChange {
         user_name: &ix.user_name,
         user_name_folded: &ix.user_name_folded,
@@ -281,9 +323,10 @@ pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Resu
             set_active(&mut stored, before.active);
         }
         if same_resource(&before, &stored) {
+            record_unchanged("scim.user.replace", &before);
             return UserView::load(c, before);
         }
-        store(c, &before, &stored)
+        store(c, "scim.user.replace", None, &before, &stored)
     })
 }
 
@@ -292,8 +335,7 @@ pub fn patch(db: &Db, id: &str, body: &Value, if_match: Option<&str>) -> Result<
     let ops = patch::parse_request(body)?;
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
-        let mut current: Value = serde_json::from_str(&before.resource).map_err(AppError::internal)?;
-        set_active(&mut current, before.active);
+        let current = current_resource(&before)?;
         let mut stored = patch::apply(rt(), &current, &ops)?;
         if stored.get("active").and_then(Value::as_bool).is_none() {
             // `remove active` leaves the flag unassigned (RFC 7644 §3.5.2.2). Access is what an unassigned flag
@@ -301,9 +343,10 @@ pub fn patch(db: &Db, id: &str, body: &Value, if_match: Option<&str>) -> Result<
             set_active(&mut stored, false);
         }
         if stored == current {
+            record_unchanged("scim.user.patch", &before);
             return UserView::load(c, before);
         }
-        store(c, &before, &stored)
+        store(c, "scim.user.patch", None, &before, &stored)
     })
 }
 
@@ -322,6 +365,9 @@ pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError>
         if !left.is_empty() {
             tracing::info!(user.id = %id, "removed deleted user {id} from {} groups", left.len());
         }
+        audit::record(
+            write_entry("scim.user.delete", id, &before.user_name).detail("groups_left", left.len()),
+        );
         let n = repo::users::tombstone(c, id, before.version, now())?;
         if n != 1 {
             return Err(AppError::internal(format!("user {id} changed under its lock")));
@@ -354,9 +400,9 @@ pub fn deactivate(db: &Db, id: &str, reason: &str) -> Result<Option<i64>, AppErr
         if !before.active {
             return Ok(None);
         }
-        let mut stored: Value = serde_json::from_str(&before.resource).map_err(AppError::internal)?;
+        let mut stored = current_resource(&before)?;
         set_active(&mut stored, false);
-        let view = store(c, &before, &stored)?;
+        let view = store(c, "admin.user.deactivate", Some(reason), &before, &stored)?;
         tracing::info!(user.id = %id, reason, "deactivated user {id} by an administrator");
         Ok(Some(view.user.token_generation))
     })

@@ -334,7 +334,9 @@ impl Authority {
         let verified = self.issuers.verify(subject_token, None).map_err(refused)?;
         let key = user_key(&verified).map_err(refused)?;
         let issuer = verified.issuer.issuer.clone();
-        let mut res = self.login(&key, caller.client_id(), req).map_err(|e| match e {
+        let mut res = self
+            .login_as("token.exchange", Some(&issuer), &key, caller.client_id(), req)
+            .map_err(|e| match e {
             OAuthError::InvalidGrant(_) => {
                 tracing::info!(issuer = %issuer, "token exchange refused: no active user matches the subject");
                 OAuthError::InvalidRequest("subject_token refused: no active user matches its subject".into())

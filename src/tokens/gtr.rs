@@ -143,6 +143,7 @@ impl Authority {
                 ));
             }
             let user = resolve_user(c, &key)?.ok_or(GtrError::NotFound)?;
+            crate::audit::set_actor(&issuer.issuer);
             crate::lifecycle::users::end_sessions_in(c, &user.id, &reason)?;
             Ok(user.id)
         });

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use activity::ActivityTracker;
 pub use verify::AccessClaims;
 
+use crate::audit;
 use crate::config::Config;
 use crate::credentials::{Client, Presented, hash_secret};
 use crate::db::models::{RefreshFamily, RefreshTokenRow, User};
@@ -240,6 +241,29 @@ pub fn authenticate_client(
         .ok_or(OAuthError::InvalidClient { presented: false })
 }
 
+/// The audit entry of one grant: what was issued to whom, never the token itself. `tgen` and `exp` let the
+/// offboarding report count the tokens a later cut-off invalidated.
+fn grant_entry(action: &'static str, claims: &AccessClaims) -> audit::Entry {
+    let mut e = audit::Entry::new(action)
+        .detail("client_id", claims.client_id.as_str())
+        .detail("jti", claims.jti.as_str())
+        .detail("aud", claims.aud.as_str())
+        .detail("exp", claims.exp);
+    e = match claims.tgen {
+        Some(tgen) => e
+            .user(&claims.sub, claims.preferred_username.as_deref())
+            .detail("tgen", tgen),
+        None => e.target("credential", &claims.sub, None),
+    };
+    if let Some(scope) = &claims.scope {
+        e = e.detail("scope", scope.as_str());
+    }
+    if let Some(sid) = &claims.sid {
+        e = e.detail("sid", sid.as_str());
+    }
+    e
+}
+
 /// Generates an opaque, prefixed, 256-bit refresh token.
 fn new_refresh_token() -> String {
     let mut bytes = [0u8; 32];
@@ -409,6 +433,19 @@ impl Authority {
         client_id: &str,
         req: &TokenRequest,
     ) -> Result<TokenResponse, OAuthError> {
+        self.login_as("token.mint", None, user, client_id, req)
+    }
+
+    /// [`login`](Self::login), recorded as `action` (`token.mint`, `token.exchange`) with the subject token's
+    /// issuer, if any.
+    pub(crate) fn login_as(
+        &self,
+        action: &'static str,
+        issuer: Option<&str>,
+        user: &UserKey,
+        client_id: &str,
+        req: &TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
         let audience = self.audience(req.audience.as_deref())?;
         let ttl = self.ttl(req.ttl)?;
         let scope = allowed(
@@ -450,8 +487,14 @@ impl Authority {
                 },
             )?;
             let groups = group_names(c, &user.id)?;
+            let claims = self.user_claims(&user, groups, client_id, scope.clone(), &audience, &sid, ttl, at);
+            let mut entry = grant_entry(action, &claims);
+            if let Some(issuer) = issuer {
+                entry = entry.detail("subject_issuer", issuer);
+            }
+            audit::record(entry);
             Ok::<_, OAuthError>(Minted {
-                claims: self.user_claims(&user, groups, client_id, scope.clone(), &audience, &sid, ttl, at),
+                claims,
                 refresh_token: Some(refresh.clone()),
                 user_id: user.id,
             })
@@ -508,6 +551,10 @@ impl Authority {
     /// `grant_type=refresh_token`: rotates the refresh token and mints an access token with the user's current
     /// generation. A token used before ends its family (reuse detection), committed even though the answer is
     /// `invalid_grant`.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the checks of one refresh transaction, in the order they apply"
+    )]
     pub fn refresh(
         &self,
         caller: &Caller,
@@ -533,6 +580,7 @@ impl Authority {
             let reused = |c: &mut DbConnection, family: RefreshFamily| {
                 crate::lifecycle::end_session(
                     c,
+                    "token.reuse_detected",
                     &family.user_id,
                     family.generation,
                     &family.sid,
@@ -584,17 +632,19 @@ impl Authority {
             )?;
             let groups = group_names(c, &user.id)?;
             let ttl = self.config.tokens.access_ttl_secs;
+            let claims = self.user_claims(
+                &user,
+                groups,
+                &family.client_id,
+                scope,
+                &family.audience,
+                &family.sid,
+                ttl,
+                at,
+            );
+            audit::record(grant_entry("token.refresh", &claims));
             Ok::<_, OAuthError>(Refreshed::Minted(Box::new(Minted {
-                claims: self.user_claims(
-                    &user,
-                    groups,
-                    &family.client_id,
-                    scope,
-                    &family.audience,
-                    &family.sid,
-                    ttl,
-                    at,
-                ),
+                claims,
                 refresh_token: Some(next.clone()),
                 user_id: user.id,
             })))
@@ -658,6 +708,7 @@ impl Authority {
             sid: None,
             tgen: None,
         };
+        audit::record_now(&self.db, vec![grant_entry("token.client_credentials", &claims)])?;
         tracing::info!(client.id = %client.name, "minted a service token for {}", client.name);
         Ok(TokenResponse {
             access_token: self.sign_access(&claims)?,

@@ -26,8 +26,19 @@ impl Authority {
         }
         let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
         let until = DateTime::from_timestamp(claims.exp + leeway, 0).map_or_else(now, |t| t.naive_utc());
-        self.db
-            .write(|c| repo::tokens::revoke_jti(c, &claims.jti, until, now()).map_err(OAuthError::from))?;
+        self.db.write(|c| {
+            repo::tokens::revoke_jti(c, &claims.jti, until, now())?;
+            let mut entry = crate::audit::Entry::new("token.revoke")
+                .detail("kind", "access_token")
+                .detail("jti", claims.jti.as_str())
+                .detail("client_id", claims.client_id.as_str());
+            entry = match claims.tgen {
+                Some(_) => entry.user(&claims.sub, claims.preferred_username.as_deref()),
+                None => entry.target("credential", &claims.sub, None),
+            };
+            crate::audit::record(entry);
+            Ok::<_, OAuthError>(())
+        })?;
         tracing::info!(token.jti = %claims.jti, client.id = %caller.client_id(), "revoked access token {}", claims.jti);
         Ok(())
     }
@@ -46,6 +57,7 @@ impl Authority {
             }
             crate::lifecycle::end_session(
                 c,
+                "token.revoke",
                 &family.user_id,
                 family.generation,
                 &family.sid,

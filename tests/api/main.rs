@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod audit;
 mod auth;
 mod crash;
 mod discovery;

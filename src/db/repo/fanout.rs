@@ -252,6 +252,26 @@ pub fn pending(conn: &mut DbConnection, stream_id: &str, limit: i64) -> QueryRes
         .load(conn)
 }
 
+/// The pending SET of a stream with this `jti`, if any.
+pub fn pending_by_jti(conn: &mut DbConnection, stream_id: &str, jti: &str) -> QueryResult<Option<OutboxRow>> {
+    outbox::table
+        .filter(outbox::stream_id.eq(stream_id))
+        .filter(outbox::jti.eq(jti))
+        .filter(outbox::status.eq("pending"))
+        .select(OutboxRow::as_select())
+        .load(conn)
+        .map(super::unique)
+}
+
+/// Every SET queued by one change (`txn`), on every stream, in queue order.
+pub fn outbox_of_txn(conn: &mut DbConnection, txn: &str) -> QueryResult<Vec<OutboxRow>> {
+    outbox::table
+        .filter(outbox::txn.eq(txn))
+        .order(outbox::id.asc())
+        .select(OutboxRow::as_select())
+        .load(conn)
+}
+
 /// Settles pending SETs of a stream by `jti`: delivered (acknowledged) or dead (with the receiver's error).
 pub fn settle_by_jti(
     conn: &mut DbConnection,

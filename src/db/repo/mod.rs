@@ -1,6 +1,7 @@
 //! Repository functions: synchronous, `(&mut DbConnection, …) -> QueryResult<…>`, one concern each. No business
 //! rules here (those are in `lifecycle`), only SQL. Dialect differences are a small `match` on the connection.
 
+pub mod audit;
 pub mod credentials;
 pub mod fanout;
 pub mod groups;

@@ -40,6 +40,31 @@ pub fn find_live_by_folded_name(conn: &mut DbConnection, folded: &str) -> QueryR
         .map(super::unique)
 }
 
+/// The user with this id, live or tombstoned.
+pub fn find_any(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>> {
+    users::table
+        .filter(users::id.eq(id))
+        .select(User::as_select())
+        .load(conn)
+        .map(super::unique)
+}
+
+/// Every user, live or tombstoned, who had this folded userName: the live one first, then the most recently
+/// deleted.
+pub fn find_any_by_folded_name(conn: &mut DbConnection, folded: &str) -> QueryResult<Vec<User>> {
+    let mut rows: Vec<User> = users::table
+        .filter(users::user_name_folded.eq(folded))
+        .select(User::as_select())
+        .load(conn)?;
+    rows.sort_by(|a, b| match (a.deleted_at, b.deleted_at) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => y.cmp(&x),
+    });
+    Ok(rows)
+}
+
 /// Live users with this externalId (exact; not unique by schema).
 pub fn find_live_by_external_id(conn: &mut DbConnection, external_id: &str) -> QueryResult<Vec<User>> {
     users::table
@@ -97,6 +122,15 @@ pub fn bump_generation(conn: &mut DbConnection, id: &str) -> QueryResult<i64> {
 }
 
 /// Turns a live user into a tombstone: inactive, out of SCIM results, userName free for a new user.
+/// The userName of a user, live or tombstoned.
+pub fn user_name(conn: &mut DbConnection, id: &str) -> QueryResult<Option<String>> {
+    users::table
+        .filter(users::id.eq(id))
+        .select(users::user_name)
+        .load(conn)
+        .map(super::unique)
+}
+
 pub fn tombstone(conn: &mut DbConnection, id: &str, version: i64, now: NaiveDateTime) -> QueryResult<usize> {
     let n = diesel::update(users::table)
         .filter(users::id.eq(id))

@@ -1,0 +1,177 @@
+//! Export: the entries of a [`Selection`] in `seq` order as NDJSON (one entry per line) or CSV, produced in
+//! keyset batches so memory stays constant however many entries there are (DECISIONS.md §33). The HTTP
+//! endpoint streams one batch per blocking hop; the CLI writes them to a file.
+
+use std::str::FromStr;
+
+use crate::db::models::AuditRow;
+use crate::db::repo::audit::Selection;
+use crate::db::{Db, DbError, repo};
+
+/// Entries per batch.
+pub const BATCH: i64 = 2000;
+
+/// The CSV columns, in order: every field of an entry, so the chain can be recomputed from the file.
+pub const CSV_COLUMNS: [&str; 13] = [
+    "seq",
+    "time",
+    "actor",
+    "action",
+    "target_type",
+    "target_id",
+    "target_name",
+    "subject",
+    "request_id",
+    "outcome",
+    "details",
+    "prev_hash",
+    "hash",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    Csv,
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ndjson" | "jsonl" => Ok(Self::Ndjson),
+            "csv" => Ok(Self::Csv),
+            other => Err(format!("unknown format `{other}` (use ndjson or csv)")),
+        }
+    }
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Ndjson => "application/x-ndjson",
+            Self::Csv => "text/csv; charset=utf-8",
+        }
+    }
+
+    /// What comes before the first entry.
+    pub fn header(self) -> Vec<u8> {
+        match self {
+            Self::Ndjson => Vec::new(),
+            Self::Csv => {
+                let mut w = csv::Writer::from_writer(Vec::new());
+                // Writing to a Vec cannot fail.
+                let _ = w.write_record(CSV_COLUMNS);
+                w.into_inner().unwrap_or_default()
+            }
+        }
+    }
+
+    /// The entries, encoded.
+    pub fn encode(self, rows: &[AuditRow]) -> Vec<u8> {
+        match self {
+            Self::Ndjson => {
+                let mut out = Vec::with_capacity(rows.len() * 400);
+                for row in rows {
+                    if serde_json::to_writer(&mut out, row).is_ok() {
+                        out.push(b'\n');
+                    }
+                }
+                out
+            }
+            Self::Csv => {
+                let mut w = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 400));
+                for r in rows {
+                    let seq = r.seq.to_string();
+                    let time = super::format_time(r.time);
+                    let o = |v: &Option<String>| v.clone().unwrap_or_default();
+                    let _ = w.write_record([
+                        seq.as_str(),
+                        &time,
+                        &r.actor,
+                        &r.action,
+                        &o(&r.target_type),
+                        &o(&r.target_id),
+                        &o(&r.target_name),
+                        &o(&r.subject),
+                        &o(&r.request_id),
+                        &r.outcome,
+                        &r.details,
+                        &r.prev_hash,
+                        &r.hash,
+                    ]);
+                }
+                w.into_inner().unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// A cursor over a selection: each [`next_batch`](Self::next_batch) reads the next entries after the last one
+/// given out, so no connection or result set is held between batches.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    selection: Selection,
+    /// Entries still to give out, when the caller set a limit.
+    remaining: Option<u64>,
+    done: bool,
+}
+
+impl Cursor {
+    pub fn new(selection: Selection, limit: Option<u64>) -> Self {
+        Self {
+            selection,
+            remaining: limit,
+            done: limit == Some(0),
+        }
+    }
+
+    /// The next batch (empty once the selection, or the limit, is exhausted).
+    pub fn next_batch(&mut self, db: &Db) -> Result<Vec<AuditRow>, DbError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let want = self
+            .remaining
+            .map_or(BATCH, |r| i64::try_from(r).unwrap_or(BATCH).min(BATCH));
+        let rows = db.read(|c| repo::audit::batch(c, &self.selection, want).map_err(DbError::from))?;
+        if let Some(last) = rows.last() {
+            self.selection.after_seq = Some(last.seq);
+        }
+        let got = rows.len() as u64;
+        if let Some(r) = &mut self.remaining {
+            *r = r.saturating_sub(got);
+            if *r == 0 {
+                self.done = true;
+            }
+        }
+        if got < u64::try_from(want).unwrap_or(0) {
+            self.done = true;
+        }
+        Ok(rows)
+    }
+
+    /// The `seq` of the last entry given out (the cursor for the next page).
+    pub fn last_seq(&self) -> Option<i64> {
+        self.selection.after_seq
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// How many entries `selection` holds.
+pub fn count(db: &Db, selection: &Selection) -> Result<i64, DbError> {
+    db.read(|c| repo::audit::count(c, selection).map_err(DbError::from))
+}
+
+/// With pages of `limit` entries: the `seq` after which the next page starts, when there is one.
+pub fn page_end(db: &Db, selection: &Selection, limit: u64) -> Result<Option<i64>, DbError> {
+    let offset = i64::try_from(limit).unwrap_or(i64::MAX) - 1;
+    let seqs = db.read(|c| repo::audit::seqs_from(c, selection, offset, 2).map_err(DbError::from))?;
+    Ok(match seqs.as_slice() {
+        [last, _more] => Some(*last),
+        _ => None,
+    })
+}

@@ -1,0 +1,503 @@
+//! The tamper-evident audit log: what offboard did, who asked, and whether it worked (DESIGN.md invariants 6–7).
+//!
+//! Use cases call [`record`] with an [`Entry`] while their write transaction is open; the entries are chained and
+//! inserted by a before-commit hook of that same transaction ([`crate::db::before_commit`]), so an entry exists
+//! exactly when its change does (invariant 1). Who asked (the actor) and the request id come from the ambient
+//! [`Context`] that the HTTP layer and the CLI set for the thread doing the work; an entry may name its actor
+//! itself (a token grant names its client).
+//!
+//! # The chain
+//! Entries are numbered `seq` = 1, 2, 3… with no gaps, and
+//! `hash_n = SHA-256(raw(hash_{n-1}) ‖ canonical(entry_n))`, with `raw(hash_0)` 32 zero bytes and hashes written
+//! as lowercase hex. `canonical(entry)` is the UTF-8 of this JSON object, members in this order (which is
+//! lexicographic), no whitespace, strings escaped as JSON does, absent values as `null`:
+//!
+//! ```text
+//! {"action":…,"actor":…,"details":…,"outcome":…,"request_id":…,"seq":N,"subject":…,
+//!  "target_id":…,"target_name":…,"target_type":…,"time":"YYYY-MM-DDTHH:MM:SS.mmmZ"}
+//! ```
+//!
+//! `details` is embedded exactly as stored: JSON with object keys sorted and no whitespace. An export line
+//! carries every one of these fields, so anyone can recompute the chain without offboard.
+//!
+//! On SQLite the single writer orders appends already; on PostgreSQL the hook takes a transaction-scoped
+//! advisory lock just before reading the tail, so concurrent transactions never fork the chain (DECISIONS.md
+//! §32). The lock is taken as late as possible (at commit) and held only for the tail read, the insert and the
+//! commit.
+//!
+//! Nothing secret goes in: no token, no credential secret, no key material, no password (invariant 7).
+
+pub mod export;
+pub mod report;
+pub mod retention;
+pub mod verify;
+
+use std::cell::RefCell;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use diesel::QueryResult;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::db::models::AuditRow;
+use crate::db::{Db, DbConnection, DbError, now, repo};
+
+/// `hash_0`: what the first entry's `prev_hash` is.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The actor of work that no client asked for (the fan-out worker, retention).
+pub const SYSTEM_ACTOR: &str = "offboard";
+
+/// Who is acting on this thread, and for which request.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The authenticated credential's name, once known.
+    pub actor: Option<String>,
+    pub request_id: Option<String>,
+    /// When the request reached offboard (for the offboarding report: when the IdP's call arrived).
+    pub received_at: Option<NaiveDateTime>,
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
+    /// Entries recorded in the current write transaction, and that transaction's serial.
+    static PENDING: RefCell<(u64, Vec<Entry>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// The actor when no context names one: `cli` in the command-line tool, else [`SYSTEM_ACTOR`].
+static PROCESS_ACTOR: OnceLock<&'static str> = OnceLock::new();
+
+/// Makes `actor` the default actor of this process (the CLI calls this with `cli`).
+pub fn set_process_actor(actor: &'static str) {
+    let _ = PROCESS_ACTOR.set(actor);
+}
+
+/// Runs `f` with `ctx` as this thread's context, restoring the previous one after (also on panic).
+pub fn in_context<T>(ctx: Context, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Context>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            CONTEXT.with(|c| *c.borrow_mut() = prev);
+        }
+    }
+    let _restore = Restore(CONTEXT.with(|c| c.borrow_mut().replace(ctx)));
+    f()
+}
+
+/// Names the actor of the current context (after authentication).
+pub fn set_actor(actor: &str) {
+    CONTEXT.with(|c| {
+        if let Some(ctx) = c.borrow_mut().as_mut() {
+            ctx.actor = Some(actor.to_owned());
+        }
+    });
+}
+
+/// The current context's actor, else the process default.
+pub fn current_actor() -> String {
+    CONTEXT
+        .with(|c| c.borrow().as_ref().and_then(|ctx| ctx.actor.clone()))
+        .unwrap_or_else(|| (*PROCESS_ACTOR.get().unwrap_or(&SYSTEM_ACTOR)).to_owned())
+}
+
+/// When the current request arrived, if there is one.
+pub fn received_at() -> Option<NaiveDateTime> {
+    CONTEXT.with(|c| c.borrow().as_ref().and_then(|ctx| ctx.received_at))
+}
+
+fn current_request_id() -> Option<String> {
+    CONTEXT.with(|c| c.borrow().as_ref().and_then(|ctx| ctx.request_id.clone()))
+}
+
+/// One thing to record.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    action: &'static str,
+    outcome: &'static str,
+    actor: Option<String>,
+    target_type: Option<&'static str>,
+    target_id: Option<String>,
+    target_name: Option<String>,
+    subject: Option<String>,
+    details: Map<String, Value>,
+}
+
+impl Entry {
+    /// An entry for `action` (dotted, e.g. `scim.user.patch`), outcome `success`.
+    pub fn new(action: &'static str) -> Self {
+        Self {
+            action,
+            outcome: "success",
+            actor: None,
+            target_type: None,
+            target_id: None,
+            target_name: None,
+            subject: None,
+            details: Map::new(),
+        }
+    }
+
+    /// The entry's target: a user, group, stream, credential, key…
+    #[must_use]
+    pub fn target(mut self, kind: &'static str, id: &str, name: Option<&str>) -> Self {
+        self.target_type = Some(kind);
+        self.target_id = Some(id.to_owned());
+        self.target_name = name.map(str::to_owned);
+        self
+    }
+
+    /// A user as target; the user is also the entry's subject.
+    #[must_use]
+    pub fn user(self, id: &str, user_name: Option<&str>) -> Self {
+        self.target("user", id, user_name).subject(id)
+    }
+
+    /// The user the entry concerns, when the target is something else (a SET delivery).
+    #[must_use]
+    pub fn subject(mut self, user_id: &str) -> Self {
+        self.subject = Some(user_id.to_owned());
+        self
+    }
+
+    #[must_use]
+    pub fn outcome(mut self, outcome: &'static str) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    /// Names the actor instead of taking the context's.
+    #[must_use]
+    pub fn actor(mut self, actor: &str) -> Self {
+        self.actor = Some(actor.to_owned());
+        self
+    }
+
+    #[must_use]
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn action(&self) -> &'static str {
+        self.action
+    }
+}
+
+/// Records `entry` in the current write transaction: it is chained and inserted just before that transaction
+/// commits, and dropped if it rolls back. Called outside a write transaction, the entry is dropped with a
+/// warning (use [`record_now`]).
+pub fn record(entry: Entry) {
+    let Some(serial) = crate::db::transaction_serial() else {
+        tracing::warn!(
+            action = entry.action,
+            "audit entry recorded outside a write transaction: dropped"
+        );
+        return;
+    };
+    let actor = entry.actor.clone().unwrap_or_else(current_actor);
+    let entry = Entry {
+        actor: Some(actor),
+        ..entry
+    };
+    let first = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.0 != serial {
+            // Left over from a transaction that rolled back.
+            *p = (serial, Vec::new());
+        }
+        p.1.push(entry);
+        p.1.len() == 1
+    });
+    if first {
+        let request_id = current_request_id();
+        crate::db::before_commit(move |conn| flush(conn, serial, request_id.as_deref()));
+    }
+}
+
+/// Records `entries` in a transaction of their own (for events that change nothing else: a refused login).
+pub fn record_now(db: &Db, entries: Vec<Entry>) -> Result<(), DbError> {
+    let mut entries = Some(entries);
+    db.write(|_| {
+        for e in entries.take().unwrap_or_default() {
+            record(e);
+        }
+        Ok::<_, DbError>(())
+    })
+}
+
+/// Chains and inserts the pending entries of transaction `serial`.
+fn flush(conn: &mut DbConnection, serial: u64, request_id: Option<&str>) -> QueryResult<()> {
+    let entries = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.0 == serial {
+            std::mem::take(&mut p.1)
+        } else {
+            Vec::new()
+        }
+    });
+    if entries.is_empty() {
+        return Ok(());
+    }
+    append(conn, entries, request_id).map(drop)
+}
+
+/// Appends `entries` to the chain now, inside the caller's transaction. Returns the rows written.
+pub fn append(
+    conn: &mut DbConnection,
+    entries: Vec<Entry>,
+    request_id: Option<&str>,
+) -> QueryResult<Vec<AuditRow>> {
+    lock_chain(conn)?;
+    let (mut seq, mut prev) = repo::audit::tail(conn)?.unwrap_or_else(|| (0, GENESIS.to_owned()));
+    let time = now();
+    let rows: Vec<AuditRow> = entries
+        .into_iter()
+        .map(|e| {
+            seq += 1;
+            let mut row = AuditRow {
+                seq,
+                time,
+                actor: e.actor.unwrap_or_else(current_actor),
+                action: e.action.to_owned(),
+                target_type: e.target_type.map(str::to_owned),
+                target_id: e.target_id,
+                target_name: e.target_name,
+                subject: e.subject,
+                request_id: request_id.map(str::to_owned),
+                outcome: e.outcome.to_owned(),
+                details: canonical_json(&Value::Object(e.details)),
+                prev_hash: std::mem::take(&mut prev),
+                hash: String::new(),
+            };
+            row.hash = chain_hash(&row.prev_hash, &row);
+            prev.clone_from(&row.hash);
+            row
+        })
+        .collect();
+    repo::audit::insert(conn, &rows)?;
+    Ok(rows)
+}
+
+/// The action of a signed checkpoint entry.
+pub const CHECKPOINT: &str = "audit.checkpoint";
+
+/// Appends a signed checkpoint: an entry whose details hold `seq` and `hash` of the entry before it and `jws`, a
+/// JWS (`typ` `offboard-audit-checkpoint+jwt`, claims `iss`, `iat`, `audit_seq`, `audit_hash`) made by `sign` with
+/// the active signing key, verifiable with the JWKS. An auditor who keeps one can prove that an export holding
+/// that entry was not rewritten later. Nothing is written when the last entry is a checkpoint already (an idle
+/// log). Returns the `seq` the checkpoint covers.
+pub fn checkpoint(
+    db: &Db,
+    issuer: &str,
+    sign: impl Fn(&Value) -> Result<String, String>,
+) -> anyhow::Result<Option<i64>> {
+    let covered = db.write(|c| {
+        lock_chain(c)?;
+        let Some(last) = repo::audit::last(c)? else {
+            return Ok(None);
+        };
+        if last.action == CHECKPOINT {
+            return Ok(None);
+        }
+        let claims = serde_json::json!({
+            "iss": issuer,
+            "iat": now().and_utc().timestamp(),
+            "audit_seq": last.seq,
+            "audit_hash": last.hash,
+        });
+        let jws = sign(&claims).map_err(|e| anyhow::anyhow!("cannot sign the audit checkpoint: {e}"))?;
+        let entry = Entry::new(CHECKPOINT)
+            .detail("seq", last.seq)
+            .detail("hash", last.hash.as_str())
+            .detail("jws", jws);
+        append(c, vec![entry], None)?;
+        Ok::<_, anyhow::Error>(Some(last.seq))
+    })?;
+    Ok(covered)
+}
+
+/// Serialises appends to the chain until the transaction ends (PostgreSQL; SQLite has one writer).
+pub(crate) fn lock_chain(conn: &mut DbConnection) -> QueryResult<()> {
+    repo::advisory_lock(conn, "audit", "chain")
+}
+
+/// `canonical(entry)`, as the module doc defines it.
+pub fn canonical(row: &AuditRow) -> String {
+    let s = |v: &str| Value::from(v).to_string();
+    let o = |v: &Option<String>| v.as_deref().map_or_else(|| "null".to_owned(), s);
+    format!(
+        r#"{{"action":{},"actor":{},"details":{},"outcome":{},"request_id":{},"seq":{},"subject":{},"target_id":{},"target_name":{},"target_type":{},"time":{}}}"#,
+        s(&row.action),
+        s(&row.actor),
+        row.details,
+        s(&row.outcome),
+        o(&row.request_id),
+        row.seq,
+        o(&row.subject),
+        o(&row.target_id),
+        o(&row.target_name),
+        o(&row.target_type),
+        s(&format_time(row.time)),
+    )
+}
+
+/// `hash_n` for `row` given `hash_{n-1}` (hex). A malformed `prev_hash` hashes as written, so it cannot match.
+pub fn chain_hash(prev_hash: &str, row: &AuditRow) -> String {
+    let mut h = Sha256::new();
+    match hex::decode(prev_hash) {
+        Ok(raw) if raw.len() == 32 => h.update(&raw),
+        _ => h.update(prev_hash.as_bytes()),
+    }
+    h.update(canonical(row).as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// JSON with object keys sorted at every level and no whitespace.
+pub fn canonical_json(v: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let mut out = Map::new();
+                for k in keys {
+                    if let Some(x) = m.get(k) {
+                        out.insert(k.clone(), sorted(x));
+                    }
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    // serde_json's map is ordered by key unless `preserve_order` is on; sorting explicitly keeps the encoding
+    // independent of that feature.
+    sorted(v).to_string()
+}
+
+/// The entries' time format: RFC 3339, UTC, milliseconds.
+pub fn format_time(t: NaiveDateTime) -> String {
+    t.and_utc().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+pub fn serialize_time<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_time(*t))
+}
+
+/// Embeds stored JSON text as JSON (not as a string), byte for byte.
+pub fn serialize_raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    match serde_json::value::RawValue::from_string(text.to_owned()) {
+        Ok(raw) => raw.serialize(s),
+        Err(_) => s.serialize_str(text),
+    }
+}
+
+/// Changed top-level attributes of a SCIM resource, `{"attr": {"old": …, "new": …}}`, secrets redacted.
+pub fn changes(before: Option<&Value>, after: Option<&Value>) -> Value {
+    let empty = Map::new();
+    let b = before.and_then(Value::as_object).unwrap_or(&empty);
+    let a = after.and_then(Value::as_object).unwrap_or(&empty);
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = Map::new();
+    for k in keys {
+        if matches!(k.as_str(), "meta" | "id" | "schemas") {
+            continue;
+        }
+        let (old, new) = (b.get(k), a.get(k));
+        if old == new {
+            continue;
+        }
+        let shown = |v: Option<&Value>| match v {
+            None => Value::Null,
+            Some(_) if is_secret(k) => Value::from("[redacted]"),
+            Some(v) => v.clone(),
+        };
+        let mut pair = Map::new();
+        pair.insert("old".into(), shown(old));
+        pair.insert("new".into(), shown(new));
+        out.insert(k.clone(), Value::Object(pair));
+    }
+    Value::Object(out)
+}
+
+fn is_secret(attribute: &str) -> bool {
+    let a = attribute.to_ascii_lowercase();
+    a.contains("password") || a.contains("secret") || a.contains("token")
+}
+
+/// Bounds how many refused authentications one instance records per minute, so a flood of bad credentials cannot
+/// fill the disk; the first entry after a full window says how many were left out.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    per_minute: u32,
+    state: Mutex<LimiterState>,
+}
+
+#[derive(Debug)]
+struct LimiterState {
+    window_start: Instant,
+    recorded: u32,
+    suppressed: u64,
+}
+
+impl FailureLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            state: Mutex::new(LimiterState {
+                window_start: Instant::now(),
+                recorded: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// Whether to record one more failure now; `Some(n)` carries how many were left out before it.
+    pub fn admit(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.window_start.elapsed() >= Duration::from_secs(60) {
+            s.window_start = Instant::now();
+            s.recorded = 0;
+        }
+        if s.recorded >= self.per_minute {
+            s.suppressed += 1;
+            return None;
+        }
+        s.recorded += 1;
+        Some(std::mem::take(&mut s.suppressed))
+    }
+}
+
+/// Records a refused authentication on a SCIM or admin endpoint, within the limiter's budget.
+pub fn auth_failure(
+    db: &Db,
+    limiter: &FailureLimiter,
+    credential: Option<&str>,
+    reason: &'static str,
+    path: &str,
+) {
+    let Some(suppressed) = limiter.admit() else {
+        return;
+    };
+    let mut e = Entry::new("auth.failure")
+        .outcome("denied")
+        .actor(credential.unwrap_or("anonymous"))
+        .detail("reason", reason)
+        .detail("path", path);
+    if let Some(name) = credential {
+        e = e.target("credential", name, None);
+    }
+    if suppressed > 0 {
+        e = e.detail("suppressed_before", suppressed);
+    }
+    if let Err(err) = record_now(db, vec![e]) {
+        tracing::warn!("could not record a refused authentication: {err}");
+    }
+}

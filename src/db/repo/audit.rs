@@ -1,0 +1,158 @@
+//! SQL for the audit log: the chain's tail, appends, keyset-batched reads for export and verification, and the
+//! retention delete. Every read walks `seq` in order through the primary key (DECISIONS.md §33).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::models::AuditRow;
+use crate::db::schema::audit_log;
+use crate::db::{DbConnection, MultiBackend};
+
+/// The last entry's `seq` and `hash`, if any.
+pub fn tail(conn: &mut DbConnection) -> QueryResult<Option<(i64, String)>> {
+    audit_log::table
+        .order(audit_log::seq.desc())
+        .select((audit_log::seq, audit_log::hash))
+        .limit(1)
+        .load(conn)
+        .map(super::unique)
+}
+
+pub fn insert(conn: &mut DbConnection, rows: &[AuditRow]) -> QueryResult<()> {
+    // One statement per row: a multi-row insert is not available across both backends (most changes write one
+    // to three entries).
+    for row in rows {
+        diesel::insert_into(audit_log::table).values(row).execute(conn)?;
+    }
+    Ok(())
+}
+
+/// What an export selects; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub since: Option<NaiveDateTime>,
+    pub until: Option<NaiveDateTime>,
+    pub after_seq: Option<i64>,
+    pub actions: Vec<String>,
+    /// Matches the target's id or its name (a userName, a group's displayName).
+    pub target: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// The selection as a boxed query (boxed for the multi-backend, so it runs on either connection).
+fn selection(sel: &Selection) -> audit_log::BoxedQuery<'_, MultiBackend> {
+    let mut q = audit_log::table.into_boxed::<MultiBackend>();
+    if let Some(after) = sel.after_seq {
+        q = q.filter(audit_log::seq.gt(after));
+    }
+    if let Some(since) = sel.since {
+        q = q.filter(audit_log::time.ge(since));
+    }
+    if let Some(until) = sel.until {
+        q = q.filter(audit_log::time.lt(until));
+    }
+    if !sel.actions.is_empty() {
+        q = q.filter(audit_log::action.eq_any(&sel.actions));
+    }
+    if let Some(target) = &sel.target {
+        q = q.filter(
+            audit_log::target_id
+                .eq(target)
+                .or(audit_log::target_name.eq(target)),
+        );
+    }
+    if let Some(subject) = &sel.subject {
+        q = q.filter(audit_log::subject.eq(subject));
+    }
+    q
+}
+
+/// The next `limit` entries of the selection in `seq` order.
+pub fn batch(conn: &mut DbConnection, sel: &Selection, limit: i64) -> QueryResult<Vec<AuditRow>> {
+    selection(sel)
+        .order(audit_log::seq.asc())
+        .limit(limit)
+        .select(AuditRow::as_select())
+        .load(conn)
+}
+
+/// The `seq`s of the selection from position `offset` on (0-based), at most `limit`.
+pub fn seqs_from(conn: &mut DbConnection, sel: &Selection, offset: i64, limit: i64) -> QueryResult<Vec<i64>> {
+    selection(sel)
+        .order(audit_log::seq.asc())
+        .offset(offset)
+        .limit(limit)
+        .select(audit_log::seq)
+        .load(conn)
+}
+
+/// How many entries the selection holds (for a progress bar).
+pub fn count(conn: &mut DbConnection, sel: &Selection) -> QueryResult<i64> {
+    selection(sel).count().get_result(conn)
+}
+
+/// The entries after `after` in `seq` order, at most `limit` (verification walks the whole log this way).
+pub fn after(conn: &mut DbConnection, after: i64, limit: i64) -> QueryResult<Vec<AuditRow>> {
+    audit_log::table
+        .filter(audit_log::seq.gt(after))
+        .order(audit_log::seq.asc())
+        .limit(limit)
+        .select(AuditRow::as_select())
+        .load(conn)
+}
+
+/// The last entry with this action, if any.
+pub fn last_of(conn: &mut DbConnection, action: &str) -> QueryResult<Option<AuditRow>> {
+    audit_log::table
+        .filter(audit_log::action.eq(action))
+        .order(audit_log::seq.desc())
+        .limit(1)
+        .select(AuditRow::as_select())
+        .load(conn)
+        .map(super::unique)
+}
+
+/// The last entry, if any.
+pub fn last(conn: &mut DbConnection) -> QueryResult<Option<AuditRow>> {
+    audit_log::table
+        .order(audit_log::seq.desc())
+        .limit(1)
+        .select(AuditRow::as_select())
+        .load(conn)
+        .map(super::unique)
+}
+
+/// The first entry, if any.
+pub fn first(conn: &mut DbConnection) -> QueryResult<Option<AuditRow>> {
+    audit_log::table
+        .order(audit_log::seq.asc())
+        .limit(1)
+        .select(AuditRow::as_select())
+        .load(conn)
+        .map(super::unique)
+}
+
+/// The last entry written before `time`, if any (retention's cut point).
+pub fn last_before(conn: &mut DbConnection, time: NaiveDateTime) -> QueryResult<Option<AuditRow>> {
+    audit_log::table
+        .filter(audit_log::time.lt(time))
+        .order(audit_log::seq.desc())
+        .limit(1)
+        .select(AuditRow::as_select())
+        .load(conn)
+        .map(super::unique)
+}
+
+/// Deletes entries up to and including `through`, at most `limit` of them (oldest first). Returns the count.
+pub fn delete_through(conn: &mut DbConnection, through: i64, limit: i64) -> QueryResult<usize> {
+    let upto: Option<i64> = audit_log::table
+        .filter(audit_log::seq.le(through))
+        .order(audit_log::seq.asc())
+        .offset(limit - 1)
+        .limit(1)
+        .select(audit_log::seq)
+        .load(conn)
+        .map(super::unique)?;
+    let bound = upto.map_or(through, |s| s.min(through));
+    diesel::delete(audit_log::table.filter(audit_log::seq.le(bound))).execute(conn)
+}
