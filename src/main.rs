@@ -437,7 +437,10 @@ fn audit_command(db: &Db, config: Config, cmd: AuditCommand) -> anyhow::Result<(
                     "no retention is configured (audit.retention_days = 0 keeps every entry); pass --days N"
                 );
             }
-            match retention::run(db, days, config.audit.archive_dir.as_deref())? {
+            let archive = config.audit.archive_dir.clone();
+            let state = AppState::open(db.clone(), config)?;
+            let sign = keys::audit_signer(&state.tokens.keys);
+            match retention::run(db, days, archive.as_deref(), &sign)? {
                 None => eprintln!("no audit entries older than {days} days"),
                 Some(p) => eprintln!(
                     "deleted entries {} to {} ({} entries){}",
@@ -467,7 +470,8 @@ fn audit_verify(db: &Db) -> anyhow::Result<()> {
     use offboard::audit::{export, verify};
     let total = export::count(db, &offboard::db::repo::audit::Selection::default())?;
     let bar = progress_bar(u64::try_from(total).unwrap_or(0), "verifying");
-    let v = verify::run_with_progress(db, |n| bar.set_position(n))?;
+    let check = keys::audit_signature_checker(db)?;
+    let v = verify::run_with_progress(db, &check, |n| bar.set_position(n))?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&v)?);
     match (v.ok, v.first_bad_seq) {
@@ -530,12 +534,8 @@ fn audit_export(
 
 /// Appends a signed checkpoint with the active RS256 key.
 fn checkpoint(state: &AppState) -> anyhow::Result<Option<i64>> {
-    let keys = state.tokens.keys.clone();
-    offboard::audit::checkpoint(&state.db, &state.config.issuer, |claims| {
-        keys.signer(offboard::keys::KeyAlg::RS256)
-            .and_then(|k| k.sign("offboard-audit-checkpoint+jwt", claims))
-            .map_err(|e| e.to_string())
-    })
+    let sign = keys::audit_signer(&state.tokens.keys);
+    offboard::audit::checkpoint(&state.db, &state.config.issuer, &sign)
 }
 
 /// A progress bar on stderr when it is a terminal (hidden otherwise, so scripts and logs stay clean).
@@ -872,7 +872,7 @@ fn every<E: std::fmt::Display + Send + 'static>(
 /// The audit log's periodic work in `serve`: retention and signed checkpoints.
 fn audit_tasks(state: &AppState) -> [actix_web::rt::task::JoinHandle<()>; 2] {
     let retention = {
-        let db = state.db.clone();
+        let state = state.clone();
         let (days, archive) = (
             state.config.audit.retention_days,
             state.config.audit.archive_dir.clone(),
@@ -881,7 +881,8 @@ fn audit_tasks(state: &AppState) -> [actix_web::rt::task::JoinHandle<()>; 2] {
             if days == 0 {
                 return Ok(());
             }
-            offboard::audit::retention::run(&db, days, archive.as_deref()).map(drop)
+            let sign = keys::audit_signer(&state.tokens.keys);
+            offboard::audit::retention::run(&state.db, days, archive.as_deref(), &sign).map(drop)
         })
     };
     let checkpoints = {

@@ -62,8 +62,9 @@ pub struct Context {
 
 thread_local! {
     static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
-    /// Entries recorded in the current write transaction, and that transaction's serial.
-    static PENDING: RefCell<(u64, Vec<Entry>)> = const { RefCell::new((0, Vec::new())) };
+    /// Entries recorded in the write transactions this thread is in, by transaction serial (more than one group
+    /// only while writes nest).
+    static PENDING: RefCell<Vec<(u64, Vec<Entry>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The actor when no context names one: `cli` in the command-line tool, else [`SYSTEM_ACTOR`].
@@ -204,12 +205,17 @@ pub fn record(entry: Entry) {
     };
     let first = PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        if p.0 != serial {
-            // Left over from a transaction that rolled back.
-            *p = (serial, Vec::new());
+        if crate::db::transaction_depth() <= 1 {
+            // No outer transaction: any other group is left over from a transaction that rolled back.
+            p.retain(|(s, _)| *s == serial);
         }
-        p.1.push(entry);
-        p.1.len() == 1
+        if let Some((_, entries)) = p.iter_mut().find(|(s, _)| *s == serial) {
+            entries.push(entry);
+            false
+        } else {
+            p.push((serial, vec![entry]));
+            true
+        }
     });
     if first {
         let request_id = current_request_id();
@@ -232,10 +238,9 @@ pub fn record_now(db: &Db, entries: Vec<Entry>) -> Result<(), DbError> {
 fn flush(conn: &mut DbConnection, serial: u64, request_id: Option<&str>) -> QueryResult<()> {
     let entries = PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        if p.0 == serial {
-            std::mem::take(&mut p.1)
-        } else {
-            Vec::new()
+        match p.iter().position(|(s, _)| *s == serial) {
+            Some(i) => p.swap_remove(i).1,
+            None => Vec::new(),
         }
     });
     if entries.is_empty() {
@@ -281,6 +286,9 @@ pub fn append(
     Ok(rows)
 }
 
+/// Signs claims as a compact JWS with the active signing key, with the given `typ`.
+pub type Signer<'a> = &'a dyn Fn(&str, &Value) -> Result<String, String>;
+
 /// The action of a signed checkpoint entry.
 pub const CHECKPOINT: &str = "audit.checkpoint";
 
@@ -289,11 +297,7 @@ pub const CHECKPOINT: &str = "audit.checkpoint";
 /// the active signing key, verifiable with the JWKS. An auditor who keeps one can prove that an export holding
 /// that entry was not rewritten later. Nothing is written when the last entry is a checkpoint already (an idle
 /// log). Returns the `seq` the checkpoint covers.
-pub fn checkpoint(
-    db: &Db,
-    issuer: &str,
-    sign: impl Fn(&Value) -> Result<String, String>,
-) -> anyhow::Result<Option<i64>> {
+pub fn checkpoint(db: &Db, issuer: &str, sign: Signer<'_>) -> anyhow::Result<Option<i64>> {
     let covered = db.write(|c| {
         lock_chain(c)?;
         let Some(last) = repo::audit::last(c)? else {
@@ -308,7 +312,8 @@ pub fn checkpoint(
             "audit_seq": last.seq,
             "audit_hash": last.hash,
         });
-        let jws = sign(&claims).map_err(|e| anyhow::anyhow!("cannot sign the audit checkpoint: {e}"))?;
+        let jws = sign(verify::CHECKPOINT_TYP, &claims)
+            .map_err(|e| anyhow::anyhow!("cannot sign the audit checkpoint: {e}"))?;
         let entry = Entry::new(CHECKPOINT)
             .detail("seq", last.seq)
             .detail("hash", last.hash.as_str())
@@ -475,7 +480,7 @@ impl FailureLimiter {
     }
 }
 
-/// Records a refused authentication on a SCIM or admin endpoint, within the limiter's budget.
+/// Records a refused authentication on a SCIM or admin endpoint, when `limiter` admits one more now.
 pub fn auth_failure(
     db: &Db,
     limiter: &FailureLimiter,
@@ -483,9 +488,19 @@ pub fn auth_failure(
     reason: &'static str,
     path: &str,
 ) {
-    let Some(suppressed) = limiter.admit() else {
-        return;
-    };
+    if let Some(suppressed) = limiter.admit() {
+        record_auth_failure(db, suppressed, credential, reason, path);
+    }
+}
+
+/// Writes a refused authentication admitted by a [`FailureLimiter`] (`suppressed`: how many it left out before).
+pub fn record_auth_failure(
+    db: &Db,
+    suppressed: u64,
+    credential: Option<&str>,
+    reason: &'static str,
+    path: &str,
+) {
     let mut e = Entry::new("auth.failure")
         .outcome("denied")
         .actor(credential.unwrap_or("anonymous"))
@@ -499,5 +514,91 @@ pub fn auth_failure(
     }
     if let Err(err) = record_now(db, vec![e]) {
         tracing::warn!("could not record a refused authentication: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(details: &str) -> AuditRow {
+        AuditRow {
+            seq: 1,
+            time: chrono::DateTime::from_timestamp_millis(1_764_582_000_123)
+                .unwrap()
+                .naive_utc(),
+            actor: "okta".into(),
+            action: "scim.user.patch".into(),
+            target_type: Some("user".into()),
+            target_id: Some("u1".into()),
+            target_name: Some("jane@example.com".into()),
+            subject: Some("u1".into()),
+            request_id: None,
+            outcome: "success".into(),
+            details: details.into(),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn canonical_encoding_is_the_documented_one() {
+        assert_eq!(
+            canonical(&row(r#"{"a":1}"#)),
+            r#"{"action":"scim.user.patch","actor":"okta","details":{"a":1},"outcome":"success","request_id":null,"seq":1,"subject":"u1","target_id":"u1","target_name":"jane@example.com","target_type":"user","time":"2025-12-01T09:40:00.123Z"}"#
+        );
+        // Any change to any field changes the hash.
+        let h = chain_hash(GENESIS, &row("{}"));
+        assert_eq!(h.len(), 64);
+        assert_ne!(h, chain_hash(GENESIS, &row(r#"{"a":1}"#)));
+        let mut other = row("{}");
+        other.actor = "mallory".into();
+        assert_ne!(h, chain_hash(GENESIS, &other));
+        assert_ne!(h, chain_hash(&"1".repeat(64), &row("{}")));
+    }
+
+    #[test]
+    fn details_are_sorted_and_compact() {
+        let v = serde_json::json!({"b": {"z": 1, "a": [ {"y": 2, "x": 1} ]}, "a": "\u{e9}\"q"});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":"é\"q","b":{"a":[{"x":1,"y":2}],"z":1}}"#
+        );
+    }
+
+    #[test]
+    fn changes_show_old_and_new_and_redact_secrets() {
+        let before = serde_json::json!({"id": "1", "userName": "a", "title": "x", "password": "hunter2",
+                                        "meta": {"version": "1"}});
+        let after = serde_json::json!({"id": "1", "userName": "a", "title": "y", "password": "hunter3",
+                                       "active": false, "meta": {"version": "2"}});
+        let c = changes(Some(&before), Some(&after));
+        assert_eq!(
+            c,
+            serde_json::json!({
+                "active": {"old": null, "new": false},
+                "password": {"old": "[redacted]", "new": "[redacted]"},
+                "title": {"old": "x", "new": "y"},
+            })
+        );
+        assert!(!c.to_string().contains("hunter"));
+    }
+
+    #[test]
+    fn the_failure_limiter_admits_a_budget_per_minute() {
+        let limiter = FailureLimiter::new(2);
+        assert_eq!(limiter.admit(), Some(0));
+        assert_eq!(limiter.admit(), Some(0));
+        assert_eq!(limiter.admit(), None);
+        assert_eq!(limiter.admit(), None);
+        // A new window reports what the last one left out.
+        limiter
+            .state
+            .lock()
+            .unwrap()
+            .window_start
+            .clone_from(&Instant::now().checked_sub(Duration::from_secs(61)).unwrap());
+        assert_eq!(limiter.admit(), Some(2));
+        assert_eq!(limiter.admit(), Some(0));
     }
 }

@@ -1,8 +1,9 @@
 //! Retention: entries older than the configured number of days are written to an archive file (when an archive
 //! directory is set) and then deleted, in one transaction that also appends an `audit.retention` entry naming the
-//! `seq` and `hash` of the last entry removed. That entry is what anchors the first kept entry for verification
-//! (see [`super::verify`]), so pruning never breaks the chain of what remains, and deleting anything beyond what
-//! retention removed is still caught.
+//! `seq` and `hash` of the last entry removed, with a JWS over both made with the active signing key. That entry
+//! is what anchors the first kept entry for verification (see [`super::verify`]), so pruning never breaks the
+//! chain of what remains, and deleting anything beyond what retention removed is still caught. The newest entry
+//! is never removed, so the chain always has a head to go on from. The chain lock is taken only at commit.
 //!
 //! The archive is NDJSON in the export format, written and synced to a temporary name and renamed before any row is
 //! deleted: if the process dies in between, the rows are still in the database and the next run writes them again.
@@ -13,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::Entry;
 use super::export::{Cursor, Format};
+use super::{Entry, Signer};
 use crate::db::repo::audit::Selection;
 use crate::db::{Db, DbError, now, repo};
 
@@ -32,8 +33,18 @@ pub struct Pruned {
 
 /// Removes the entries older than `days` days (archiving them first into `archive_dir`, if given).
 /// `Ok(None)` when nothing is old enough.
-pub fn run(db: &Db, days: u32, archive_dir: Option<&Path>) -> anyhow::Result<Option<Pruned>> {
-    prune_before(db, now() - chrono::TimeDelta::days(i64::from(days)), archive_dir)
+pub fn run(
+    db: &Db,
+    days: u32,
+    archive_dir: Option<&Path>,
+    sign: Signer<'_>,
+) -> anyhow::Result<Option<Pruned>> {
+    prune_before(
+        db,
+        now() - chrono::TimeDelta::days(i64::from(days)),
+        archive_dir,
+        sign,
+    )
 }
 
 /// Removes the entries written before `cutoff` (archiving them first into `archive_dir`, if given).
@@ -41,15 +52,38 @@ pub fn prune_before(
     db: &Db,
     cutoff: chrono::NaiveDateTime,
     archive_dir: Option<&Path>,
+    sign: Signer<'_>,
 ) -> anyhow::Result<Option<Pruned>> {
-    let (first, last) =
-        db.read(|c| Ok::<_, DbError>((repo::audit::first(c)?, repo::audit::last_before(c, cutoff)?)))?;
-    let (Some(first), Some(last)) = (first, last) else {
+    let (first, last, head) = db.read(|c| {
+        Ok::<_, DbError>((
+            repo::audit::first(c)?,
+            repo::audit::last_before(c, cutoff)?,
+            repo::audit::tail(c)?,
+        ))
+    })?;
+    let (Some(first), Some(mut last), Some((head, _))) = (first, last, head) else {
         return Ok(None);
     };
+    if last.seq >= head {
+        // Keep the newest entry: the next append chains onto it.
+        let Some(before) = db
+            .read(|c| repo::audit::after(c, head - 2, 1).map_err(DbError::from))?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        last = before;
+    }
     if last.seq < first.seq {
         return Ok(None);
     }
+    let claims = serde_json::json!({
+        "iat": now().and_utc().timestamp(),
+        "audit_through_seq": last.seq,
+        "audit_through_hash": last.hash,
+    });
+    let jws = sign(super::verify::RETENTION_TYP, &claims)
+        .map_err(|e| anyhow::anyhow!("cannot sign the retention record: {e}"))?;
     let archive = match archive_dir {
         Some(dir) => Some(archive(db, dir, first.seq, last.seq)?),
         None => None,
@@ -59,28 +93,19 @@ pub fn prune_before(
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned());
     let deleted = db.write(|c| {
-        // Counted before, appended before the delete: the new entry chains onto the last one removed.
-        let deleted = usize::try_from(last.seq - first.seq + 1).unwrap_or(0);
+        let deleted = repo::audit::delete_through(c, last.seq)?;
         let mut entry = Entry::new(ACTION)
             .detail("first_seq", first.seq)
             .detail("through_seq", last.seq)
             .detail("through_hash", last.hash.as_str())
             .detail("deleted", deleted)
-            .detail("cutoff", super::format_time(cutoff));
+            .detail("cutoff", super::format_time(cutoff))
+            .detail("jws", jws.as_str());
         if let Some(name) = &file_name {
             entry = entry.detail("archive", name.as_str());
         }
-        super::append(c, vec![entry], None)?;
-        let removed = repo::audit::delete_through(c, last.seq, i64::MAX)?;
-        if removed != deleted {
-            // Entries the chain numbers without gaps: anything else was tampered with before this run.
-            tracing::warn!(
-                expected = deleted,
-                removed,
-                "audit retention removed {removed} entries, expected {deleted}"
-            );
-        }
-        Ok::<_, DbError>(removed)
+        super::record(entry);
+        Ok::<_, DbError>(deleted)
     })?;
     tracing::info!(
         audit.first_seq = first.seq,

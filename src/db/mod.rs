@@ -226,6 +226,14 @@ thread_local! {
     /// The serial of the write transaction this thread is in (None outside one).
     static TX_SERIAL: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
     static NEXT_SERIAL: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+    /// How many write transactions this thread is inside (more than one only when writes nest).
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many write transactions this thread is inside: 0 outside one, 1 in a transaction, more when a write
+/// was started inside another (on another connection).
+pub fn transaction_depth() -> usize {
+    DEPTH.with(std::cell::Cell::get)
 }
 
 /// Runs `f` inside the write transaction this thread is in, after the transaction's body, just before it commits
@@ -253,8 +261,11 @@ fn run_before_commit(conn: &mut DbConnection) -> QueryResult<()> {
     }
 }
 
-/// Marks this thread as inside a fresh write transaction until dropped.
-struct InTransaction;
+/// Marks this thread as inside a fresh write transaction until dropped; a write nested in another (on another
+/// connection) gets its own serial and hooks, and the outer transaction's are put back after it.
+struct InTransaction {
+    outer: Option<(u64, Vec<BeforeCommit>)>,
+}
 
 impl InTransaction {
     fn begin() -> Self {
@@ -263,16 +274,24 @@ impl InTransaction {
             n.set(s + 1);
             s
         });
-        TX_SERIAL.with(|t| t.set(Some(serial)));
-        BEFORE_COMMIT.with(|h| h.borrow_mut().clear());
-        Self
+        let outer_serial = TX_SERIAL.with(|t| t.replace(Some(serial)));
+        let outer_hooks = BEFORE_COMMIT.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        DEPTH.with(|d| d.set(d.get() + 1));
+        Self {
+            outer: outer_serial.map(|s| (s, outer_hooks)),
+        }
     }
 }
 
 impl Drop for InTransaction {
     fn drop(&mut self) {
-        TX_SERIAL.with(|t| t.set(None));
-        BEFORE_COMMIT.with(|h| h.borrow_mut().clear());
+        let (serial, hooks) = self
+            .outer
+            .take()
+            .map_or((None, Vec::new()), |(s, h)| (Some(s), h));
+        TX_SERIAL.with(|t| t.set(serial));
+        BEFORE_COMMIT.with(|h| *h.borrow_mut() = hooks);
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
     }
 }
 
@@ -332,6 +351,37 @@ impl Db {
     {
         let mut conn = self.read.get().map_err(DbError::from)?;
         f(&mut conn)
+    }
+
+    /// Runs `f` on a read connection inside one read-only snapshot (PostgreSQL `REPEATABLE READ READ ONLY`; SQLite
+    /// a deferred transaction, whose first read fixes the snapshot in WAL mode): every statement of `f` sees the
+    /// database as of the same moment, whatever commits meanwhile. Always rolled back.
+    pub fn snapshot<T, E>(&self, f: impl FnOnce(&mut DbConnection) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        let mut conn = self.read.get().map_err(DbError::from)?;
+        let begun = match &mut *conn {
+            DbConnection::Postgres(c) => AnsiTransactionManager::begin_transaction_sql(
+                c,
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            ),
+            DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN DEFERRED"),
+        };
+        begun.map_err(|e| E::from(DbError::from(e)))?;
+        let result = f(&mut conn);
+        let ended = match &mut *conn {
+            DbConnection::Postgres(c) => {
+                <AnsiTransactionManager as TransactionManager<PgConnection>>::rollback_transaction(c)
+            }
+            DbConnection::Sqlite(c) => {
+                <AnsiTransactionManager as TransactionManager<SqliteConnection>>::rollback_transaction(c)
+            }
+        };
+        if let Err(e) = ended {
+            tracing::error!("ending a read snapshot failed: {e}");
+        }
+        result
     }
 
     /// Runs `f` in one write transaction (see the module doc), committing on `Ok` and rolling back on `Err`.

@@ -50,21 +50,18 @@ pub fn poll(
         db.write(|c| {
             let at = now();
             for jti in &req.ack {
-                if let Some(row) = repo::fanout::pending_by_jti(c, stream_id, jti)? {
-                    repo::fanout::settle_by_jti(c, stream_id, jti, at, None)?;
+                if let Some(row) = repo::fanout::pending_by_jti(c, stream_id, jti)?
+                    && repo::fanout::settle_by_jti(c, stream_id, jti, at, None)? == 1
+                {
                     crate::audit::record(super::delivery_entry(&row, "delivered", "poll", at, None));
                 }
             }
             for (jti, err) in &req.set_errs {
-                if let Some(row) = repo::fanout::pending_by_jti(c, stream_id, jti)? {
-                    repo::fanout::settle_by_jti(c, stream_id, jti, at, Some(err))?;
-                    crate::audit::record(super::delivery_entry(
-                        &row,
-                        "dead_lettered",
-                        "poll",
-                        at,
-                        Some(err),
-                    ));
+                if let Some(row) = repo::fanout::pending_by_jti(c, stream_id, jti)?
+                    && repo::fanout::settle_by_jti(c, stream_id, jti, at, Some(err))? == 1
+                {
+                    let entry = super::delivery_entry(&row, "dead_lettered", "poll", at, Some(err));
+                    crate::audit::record(entry);
                 }
             }
             Ok::<_, StreamError>(())

@@ -172,7 +172,7 @@ pub fn create(db: &Db, keys: &KeyStore, new: &NewStream) -> Result<StreamRow, St
         audit::record(
             stream_entry("stream.create", &row)
                 .detail("delivery_method", row.delivery_method.as_str())
-                .detail("endpoint_url", row.endpoint_url.as_deref())
+                .detail("endpoint", row.endpoint_url.as_deref().map(endpoint_for_audit))
                 .detail("events", events_of(&row)),
         );
         Ok::<_, StreamError>(())
@@ -184,6 +184,21 @@ pub fn create(db: &Db, keys: &KeyStore, new: &NewStream) -> Result<StreamRow, St
 /// The audit entry of a change to `row`: the stream as target, named by its audience.
 fn stream_entry(action: &'static str, row: &StreamRow) -> Entry {
     Entry::new(action).target("stream", &row.id, Some(&row.audience))
+}
+
+/// A push endpoint as the audit log shows it: scheme, host, port and path. Userinfo, query and fragment can carry
+/// credentials (a function key in `?code=`), so they are left out.
+fn endpoint_for_audit(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable)".to_owned(),
+    }
 }
 
 /// The event types a stream receives, as stored.
@@ -310,7 +325,7 @@ pub fn update(db: &Db, keys: &KeyStore, id: &str, update: &StreamUpdate) -> Resu
         repo::fanout::update_stream(c, &row)?;
         audit::record(
             stream_entry("stream.update", &row)
-                .detail("endpoint_url", row.endpoint_url.as_deref())
+                .detail("endpoint", row.endpoint_url.as_deref().map(endpoint_for_audit))
                 .detail(
                     "authorization_header_changed",
                     update.authorization_header.is_some(),
@@ -443,5 +458,19 @@ mod tests {
             delivered(&bad_event.events_requested),
             vec![super::super::ACCOUNT_DISABLED]
         );
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::endpoint_for_audit;
+
+    #[test]
+    fn endpoints_are_recorded_without_credentials() {
+        assert_eq!(
+            endpoint_for_audit("https://user:pw@svc.example.com:8443/api/events?code=SECRET#x"),
+            "https://svc.example.com:8443/api/events"
+        );
+        assert_eq!(endpoint_for_audit("not a url"), "(unparsable)");
     }
 }

@@ -278,8 +278,10 @@ impl Worker {
         let at = now();
         match outcome {
             Pushed::Delivered => {
-                repo::fanout::mark_delivered(c, row.id, at)?;
-                crate::audit::record(super::delivery_entry(row, "delivered", "push", at, None));
+                // 0 rows: another claimant settled it first (after a lost lease) and recorded it then.
+                if repo::fanout::mark_delivered(c, row.id, at)? == 1 {
+                    crate::audit::record(super::delivery_entry(row, "delivered", "push", at, None));
+                }
                 let latency = (at - row.created).num_milliseconds();
                 #[expect(clippy::cast_precision_loss, reason = "milliseconds far below 2^52")]
                 self.stats.delivered(&row.stream_id, latency as f64 / 1000.0);
@@ -289,9 +291,10 @@ impl Worker {
                 let dead =
                     matches!(outcome, Pushed::Rejected(_)) || row.attempts >= self.config.fanout.max_attempts;
                 let next = at + self.backoff(row.attempts);
-                repo::fanout::mark_failed(c, row.id, next, why, dead)?;
-                let outcome = if dead { "dead_lettered" } else { "retrying" };
-                crate::audit::record(super::delivery_entry(row, outcome, "push", at, Some(why)));
+                if repo::fanout::mark_failed(c, row.id, next, why, dead)? == 1 {
+                    let outcome = if dead { "dead_lettered" } else { "retrying" };
+                    crate::audit::record(super::delivery_entry(row, outcome, "push", at, Some(why)));
+                }
                 if dead {
                     tracing::error!(stream.id = %row.stream_id, set.jti = %row.jti, attempts = row.attempts, "dead-lettered SET {} for stream {}: {why}", row.jti, row.stream_id);
                 } else {

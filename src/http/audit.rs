@@ -50,12 +50,15 @@ fn bad(detail: impl Into<String>) -> AppError {
     ScimError::invalid_value(detail).into()
 }
 
-/// The query string as single-valued parameters; unknown names and repeats are refused.
-fn params(req: &HttpRequest, allowed: &[&str]) -> Result<HashMap<String, String>, AppError> {
+/// The query string as single-valued parameters; unknown names, repeats and NUL characters are refused.
+fn params(query: &str, allowed: &[&str]) -> Result<HashMap<String, String>, AppError> {
     let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(req.query_string()).map_err(|_| bad("the query string is malformed"))?;
+        serde_urlencoded::from_str(query).map_err(|_| bad("the query string is malformed"))?;
     let mut map = HashMap::new();
     for (k, v) in pairs {
+        if v.contains('\0') || k.contains('\0') {
+            return Err(bad("the query string contains a NUL character"));
+        }
         if !allowed.contains(&k.as_str()) {
             return Err(bad(format!(
                 "unknown parameter `{k}` (known: {})",
@@ -71,15 +74,21 @@ fn params(req: &HttpRequest, allowed: &[&str]) -> Result<HashMap<String, String>
 
 /// An RFC 3339 time (`2026-12-01T10:00:00Z`) or a date (`2026-12-01`, midnight UTC).
 pub fn parse_time(name: &str, v: &str) -> Result<NaiveDateTime, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
-        return Ok(t.naive_utc());
+    use chrono::Datelike;
+    let t = chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.naive_utc())
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map(|d| d.and_time(chrono::NaiveTime::MIN))
+        })
+        .map_err(|_| {
+            format!("`{name}` must be an RFC 3339 time (2026-12-01T10:00:00Z) or a date (2026-12-01)")
+        })?;
+    // Both backends store years 1 to 9999 (PostgreSQL refuses others).
+    if (1..=9999).contains(&t.year()) {
+        Ok(t)
+    } else {
+        Err(format!("`{name}` must be between the years 1 and 9999"))
     }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-        return Ok(d.and_time(chrono::NaiveTime::MIN));
-    }
-    Err(format!(
-        "`{name}` must be an RFC 3339 time (2026-12-01T10:00:00Z) or a date (2026-12-01)"
-    ))
 }
 
 /// The selection, limit and format of an events query.
@@ -129,31 +138,32 @@ async fn events(
     auth: Authenticated<AuditRead>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let p = params(
-        &req,
-        &[
-            "since",
-            "until",
-            "after_seq",
-            "action",
-            "target",
-            "subject",
-            "limit",
-            "format",
-        ],
-    )?;
-    let (sel, limit, format) = selection(&p)?;
-    let page_sel = sel.clone();
-    // The first batch in the authenticating hop; with a limit, also where the page ends (for `Link`).
-    let (cursor, first, next) = auth
+    let query = req.query_string().to_owned();
+    // Parameters are checked after the credential, so a refused credential is recorded whatever it asked.
+    let (cursor, first, next, p, format) = auth
         .run(move |db, _| {
+            let p = params(
+                &query,
+                &[
+                    "since",
+                    "until",
+                    "after_seq",
+                    "action",
+                    "target",
+                    "subject",
+                    "limit",
+                    "format",
+                ],
+            )?;
+            let (sel, limit, format) = selection(&p)?;
+            // The first batch in the authenticating hop; with a limit, also where the page ends (for `Link`).
             let next = match limit {
-                Some(l) => crate::audit::export::page_end(db, &page_sel, l)?,
+                Some(l) => crate::audit::export::page_end(db, &sel, l)?,
                 None => None,
             };
-            let mut cursor = Cursor::new(page_sel, limit);
+            let mut cursor = Cursor::new(sel, limit);
             let first = cursor.next_batch(db)?;
-            Ok((cursor, first, next))
+            Ok((cursor, first, next, p, format))
         })
         .await?;
     let db = state.db.clone();
@@ -214,8 +224,14 @@ fn next_link(req: &HttpRequest, p: &HashMap<String, String>, next: i64) -> Strin
 
 /// GET /audit/verify — scope `audit:read`.
 async fn verify_chain(req: HttpRequest, auth: Authenticated<AuditRead>) -> Result<HttpResponse, AppError> {
-    params(&req, &[])?;
-    let v = auth.run(|db, _| Ok(verify::run(db)?)).await?;
+    let query = req.query_string().to_owned();
+    let v = auth
+        .run(move |db, _| {
+            params(&query, &[])?;
+            let check = crate::keys::audit_signature_checker(db).map_err(AppError::internal)?;
+            Ok(verify::run(db, &check)?)
+        })
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(v))
@@ -227,18 +243,24 @@ async fn offboarding(
     auth: Authenticated<AuditRead>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let p = params(&req, &["format"])?;
-    let text = match p.get("format").map(String::as_str) {
-        None | Some("json") => false,
-        Some("text") => true,
-        Some(other) => return Err(bad(format!("unknown format `{other}` (use json or text)"))),
-    };
+    let query = req.query_string().to_owned();
     let id = path.into_inner();
-    let r = auth
-        .run(move |db, _| match report::for_user_id(db, &id) {
-            Ok(r) => Ok(r),
-            Err(ReportError::NotFound) => Err(ScimError::not_found("no such user").into()),
-            Err(ReportError::Db(e)) => Err(e.into()),
+    let (r, text) = auth
+        .run(move |db, _| {
+            let p = params(&query, &["format"])?;
+            let text = match p.get("format").map(String::as_str) {
+                None | Some("json") => false,
+                Some("text") => true,
+                Some(other) => return Err(bad(format!("unknown format `{other}` (use json or text)"))),
+            };
+            if id.contains('\0') {
+                return Err(ScimError::not_found("no such user").into());
+            }
+            match report::for_user_id(db, &id) {
+                Ok(r) => Ok((r, text)),
+                Err(ReportError::NotFound) => Err(ScimError::not_found("no such user").into()),
+                Err(ReportError::Db(e)) => Err(e.into()),
+            }
         })
         .await?;
     let mut res = HttpResponse::Ok();

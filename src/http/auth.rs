@@ -134,10 +134,16 @@ fn truncated(name: &str) -> &str {
 
 /// Records a refusal decided before any database work (no or unparsable header), off the async thread.
 fn refused_early(state: &AppState, reason: &'static str, path: &str) {
-    let (db, failures, path) = (state.db.clone(), state.auth_failures.clone(), path.to_owned());
+    // Admitted here, so a flood of bare requests costs no blocking task once the budget is spent.
+    let Some(suppressed) = state.auth_failures.admit() else {
+        return;
+    };
+    let (db, path) = (state.db.clone(), path.to_owned());
     let ctx = super::audit_context();
     drop(actix_web::rt::task::spawn_blocking(move || {
-        crate::audit::in_context(ctx, || audit::auth_failure(&db, &failures, None, reason, &path));
+        crate::audit::in_context(ctx, || {
+            audit::record_auth_failure(&db, suppressed, None, reason, &path);
+        });
     }));
 }
 

@@ -27,6 +27,7 @@ use chrono::NaiveDateTime;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::Serialize;
+use serde_json::Value;
 
 pub use kek::{Kek, KekSource};
 
@@ -608,6 +609,46 @@ pub fn rotate(db: &Db, kek: &Kek, config: &Config, alg: KeyAlg, force: bool) -> 
             retired_published_until: until,
             next: row.kid,
         })
+    })
+}
+
+/// Signs audit checkpoints and retention records (`typ` given) with the active RS256 key.
+pub fn audit_signer(keys: &KeyStore) -> impl Fn(&str, &Value) -> Result<String, String> + '_ {
+    move |typ, claims| {
+        keys.signer(KeyAlg::RS256)
+            .and_then(|k| k.sign(typ, claims))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Checks the JWS of an audit checkpoint or retention entry against every signing key offboard ever had (public
+/// halves only, from the database: no key-encryption key needed, and retired keys still count, since such an
+/// entry outlives its key's publish window). Returns the JWS's `typ` and claims.
+pub fn audit_signature_checker(
+    db: &Db,
+) -> Result<impl Fn(&str) -> Result<(String, Value), String> + use<>, KeyError> {
+    let rows = db.read(|c| repo::keys::all(c).map_err(DbError::from))?;
+    let mut keys = HashMap::new();
+    for row in rows {
+        let Some(alg) = KeyAlg::parse(&row.alg) else {
+            continue;
+        };
+        let jwk: Jwk = serde_json::from_str(&row.public_jwk).map_err(crypto)?;
+        keys.insert(row.kid, (alg, DecodingKey::from_jwk(&jwk).map_err(crypto)?));
+    }
+    Ok(move |jws: &str| {
+        let header = jsonwebtoken::decode_header(jws).map_err(|e| format!("not a JWS: {e}"))?;
+        let kid = header.kid.ok_or("the JWS names no kid")?;
+        let (alg, key) = keys
+            .get(&kid)
+            .ok_or_else(|| format!("signed with an unknown key {kid}"))?;
+        let mut validation = jsonwebtoken::Validation::new(alg.jwt());
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<Value>(jws, key, &validation)
+            .map_err(|e| format!("bad signature: {e}"))?;
+        Ok((header.typ.unwrap_or_default(), data.claims))
     })
 }
 

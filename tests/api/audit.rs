@@ -88,8 +88,14 @@ fn drain(app: &TestApp) {
     while worker(app).run_once().unwrap() > 0 {}
 }
 
+/// Verifies the whole chain, signatures checked against the database's keys.
+fn verify_now(app: &TestApp) -> verify::Verification {
+    let check = offboard::keys::audit_signature_checker(app.db()).unwrap();
+    verify::run(app.db(), &check).unwrap()
+}
+
 fn assert_intact(app: &TestApp) -> verify::Verification {
-    let v = verify::run(app.db()).unwrap();
+    let v = verify_now(app);
     assert!(v.ok, "chain verifies: {v:?}");
     v
 }
@@ -336,7 +342,7 @@ async fn edited_or_deleted_rows_are_caught(backend: Backend) {
         backend,
         "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3",
     );
-    let v = verify::run(app.db()).unwrap();
+    let v = verify_now(&app);
     assert!(!v.ok);
     assert_eq!(v.first_bad_seq, Some(3), "{v:?}");
     tamper(
@@ -358,7 +364,7 @@ async fn edited_or_deleted_rows_are_caught(backend: Backend) {
             row.seq
         ),
     );
-    let v = verify::run(app.db()).unwrap();
+    let v = verify_now(&app);
     assert_eq!(v.first_bad_seq, Some(row.seq + 1), "{v:?}");
 
     // A row removed from the middle.
@@ -367,7 +373,7 @@ async fn edited_or_deleted_rows_are_caught(backend: Backend) {
         app.create_user(&format!("v{i}@example.com")).await;
     }
     tamper(&app, backend, "DELETE FROM audit_log WHERE seq = 2");
-    let v = verify::run(app.db()).unwrap();
+    let v = verify_now(&app);
     assert_eq!(v.first_bad_seq, Some(2), "{v:?}");
     assert!(v.problem.unwrap().contains("missing"));
 
@@ -377,7 +383,7 @@ async fn edited_or_deleted_rows_are_caught(backend: Backend) {
         app.create_user(&format!("w{i}@example.com")).await;
     }
     tamper(&app, backend, "DELETE FROM audit_log WHERE seq = 1");
-    let v = verify::run(app.db()).unwrap();
+    let v = verify_now(&app);
     assert_eq!(v.first_bad_seq, Some(2), "{v:?}");
 }
 
@@ -618,25 +624,38 @@ async fn retention_prunes_and_keeps_verification(backend: Backend) {
     let old = entries(&app);
     let dir = tempfile::tempdir().unwrap();
     let cutoff = offboard::db::now() + chrono::TimeDelta::seconds(1);
-    let pruned = audit::retention::prune_before(app.db(), cutoff, Some(dir.path()))
+    let sign = offboard::keys::audit_signer(&app.state.tokens.keys);
+    let pruned = audit::retention::prune_before(app.db(), cutoff, Some(dir.path()), &sign)
         .unwrap()
         .unwrap();
-    assert_eq!(pruned.deleted, old.len());
-    assert_eq!(pruned.through_seq, old.last().unwrap().seq);
+    assert_eq!(pruned.deleted, old.len() - 1, "everything but the newest entry");
+    assert_eq!(pruned.through_seq, old.last().unwrap().seq - 1);
     let archived = std::fs::read_to_string(pruned.archive.unwrap()).unwrap();
-    assert_eq!(archived.lines().count(), old.len(), "every pruned entry archived");
+    assert_eq!(
+        archived.lines().count(),
+        old.len() - 1,
+        "every pruned entry archived"
+    );
 
     let kept = entries(&app);
-    assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0].action, "audit.retention");
-    assert_eq!(
-        kept[0].prev_hash,
-        old.last().unwrap().hash,
-        "the chain goes on from the pruned part"
-    );
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].seq, pruned.through_seq + 1);
+    assert_eq!(kept[1].action, "audit.retention");
+    assert_eq!(details(&kept[1])["through_hash"], kept[0].prev_hash.as_str());
     app.create_user("after@example.com").await;
     let v = assert_intact(&app);
     assert_eq!(v.first_seq, Some(pruned.through_seq + 1));
+    // Nothing old enough left: a second run does nothing.
+    assert!(
+        audit::retention::prune_before(
+            app.db(),
+            offboard::db::now() - chrono::TimeDelta::days(1),
+            None,
+            &sign
+        )
+        .unwrap()
+        .is_none()
+    );
 
     // Deleting more than retention did is still caught.
     tamper(
@@ -644,24 +663,53 @@ async fn retention_prunes_and_keeps_verification(backend: Backend) {
         backend,
         &format!("DELETE FROM audit_log WHERE seq = {}", pruned.through_seq + 1),
     );
-    let v = verify::run(app.db()).unwrap();
+    let v = verify_now(&app);
     assert!(!v.ok, "{v:?}");
+    assert_eq!(v.first_bad_seq, Some(pruned.through_seq + 2));
+}
+
+async fn a_forged_retention_entry_does_not_hide_a_deletion(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for i in 0..4 {
+        app.create_user(&format!("f{i}@example.com")).await;
+    }
+    let all = entries(&app);
+    let cut = &all[2];
+    tamper(
+        &app,
+        backend,
+        &format!("DELETE FROM audit_log WHERE seq <= {}", cut.seq),
+    );
+    // An attacker with database access appends what retention would have written, without the signing key.
+    for jws in [None, Some("eyJhbGciOiJSUzI1NiJ9.e30.c2ln")] {
+        let mut e = audit::Entry::new("audit.retention")
+            .detail("through_seq", cut.seq)
+            .detail("through_hash", cut.hash.as_str());
+        if let Some(j) = jws {
+            e = e.detail("jws", j);
+        }
+        app.db()
+            .write(|c| {
+                audit::append(c, vec![e.clone()], None)
+                    .map(drop)
+                    .map_err(DbError::from)
+            })
+            .unwrap();
+        let v = verify_now(&app);
+        assert!(!v.ok, "{v:?}");
+        assert!(v.problem.unwrap().contains("signature"));
+    }
 }
 
 async fn signed_checkpoints_cover_the_head(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.create_user("cp@example.com").await;
-    let keys = app.state.tokens.keys.clone();
-    let sign = |claims: &Value| {
-        keys.signer(offboard::keys::KeyAlg::RS256)
-            .and_then(|k| k.sign("offboard-audit-checkpoint+jwt", claims))
-            .map_err(|e| e.to_string())
-    };
-    let covered = audit::checkpoint(app.db(), &app.state.config.issuer, sign)
+    let sign = offboard::keys::audit_signer(&app.state.tokens.keys);
+    let covered = audit::checkpoint(app.db(), &app.state.config.issuer, &sign)
         .unwrap()
         .unwrap();
     assert_eq!(
-        audit::checkpoint(app.db(), &app.state.config.issuer, sign).unwrap(),
+        audit::checkpoint(app.db(), &app.state.config.issuer, &sign).unwrap(),
         None,
         "idle: no new one"
     );
@@ -689,14 +737,57 @@ async fn signed_checkpoints_cover_the_head(backend: Backend) {
     assert_eq!(claims["audit_seq"], covered);
     assert_eq!(claims["audit_hash"], d["hash"]);
     assert_intact(&app);
+
+    // A checkpoint re-pointed at another hash (chain rewritten to match) no longer matches its signature.
+    let mut forged = cp.clone();
+    let mut fd = d.clone();
+    fd["hash"] = Value::from("0".repeat(64));
+    forged.details = audit::canonical_json(&fd);
+    forged.prev_hash = "0".repeat(64);
+    let check = offboard::keys::audit_signature_checker(app.db()).unwrap();
+    let mut checker = verify::Checker::new(&check);
+    forged.hash = audit::chain_hash(&forged.prev_hash, &forged);
+    checker.push(&forged);
+    let v = checker.finish();
+    assert!(!v.ok);
+    assert!(
+        v.problem.unwrap().contains("signed audit_hash"),
+        "caught by the signature"
+    );
+}
+
+async fn a_flood_of_bad_credentials_is_recorded_within_budget(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.audit.auth_failures_per_minute = 5).await;
+    let mut log = Log::new(&app);
+    for i in 0..50 {
+        let res = app
+            .send(
+                actix_web::test::TestRequest::get()
+                    .uri("/scim/v2/Users")
+                    .insert_header(("Authorization", format!("Bearer guess-{i}"))),
+            )
+            .await;
+        assert_eq!(res.status, 401);
+    }
+    let added = log.added(&app);
+    assert_eq!(added.len(), 5, "at most the budget per minute");
+    assert!(
+        added
+            .iter()
+            .all(|e| e.action == "auth.failure" && e.outcome == "denied")
+    );
+    assert!(added.iter().all(|e| !e.details.contains("guess-")));
+    assert_intact(&app);
 }
 
 both_backends!(
+    a_flood_of_bad_credentials_is_recorded_within_budget,
     every_action_leaves_exactly_its_entry,
     edited_or_deleted_rows_are_caught,
     concurrent_writers_never_fork_the_chain,
     export_streams_ndjson_and_csv_with_paging,
     offboarding_report_proves_delivery,
     retention_prunes_and_keeps_verification,
+    a_forged_retention_entry_does_not_hide_a_deletion,
     signed_checkpoints_cover_the_head,
 );

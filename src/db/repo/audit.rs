@@ -143,16 +143,7 @@ pub fn last_before(conn: &mut DbConnection, time: NaiveDateTime) -> QueryResult<
         .map(super::unique)
 }
 
-/// Deletes entries up to and including `through`, at most `limit` of them (oldest first). Returns the count.
-pub fn delete_through(conn: &mut DbConnection, through: i64, limit: i64) -> QueryResult<usize> {
-    let upto: Option<i64> = audit_log::table
-        .filter(audit_log::seq.le(through))
-        .order(audit_log::seq.asc())
-        .offset(limit - 1)
-        .limit(1)
-        .select(audit_log::seq)
-        .load(conn)
-        .map(super::unique)?;
-    let bound = upto.map_or(through, |s| s.min(through));
-    diesel::delete(audit_log::table.filter(audit_log::seq.le(bound))).execute(conn)
+/// Deletes the entries up to and including `through`. Returns the count.
+pub fn delete_through(conn: &mut DbConnection, through: i64) -> QueryResult<usize> {
+    diesel::delete(audit_log::table.filter(audit_log::seq.le(through))).execute(conn)
 }
