@@ -108,6 +108,13 @@ pub fn for_user_name(db: &Db, user_name: &str) -> Result<Report, ReportError> {
     build(db, users.into_iter().next().ok_or(ReportError::NotFound)?)
 }
 
+/// A token grant recorded for the user.
+struct Grant {
+    seq: i64,
+    exp: i64,
+    tgen: i64,
+}
+
 fn details(row: &AuditRow) -> Value {
     serde_json::from_str(&row.details).unwrap_or(Value::Null)
 }
@@ -127,6 +134,19 @@ fn build(db: &Db, user: User) -> Result<Report, ReportError> {
         }
         rows.extend(batch);
     }
+    // Every grant's (seq, exp, tgen), parsed once.
+    let grants: Vec<Grant> = rows
+        .iter()
+        .filter(|r| GRANTS.contains(&r.action.as_str()) && r.outcome == "success")
+        .filter_map(|r| {
+            let d = details(r);
+            Some(Grant {
+                seq: r.seq,
+                exp: d.get("exp").and_then(Value::as_i64)?,
+                tgen: d.get("tgen").and_then(Value::as_i64)?,
+            })
+        })
+        .collect();
     let mut offboardings = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         if !ENDINGS.contains(&row.action.as_str()) {
@@ -144,23 +164,9 @@ fn build(db: &Db, user: User) -> Result<Report, ReportError> {
             .take_while(|r| r.time == row.time)
             .find(|r| r.action.starts_with("scim.") || r.action.starts_with("admin."));
         let cutoff = row.time.and_utc().timestamp();
-        let access_tokens_invalidated = rows
-            .get(..i)
-            .unwrap_or_default()
+        let access_tokens_invalidated = grants
             .iter()
-            .filter(|r| GRANTS.contains(&r.action.as_str()) && r.outcome == "success")
-            .filter(|r| {
-                let g = details(r);
-                let live = g
-                    .get("exp")
-                    .and_then(Value::as_i64)
-                    .is_some_and(|exp| exp > cutoff);
-                let older = g
-                    .get("tgen")
-                    .and_then(Value::as_i64)
-                    .is_some_and(|t| generation.is_some_and(|n| t < n));
-                live && older
-            })
+            .filter(|g| g.seq < row.seq && g.exp > cutoff && generation.is_some_and(|n| g.tgen < n))
             .count() as u64;
         let deliveries = match &txn {
             Some(txn) => deliveries(db, &rows, txn)?,

@@ -42,7 +42,7 @@ pub struct Verification {
     /// What is wrong with the first bad entry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
-    /// The first entry kept and the last one: what the chain proves, from where to where.
+    /// The first entry kept and, when the chain is intact, the last one and its hash: what it proves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_seq: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,14 +180,17 @@ impl<'a> Checker<'a> {
             }
         }
         let (first_bad_seq, problem) = self.bad.map_or((None, None), |(s, p)| (Some(s), Some(p)));
+        let ok = first_bad_seq.is_none();
+        // The head is what an intact chain proves; after a bad entry there is nothing to state.
+        let head = if ok { self.prev } else { None };
         Verification {
-            ok: first_bad_seq.is_none(),
+            ok,
             entries: self.entries,
             first_bad_seq,
             problem,
             first_seq: self.first.map(|(s, _)| s),
-            last_seq: self.prev.as_ref().map(|(s, _)| *s),
-            last_hash: self.prev.map(|(_, h)| h),
+            last_seq: head.as_ref().map(|(s, _)| *s),
+            last_hash: head.map(|(_, h)| h),
         }
     }
 }
