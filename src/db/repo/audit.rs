@@ -19,11 +19,12 @@ pub fn tail(conn: &mut DbConnection) -> QueryResult<Option<(i64, String)>> {
 }
 
 pub fn insert(conn: &mut DbConnection, rows: &[AuditRow]) -> QueryResult<()> {
-    // One statement per row: a multi-row insert is not available across both backends (most changes write one
-    // to three entries).
-    for row in rows {
-        diesel::insert_into(audit_log::table).values(row).execute(conn)?;
-    }
+    // One multi-row statement (most changes write one to three entries); the multi-backend has no batch insert,
+    // each backend does.
+    match conn {
+        DbConnection::Postgres(c) => diesel::insert_into(audit_log::table).values(rows).execute(c)?,
+        DbConnection::Sqlite(c) => diesel::insert_into(audit_log::table).values(rows).execute(c)?,
+    };
     Ok(())
 }
 
