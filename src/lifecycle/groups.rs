@@ -259,6 +259,23 @@ impl MemberDelta {
     }
 }
 
+/// Records a replace or patch of `before` that leads to `stored`, with its member delta.
+fn record_update(action: &'static str, before: &Group, stored: &Value, delta: &MemberDelta) {
+    let name = stored
+        .get("displayName")
+        .and_then(Value::as_str)
+        .unwrap_or(&before.display_name);
+    audit::record(group_entry(
+        action,
+        &before.id,
+        name,
+        Some(&before.resource),
+        Some(stored),
+        &delta.joined,
+        &delta.left,
+    ));
+}
+
 /// The audit entry of a SCIM write to a group: attribute changes, and the members who joined and left.
 fn group_entry(
     action: &'static str,
@@ -523,18 +540,7 @@ pub fn replace(
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
         let delta = apply_member_changes(c, id, changes.clone())?;
-        audit::record(group_entry(
-            "scim.group.replace",
-            id,
-            stored
-                .get("displayName")
-                .and_then(Value::as_str)
-                .unwrap_or(&before.display_name),
-            Some(&before.resource),
-            Some(&stored),
-            &delta.joined,
-            &delta.left,
-        ));
+        record_update("scim.group.replace", &before, &stored, &delta);
         store(c, &before, stored.clone(), delta.changed())?;
         end_sessions_of_leavers(c, id, &delta.left, "removed from group")?;
         load_view(c, id, with_members)
@@ -560,18 +566,7 @@ pub fn patch(
             patch::apply(rt(), &current, &doc_ops)?
         };
         let delta = apply_member_changes(c, id, member_changes)?;
-        audit::record(group_entry(
-            "scim.group.patch",
-            id,
-            stored
-                .get("displayName")
-                .and_then(Value::as_str)
-                .unwrap_or(&before.display_name),
-            Some(&before.resource),
-            Some(&stored),
-            &delta.joined,
-            &delta.left,
-        ));
+        record_update("scim.group.patch", &before, &stored, &delta);
         store(c, &before, stored, delta.changed())?;
         end_sessions_of_leavers(c, id, &delta.left, "removed from group")?;
         load_view(c, id, with_members)

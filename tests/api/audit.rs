@@ -8,12 +8,12 @@ use offboard::audit::{self, verify};
 use offboard::credentials::Scope;
 use offboard::db::models::AuditRow;
 use offboard::db::{DbError, repo};
-use offboard::fanout::streams::{self, Delivery, NewStream};
-use offboard::fanout::worker::Worker;
+use offboard::fanout::streams;
 use serde_json::{Value, json};
 
+use crate::fanout::{add_stream, worker};
 use crate::harness::{Backend, TestApp, both_backends, patch_op};
-use crate::peers::{Receiver, receiver};
+use crate::peers::receiver;
 
 /// Every entry, in order.
 fn entries(app: &TestApp) -> Vec<AuditRow> {
@@ -53,34 +53,6 @@ impl Log {
 
 fn details(e: &AuditRow) -> Value {
     serde_json::from_str(&e.details).unwrap()
-}
-
-fn add_stream(app: &TestApp, rx: &Receiver, audience: &str) -> String {
-    streams::create(
-        app.db(),
-        &app.state.tokens.keys,
-        &NewStream {
-            audience: audience.into(),
-            delivery: Delivery::Push {
-                endpoint_url: rx.url.clone(),
-                authorization_header: None,
-            },
-            events_requested: Vec::new(),
-            description: None,
-            created_by: "test".into(),
-        },
-    )
-    .unwrap()
-    .id
-}
-
-fn worker(app: &TestApp) -> Worker {
-    Worker::new(
-        app.db().clone(),
-        app.state.config.clone(),
-        app.state.tokens.keys.clone(),
-        app.state.fanout.clone(),
-    )
 }
 
 /// Runs the fan-out worker until the outbox is empty.
@@ -217,7 +189,8 @@ async fn every_action_leaves_exactly_its_entry(backend: Backend) {
     assert_eq!(details(&e[1])["generation"], 1);
 
     let stream = add_stream(&app, &rx, "svc");
-    log.expect(&app, "stream create", &["stream.create"]);
+    let e = log.expect(&app, "stream create", &["stream.create"]);
+    assert!(!e[0].details.contains("secret-of-svc"), "never the receiver's Authorization header");
 
     let res = app
         .patch(

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::harness::{Backend, ISSUER, TestApp, both_backends, patch_op};
 use crate::peers::{Receiver, receiver};
 
-fn add_stream(app: &TestApp, rx: &Receiver, audience: &str) -> String {
+pub(crate) fn add_stream(app: &TestApp, rx: &Receiver, audience: &str) -> String {
     streams::create(
         app.db(),
         &app.state.tokens.keys,
@@ -36,7 +36,7 @@ fn add_stream(app: &TestApp, rx: &Receiver, audience: &str) -> String {
     .id
 }
 
-fn worker(app: &TestApp) -> Worker {
+pub(crate) fn worker(app: &TestApp) -> Worker {
     Worker::new(
         app.db().clone(),
         app.state.config.clone(),
