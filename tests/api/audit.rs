@@ -190,7 +190,10 @@ async fn every_action_leaves_exactly_its_entry(backend: Backend) {
 
     let stream = add_stream(&app, &rx, "svc");
     let e = log.expect(&app, "stream create", &["stream.create"]);
-    assert!(!e[0].details.contains("secret-of-svc"), "never the receiver's Authorization header");
+    assert!(
+        !e[0].details.contains("secret-of-svc"),
+        "never the receiver's Authorization header"
+    );
 
     let res = app
         .patch(
