@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use offboard::AppState;
 use offboard::audit::{self, Entry};
 use offboard::config::{Config, SecretString};
@@ -33,7 +33,7 @@ use serde_json::json;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{BenchDb, machine};
+use common::{BenchDb, Which, backend_name, machine};
 
 #[derive(Debug, Parser)]
 #[command(about = "Audit export benchmark for offboard (see the module doc of benches/audit.rs)")]
@@ -44,13 +44,6 @@ struct Args {
     entries: u64,
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Which {
-    Sqlite,
-    Postgres,
-    Both,
 }
 
 fn main() -> ExitCode {
@@ -69,13 +62,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         bail!("--entries must be at least 1");
     }
     println!("# offboard audit export benchmark\n");
-    println!("`cargo bench --bench audit -- --entries {}`\n", args.entries);
+    println!(
+        "`cargo bench --bench audit -- --backend {} --entries {}`\n",
+        args.backend.flag(),
+        args.entries
+    );
     println!("machine: {}\n", machine());
-    let backends: &[Backend] = match args.backend {
-        Which::Sqlite => &[Backend::Sqlite],
-        Which::Postgres => &[Backend::Postgres],
-        Which::Both => &[Backend::Sqlite, Backend::Postgres],
-    };
+    let backends = args.backend.backends();
     for &backend in backends {
         run_backend(backend, args)?;
     }
@@ -196,14 +189,7 @@ fn run_backend(backend: Backend, args: &Args) -> anyhow::Result<()> {
         return Ok(());
     };
     let url = bench_db.url();
-    println!(
-        "## {}\n",
-        if backend == Backend::Sqlite {
-            "SQLite"
-        } else {
-            "PostgreSQL"
-        }
-    );
+    println!("## {}\n", backend_name(backend));
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut config = Config {
@@ -212,7 +198,7 @@ fn run_backend(backend: Backend, args: &Args) -> anyhow::Result<()> {
         workers: 1,
         ..Config::default()
     };
-    config.keys.kek = Some(SecretString::new("YmVuY2gtb25seS1rZXktZW5jcnlwdGlvbi1rZXkhISE="));
+    config.keys.kek = Some(SecretString::new(common::BENCH_KEK));
     let db = Db::open(
         &DbUrl::parse(&url).map_err(|e| anyhow!(e))?,
         &DbOptions::default(),

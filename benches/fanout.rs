@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use hdrhistogram::Histogram;
 use offboard::AppState;
 use offboard::config::{Config, SecretString};
@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{BenchDb, machine};
+use common::{BenchDb, Which, backend_name, machine};
 
 #[derive(Debug, Parser)]
 #[command(about = "Fan-out latency benchmark for offboard (see the module doc of benches/fanout.rs)")]
@@ -45,13 +45,6 @@ struct Args {
     rounds: usize,
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Which {
-    Sqlite,
-    Postgres,
-    Both,
 }
 
 /// Arrivals per receiver: (user id, event type, when).
@@ -74,15 +67,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("# offboard fan-out latency benchmark\n");
     println!(
-        "`cargo bench --bench fanout -- --subscribers {} --rounds {}`\n",
-        args.subscribers, args.rounds
+        "`cargo bench --bench fanout -- --backend {} --subscribers {} --rounds {}`\n",
+        args.backend.flag(),
+        args.subscribers,
+        args.rounds
     );
     println!("machine: {}\n", machine());
-    let backends: &[Backend] = match args.backend {
-        Which::Sqlite => &[Backend::Sqlite],
-        Which::Postgres => &[Backend::Postgres],
-        Which::Both => &[Backend::Sqlite, Backend::Postgres],
-    };
+    let backends = args.backend.backends();
     for &backend in backends {
         run_backend(backend, args)?;
     }
@@ -148,14 +139,7 @@ fn run_backend(backend: Backend, args: &Args) -> anyhow::Result<()> {
         return Ok(());
     };
     let url = bench_db.url();
-    println!(
-        "## {}\n",
-        if backend == Backend::Sqlite {
-            "SQLite"
-        } else {
-            "PostgreSQL"
-        }
-    );
+    println!("## {}\n", backend_name(backend));
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut config = Config {
@@ -164,7 +148,7 @@ fn run_backend(backend: Backend, args: &Args) -> anyhow::Result<()> {
         workers: 1,
         ..Config::default()
     };
-    config.keys.kek = Some(SecretString::new("YmVuY2gtb25seS1rZXktZW5jcnlwdGlvbi1rZXkhISE="));
+    config.keys.kek = Some(SecretString::new(common::BENCH_KEK));
     config.fanout.concurrency = 32;
     let db = Db::open(
         &DbUrl::parse(&url).map_err(|e| anyhow!(e))?,

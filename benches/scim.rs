@@ -63,7 +63,7 @@ use serde_json::{Value, json};
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{BenchDb, machine};
+use common::{BenchDb, Which, backend_name, machine};
 
 #[derive(Debug, Parser)]
 #[command(about = "SCIM load benchmark for offboard (see the module doc of benches/scim.rs)")]
@@ -86,13 +86,6 @@ struct Args {
     /// Added by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Which {
-    Sqlite,
-    Postgres,
-    Both,
 }
 
 /// The phases, in the order they run.
@@ -199,22 +192,14 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .collect();
     println!(
         "`cargo bench --bench scim -- --backend {} --users {} --seconds {} --connections {} --phases {}`\n",
-        match args.backend {
-            Which::Sqlite => "sqlite",
-            Which::Postgres => "postgres",
-            Which::Both => "both",
-        },
+        args.backend.flag(),
         args.users,
         args.seconds,
         args.connections,
         phases.join(",")
     );
     println!("machine: {}\n", machine());
-    let backends: &[Backend] = match args.backend {
-        Which::Sqlite => &[Backend::Sqlite],
-        Which::Postgres => &[Backend::Postgres],
-        Which::Both => &[Backend::Sqlite, Backend::Postgres],
-    };
+    let backends = args.backend.backends();
     let mut all_right = true;
     let mut ran = 0;
     for &backend in backends {
@@ -466,9 +451,7 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<Report> {
         ..config
     };
     // A throwaway key-encryption key: the benchmark's signing keys die with its database.
-    config.keys.kek = Some(offboard::config::SecretString::new(
-        "YmVuY2gtb25seS1rZXktZW5jcnlwdGlvbi1rZXkhISE=",
-    ));
+    config.keys.kek = Some(offboard::config::SecretString::new(common::BENCH_KEK));
     let state = AppState::open(db.clone(), config)?;
     let server = common::serve(state, listener, None)?;
     let handle = server.handle();
@@ -506,13 +489,6 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<Report> {
         phases,
         checks,
     })
-}
-
-fn backend_name(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "SQLite",
-        Backend::Postgres => "PostgreSQL",
-    }
 }
 
 #[derive(QueryableByName)]

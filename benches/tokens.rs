@@ -25,14 +25,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use hdrhistogram::Histogram;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use offboard::AppState;
 use offboard::config::{Config, SecretString};
 use offboard::credentials::{self, Scope};
-use offboard::db::{Backend, Db, DbOptions, DbUrl};
+use offboard::db::{Db, DbOptions, DbUrl};
 use offboard::lifecycle::users;
 use offboard::tokens::{CLI_CLIENT, TokenRequest, UserKey};
 use serde_json::{Value, json};
@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{BenchDb, machine};
+use common::{BenchDb, Which, backend_name, machine};
 
 #[derive(Debug, Parser)]
 #[command(about = "Token benchmark for offboard (see the module doc of benches/tokens.rs)")]
@@ -59,13 +59,6 @@ struct Args {
     /// Added by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Which {
-    Sqlite,
-    Postgres,
-    Both,
 }
 
 fn main() -> ExitCode {
@@ -90,22 +83,14 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     println!("# offboard token benchmark\n");
     println!(
         "`cargo bench --bench tokens -- --backend {} --users {} --seconds {} --connections {}`\n",
-        match args.backend {
-            Which::Sqlite => "sqlite",
-            Which::Postgres => "postgres",
-            Which::Both => "both",
-        },
+        args.backend.flag(),
         args.users,
         args.seconds,
         args.connections
     );
     println!("machine: {}\n", machine());
     verify_ceiling(Duration::from_secs(args.seconds.div_ceil(2).max(1)))?;
-    let backends: &[Backend] = match args.backend {
-        Which::Sqlite => &[Backend::Sqlite],
-        Which::Postgres => &[Backend::Postgres],
-        Which::Both => &[Backend::Sqlite, Backend::Postgres],
-    };
+    let backends = args.backend.backends();
     let mut all_right = true;
     for &backend in backends {
         let Some(db) = BenchDb::create(backend)? else {
@@ -260,11 +245,7 @@ impl Measured {
 fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<bool> {
     let url = DbUrl::parse(&bench_db.url()).map_err(|e| anyhow!("database url: {e}"))?;
     let backend = url.backend;
-    let name = match backend {
-        Backend::Sqlite => "SQLite",
-        Backend::Postgres => "PostgreSQL",
-    };
-    println!("## {name}\n");
+    println!("## {}\n", backend_name(backend));
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut config = Config {
@@ -273,7 +254,7 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<bool> {
         workers: 1,
         ..Config::default()
     };
-    config.keys.kek = Some(SecretString::new("YmVuY2gtb25seS1rZXktZW5jcnlwdGlvbi1rZXkhISE="));
+    config.keys.kek = Some(SecretString::new(common::BENCH_KEK));
     let db = Db::open(
         &url,
         &DbOptions {

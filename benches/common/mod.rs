@@ -1,4 +1,4 @@
-//! What the benchmarks share: the machine line they print, and a fresh database per backend run (a SQLite file
+//! What the benchmarks share: the `--backend` choice, the machine line they print, and a fresh database per backend run (a SQLite file
 //! in a temp dir, or a PostgreSQL database created on `TEST_DATABASE_URL` and dropped afterwards). Included by each
 //! bench with `#[path = "common/mod.rs"] mod common;`.
 
@@ -8,6 +8,44 @@ use diesel::{Connection, RunQueryDsl};
 use offboard::db::{Backend, DbUrl};
 
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The key-encryption key of every benchmark server (base64 of 32 bytes; benchmarks only).
+pub const BENCH_KEK: &str = "YmVuY2gtb25seS1rZXktZW5jcnlwdGlvbi1rZXkhISE=";
+
+/// `--backend`: which backends a run covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+impl Which {
+    pub fn backends(self) -> &'static [Backend] {
+        match self {
+            Self::Sqlite => &[Backend::Sqlite],
+            Self::Postgres => &[Backend::Postgres],
+            Self::Both => &[Backend::Sqlite, Backend::Postgres],
+        }
+    }
+
+    /// The value as given on the command line.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::Both => "both",
+        }
+    }
+}
+
+/// The backend's name in report headings.
+pub fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "SQLite",
+        Backend::Postgres => "PostgreSQL",
+    }
+}
 
 /// `nproc` and the CPU model.
 pub fn machine() -> String {
