@@ -395,7 +395,7 @@ fn audit_command(db: &Db, config: Config, cmd: AuditCommand) -> anyhow::Result<(
         } => {
             let format: export::Format = format.parse().map_err(anyhow::Error::msg)?;
             let time = |name: &str, v: Option<String>| {
-                v.map(|v| offboard::http::audit::parse_time(name, &v).map_err(anyhow::Error::msg))
+                v.map(|v| offboard::audit::export::parse_time(name, &v).map_err(anyhow::Error::msg))
                     .transpose()
             };
             let selection = offboard::db::repo::audit::Selection {
@@ -467,9 +467,8 @@ fn audit_command(db: &Db, config: Config, cmd: AuditCommand) -> anyhow::Result<(
 
 /// `offboard audit verify`: fails (non-zero exit) when the chain is broken.
 fn audit_verify(db: &Db) -> anyhow::Result<()> {
-    use offboard::audit::{export, verify};
-    let total = export::count(db, &offboard::db::repo::audit::Selection::default())?;
-    let bar = progress_bar(u64::try_from(total).unwrap_or(0), "verifying");
+    use offboard::audit::verify;
+    let bar = progress_bar(db, &offboard::db::repo::audit::Selection::default(), "verifying")?;
     let check = keys::audit_signature_checker(db)?;
     let v = verify::run_with_progress(db, &check, |n| bar.set_position(n))?;
     bar.finish_and_clear();
@@ -506,8 +505,7 @@ fn audit_export(
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let total = export::count(db, &selection)?;
-    let bar = progress_bar(u64::try_from(total).unwrap_or(0), "exporting");
+    let bar = progress_bar(db, &selection, "exporting")?;
     out.write_all(&format.header())?;
     let mut cursor = export::Cursor::new(selection, None);
     let mut written = 0u64;
@@ -538,20 +536,26 @@ fn checkpoint(state: &AppState) -> anyhow::Result<Option<i64>> {
     offboard::audit::checkpoint(&state.db, &state.config.issuer, &sign)
 }
 
-/// A progress bar on stderr when it is a terminal (hidden otherwise, so scripts and logs stay clean).
-fn progress_bar(total: u64, what: &'static str) -> indicatif::ProgressBar {
+/// A progress bar over the entries of `selection` on stderr when it is a terminal; hidden otherwise, so scripts
+/// and logs stay clean (and the entries are only counted when the bar is shown).
+fn progress_bar(
+    db: &Db,
+    selection: &offboard::db::repo::audit::Selection,
+    what: &'static str,
+) -> anyhow::Result<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
+        return Ok(indicatif::ProgressBar::hidden());
     }
-    let bar = indicatif::ProgressBar::new(total);
+    let total = offboard::audit::export::count(db, selection)?;
+    let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
     if let Ok(style) = indicatif::ProgressStyle::with_template(
         "{msg} [{bar:40}] {pos}/{len} entries ({per_sec}, {eta} left)",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what);
-    bar
+    Ok(bar)
 }
 
 fn streams_command(db: &Db, config: Config, cmd: StreamsCommand) -> anyhow::Result<()> {

@@ -4,6 +4,8 @@
 
 use std::str::FromStr;
 
+use chrono::NaiveDateTime;
+
 use crate::db::models::AuditRow;
 use crate::db::repo::audit::Selection;
 use crate::db::{Db, DbError, repo};
@@ -174,4 +176,23 @@ pub fn page_end(db: &Db, selection: &Selection, limit: u64) -> Result<Option<i64
         [last, _more] => Some(*last),
         _ => None,
     })
+}
+
+/// An RFC 3339 time (`2026-12-01T10:00:00Z`) or a date (`2026-12-01`, midnight UTC).
+pub fn parse_time(name: &str, v: &str) -> Result<NaiveDateTime, String> {
+    use chrono::Datelike;
+    let t = chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.naive_utc())
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map(|d| d.and_time(chrono::NaiveTime::MIN))
+        })
+        .map_err(|_| {
+            format!("`{name}` must be an RFC 3339 time (2026-12-01T10:00:00Z) or a date (2026-12-01)")
+        })?;
+    // Both backends store years 1 to 9999 (PostgreSQL refuses others).
+    if (1..=9999).contains(&t.year()) {
+        Ok(t)
+    } else {
+        Err(format!("`{name}` must be between the years 1 and 9999"))
+    }
 }

@@ -105,7 +105,7 @@ pub fn current_actor() -> String {
 }
 
 /// When the current request arrived, if there is one.
-pub fn received_at() -> Option<NaiveDateTime> {
+fn received_at() -> Option<NaiveDateTime> {
     CONTEXT.with(|c| c.borrow().as_ref().and_then(|ctx| ctx.received_at))
 }
 
@@ -182,8 +182,13 @@ impl Entry {
         self
     }
 
-    pub fn action(&self) -> &'static str {
-        self.action
+    /// Adds `received_at`, when the current request reached offboard (SCIM writes: when the IdP's call arrived).
+    #[must_use]
+    pub fn received_now(self) -> Self {
+        match received_at() {
+            Some(t) => self.detail("received_at", format_time(t)),
+            None => self,
+        }
     }
 }
 
@@ -384,10 +389,8 @@ pub fn canonical_json(v: &Value) -> String {
     sorted(v).to_string()
 }
 
-/// The entries' time format: RFC 3339, UTC, milliseconds.
-pub fn format_time(t: NaiveDateTime) -> String {
-    t.and_utc().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
+/// The entries' time format: RFC 3339, UTC, milliseconds (the same as every stored time offboard shows).
+pub use crate::db::format_time;
 
 pub fn serialize_time<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_time(*t))

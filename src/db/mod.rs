@@ -489,6 +489,11 @@ pub fn now() -> chrono::NaiveDateTime {
     chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::milliseconds(1)).unwrap_or(t)
 }
 
+/// A stored time as offboard writes it everywhere (SCIM `meta`, audit entries): RFC 3339, UTC, milliseconds.
+pub fn format_time(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
 /// A round trip to the database.
 pub fn ping(conn: &mut DbConnection) -> QueryResult<()> {
     conn.batch_execute("SELECT 1")

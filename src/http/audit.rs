@@ -12,12 +12,11 @@ use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::NaiveDateTime;
 use futures_util::StreamExt;
 
 use super::auth::{Authenticated, RequiredScope};
 use super::{AppState, blocking};
-use crate::audit::export::{Cursor, Format};
+use crate::audit::export::{Cursor, Format, parse_time};
 use crate::audit::report::{self, ReportError};
 use crate::audit::verify;
 use crate::credentials::{Client, Scope};
@@ -70,25 +69,6 @@ fn params(query: &str, allowed: &[&str]) -> Result<HashMap<String, String>, AppE
         }
     }
     Ok(map)
-}
-
-/// An RFC 3339 time (`2026-12-01T10:00:00Z`) or a date (`2026-12-01`, midnight UTC).
-pub fn parse_time(name: &str, v: &str) -> Result<NaiveDateTime, String> {
-    use chrono::Datelike;
-    let t = chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| t.naive_utc())
-        .or_else(|_| {
-            chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map(|d| d.and_time(chrono::NaiveTime::MIN))
-        })
-        .map_err(|_| {
-            format!("`{name}` must be an RFC 3339 time (2026-12-01T10:00:00Z) or a date (2026-12-01)")
-        })?;
-    // Both backends store years 1 to 9999 (PostgreSQL refuses others).
-    if (1..=9999).contains(&t.year()) {
-        Ok(t)
-    } else {
-        Err(format!("`{name}` must be between the years 1 and 9999"))
-    }
 }
 
 /// The selection, limit and format of an events query.

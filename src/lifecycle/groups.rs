@@ -17,9 +17,9 @@ use crate::db::filter_sql::{Dialect, SqlFilter, users_where};
 use crate::db::models::{Group, GroupChange, NewGroup};
 use crate::db::repo::groups::Member;
 use crate::db::repo::list::{SortColumn, Table};
-use crate::db::{Db, DbConnection, now, repo};
+use crate::db::{Db, DbConnection, format_time, now, repo};
 use crate::error::AppError;
-use crate::lifecycle::users::{etag, format_time, if_match_allows};
+use crate::lifecycle::users::{etag, if_match_allows};
 use crate::scim::filter::{self, AttrPath, CompValue, CompareOp, Filter};
 use crate::scim::list::{ListQuery, SortKey};
 use crate::scim::patch::{self, OpKind, PatchOp};
@@ -287,15 +287,12 @@ fn group_entry(
     left: &[String],
 ) -> Entry {
     let before: Option<Value> = before.and_then(|r| serde_json::from_str(r).ok());
-    let mut e = Entry::new(action)
+    Entry::new(action)
         .target("group", id, Some(display_name))
         .detail("changes", audit::changes(before.as_ref(), after))
         .detail("members_added", joined.to_vec())
-        .detail("members_removed", left.to_vec());
-    if let Some(t) = audit::received_at() {
-        e = e.detail("received_at", audit::format_time(t));
-    }
-    e
+        .detail("members_removed", left.to_vec())
+        .received_now()
 }
 
 /// Applies member changes in order and returns their net effect. Each user's membership before the change is

@@ -3,7 +3,6 @@
 //! [`super::deprovision`] in that same transaction. Only real transitions count: IdPs re-send `active: true` and
 //! unchanged values on every sync cycle, and a PUT without `active` keeps the current value.
 
-use chrono::NaiveDateTime;
 use serde_json::{Map, Value, json};
 
 use super::Deprovision;
@@ -14,7 +13,7 @@ use crate::db::models::{NewUser, User, UserChange};
 use crate::db::repo::groups::GroupRef;
 use crate::db::repo::list::{SortColumn, Table};
 use crate::db::repo::users::EmailKey;
-use crate::db::{Db, DbConnection, now, repo};
+use crate::db::{Db, DbConnection, format_time, now, repo};
 use crate::error::AppError;
 use crate::scim::filter::Filter;
 use crate::scim::list::SortKey;
@@ -45,11 +44,6 @@ fn check_if_match(if_match: Option<&str>, user: &User) -> Result<(), AppError> {
         Some(h) if !if_match_allows(h, user.version) => Err(AppError::PreconditionFailed),
         _ => Ok(()),
     }
-}
-
-/// Formats a stored time as RFC 3339 UTC with milliseconds.
-pub fn format_time(t: NaiveDateTime) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// A user with the groups it belongs to (the computed, read-only `groups` attribute).
@@ -240,11 +234,7 @@ fn load_for_update(c: &mut DbConnection, id: &str, if_match: Option<&str>) -> Re
 
 /// The audit entry of a write to user `id` (SCIM or CLI), with when the request arrived.
 fn write_entry(action: &'static str, id: &str, user_name: &str) -> Entry {
-    let entry = Entry::new(action).user(id, Some(user_name));
-    match audit::received_at() {
-        Some(t) => entry.detail("received_at", audit::format_time(t)),
-        None => entry,
-    }
+    Entry::new(action).user(id, Some(user_name)).received_now()
 }
 
 /// The stored resource of `user` with its `active` flag, as SCIM shows it.
