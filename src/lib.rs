@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod fanout;
 pub mod http;
+pub mod input;
 pub mod keys;
 pub mod lifecycle;
 pub mod outbound;

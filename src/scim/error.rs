@@ -120,3 +120,10 @@ mod tests {
         assert!(body.get("scimType").is_none());
     }
 }
+
+/// A value refused by the shared input check is a 400 `invalidValue`.
+impl From<crate::input::InputError> for ScimError {
+    fn from(e: crate::input::InputError) -> Self {
+        Self::invalid_value(e.to_string())
+    }
+}
