@@ -106,6 +106,13 @@ impl ScimError {
     }
 }
 
+/// A value refused by the shared input check is a 400 `invalidValue`.
+impl From<crate::input::InputError> for ScimError {
+    fn from(e: crate::input::InputError) -> Self {
+        Self::invalid_value(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,12 +125,5 @@ mod tests {
         assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
         let body = ScimError::not_found("gone").to_json();
         assert!(body.get("scimType").is_none());
-    }
-}
-
-/// A value refused by the shared input check is a 400 `invalidValue`.
-impl From<crate::input::InputError> for ScimError {
-    fn from(e: crate::input::InputError) -> Self {
-        Self::invalid_value(e.to_string())
     }
 }
