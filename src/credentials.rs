@@ -222,27 +222,52 @@ impl fmt::Debug for Presented {
     }
 }
 
+/// Longest credential name looked up (names offboard creates have at most 64 characters).
+pub const MAX_NAME: usize = crate::input::MAX_ID;
+/// Longest secret hashed and looked up (offboard's have 47 characters).
+pub const MAX_SECRET: usize = crate::input::MAX_ID;
+
 impl Presented {
-    /// Parses an `Authorization` header value; the scheme is case-insensitive (RFC 7235).
+    /// Parses an `Authorization` header value; the scheme is case-insensitive (RFC 7235). A name or secret that
+    /// no credential can have (a NUL character, longer than [`MAX_NAME`] / [`MAX_SECRET`]) is refused here, so
+    /// it never reaches a query: the caller answers it as any other wrong credential (401).
     pub fn parse(header: &str) -> Option<Self> {
         let (scheme, rest) = header.trim().split_once(' ')?;
         let rest = rest.trim();
         if rest.is_empty() {
             return None;
         }
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return Some(Self::Bearer(rest.to_owned()));
-        }
-        if scheme.eq_ignore_ascii_case("basic") {
+        let presented = if scheme.eq_ignore_ascii_case("bearer") {
+            Self::Bearer(rest.to_owned())
+        } else if scheme.eq_ignore_ascii_case("basic") {
             let decoded = STANDARD.decode(rest).ok()?;
             let decoded = String::from_utf8(decoded).ok()?;
             let (name, secret) = decoded.split_once(':')?;
-            return Some(Self::Basic {
+            Self::Basic {
                 name: name.to_owned(),
                 secret: secret.to_owned(),
-            });
-        }
-        None
+            }
+        } else {
+            return None;
+        };
+        presented.is_possible().then_some(presented)
+    }
+
+    /// Whether a credential could have this name and secret (no NUL, within the length limits).
+    fn is_possible(&self) -> bool {
+        let (name, secret) = match self {
+            Self::Bearer(secret) => (None, secret),
+            Self::Basic { name, secret } => (Some(name.as_str()), secret),
+        };
+        crate::input::check_opt("credential name", name, MAX_NAME).is_ok()
+            && crate::input::check("credential secret", secret, MAX_SECRET).is_ok()
+    }
+
+    /// Whether an `Authorization` header names a scheme offboard accepts (Bearer or Basic). A request without
+    /// one presented no credential at all: its challenge carries no error code (RFC 6750 §3.1).
+    pub fn is_offered(header: &str) -> bool {
+        let scheme = header.trim().split(' ').next().unwrap_or_default();
+        scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("basic")
     }
 }
 
@@ -261,6 +286,10 @@ impl Client {
 
 /// Checks a presented credential: one indexed read, then a constant-time comparison of the hashes.
 pub fn authenticate(conn: &mut DbConnection, presented: &Presented) -> diesel::QueryResult<Option<Client>> {
+    // Form-posted client credentials arrive here without `parse`: the same bound, before any query.
+    if !presented.is_possible() {
+        return Ok(None);
+    }
     let (row, secret) = match presented {
         Presented::Bearer(secret) => (
             repo::credentials::find_by_hash(conn, &hash_secret(secret))?,
@@ -346,6 +375,17 @@ mod tests {
         assert!(Presented::parse("Bearer").is_none());
         assert!(Presented::parse("Digest x").is_none());
         assert!(Presented::parse("Basic !!!").is_none());
+        let nul = format!("Basic {}", STANDARD.encode("ok\0ta:s3cret"));
+        assert!(Presented::parse(&nul).is_none());
+        let long = format!(
+            "Basic {}",
+            STANDARD.encode(format!("{}:s", "n".repeat(MAX_NAME + 1)))
+        );
+        assert!(Presented::parse(&long).is_none());
+        assert!(Presented::parse(&format!("Bearer {}", "s".repeat(MAX_SECRET + 1))).is_none());
+        assert!(Presented::parse(&format!("Bearer {}", "s".repeat(MAX_SECRET))).is_some());
+        assert!(Presented::is_offered("bearer x") && Presented::is_offered("Basic"));
+        assert!(!Presented::is_offered("Digest x") && !Presented::is_offered(""));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub mod wellknown;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
@@ -96,6 +96,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(body::query_config())
             .service(
                 web::scope("")
+                    .wrap(from_fn(refuse_nul))
                     .wrap(from_fn(request_context))
                     .configure(ops::routes)
                     .configure(wellknown::routes)
@@ -185,6 +186,40 @@ async fn request_context(
         );
     });
     Ok(res)
+}
+
+/// Whether a request target holds a NUL character once percent-decoded (only `%00` decodes to one: a raw NUL
+/// never gets past the HTTP parser).
+fn has_nul(target: &str) -> bool {
+    target
+        .as_bytes()
+        .windows(3)
+        .any(|w| w.first() == Some(&b'%') && w.get(1..) == Some(b"00".as_slice()))
+}
+
+/// Refuses a NUL character in the path or query string of every route before any handler sees it, so no path
+/// id or query value can carry one to the database (PostgreSQL refuses it in `text`): a SCIM error on the SCIM
+/// and audit APIs, an OAuth-style `invalid_request` everywhere else.
+async fn refuse_nul(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if !has_nul(req.path()) && !has_nul(req.query_string()) {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    }
+    let detail = "the request path or query string contains a NUL character";
+    tracing::info!("refused a request target with a NUL character");
+    let scim_surface = ["/scim/", "/audit/"].iter().any(|p| req.path().starts_with(p));
+    let res = if scim_surface {
+        actix_web::ResponseError::error_response(&AppError::from(crate::scim::ScimError::invalid_value(
+            detail,
+        )))
+    } else {
+        actix_web::HttpResponse::BadRequest()
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({"error": "invalid_request", "error_description": detail}))
+    };
+    Ok(req.into_response(res).map_into_right_body())
 }
 
 /// Runs a blocking domain call on actix's blocking pool, inside the current tracing span.

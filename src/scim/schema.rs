@@ -621,6 +621,7 @@ fn coerce_scalar(kind: AttrType, value: &Value, label: &str) -> Result<Option<Va
                 "'{label}' contains a NUL character"
             )));
         }
+        crate::input::check(&format!("'{label}'"), s, crate::input::MAX_STRING)?;
         if s.is_empty() {
             return Ok(None);
         }
@@ -908,6 +909,7 @@ impl ResourceType {
     /// invalidValue naming the first missing one).
     pub fn finish(&self, resource: &mut Map<String, Value>) -> Result<(), ScimError> {
         resource.retain(|_, v| !is_unassigned(v));
+        check_indexed(resource)?;
         let mut schemas = vec![Value::String(self.core.clone())];
         for ((urn, required), attrs) in self.extensions.iter().zip(&self.extension_attributes) {
             if let Some(Value::Object(ext)) = resource.get_mut(urn) {
@@ -948,6 +950,30 @@ impl ResourceType {
         resource.insert("schemas".into(), Value::Array(schemas));
         Ok(())
     }
+}
+
+/// Core attributes stored in an indexed column, by resource: `userName`, `displayName`, `externalId` and each
+/// `emails.value` of a User, `displayName` and `externalId` of a Group.
+const INDEXED: [&str; 3] = ["userName", "displayName", "externalId"];
+
+/// Refuses an indexed attribute longer than [`crate::input::MAX_INDEXED`] characters (400 `invalidValue`): a
+/// longer one would exceed PostgreSQL's index row limit. Checked on the stored form, so a POST, a PUT and the
+/// result of a PATCH are bound alike.
+fn check_indexed(resource: &Map<String, Value>) -> Result<(), ScimError> {
+    use crate::input::{MAX_INDEXED, check};
+    for name in INDEXED {
+        if let Some(Value::String(v)) = resource.get(name) {
+            check(&format!("'{name}'"), v, MAX_INDEXED)?;
+        }
+    }
+    if let Some(Value::Array(emails)) = resource.get("emails") {
+        for email in emails {
+            if let Some(Value::String(v)) = email.get("value") {
+                check("'emails.value'", v, MAX_INDEXED)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `null`, `""`, `[]`, `{}`: unassigned (RFC 7643 §2.5, and Entra's `""`).
