@@ -295,12 +295,34 @@ impl Drop for InTransaction {
     }
 }
 
+/// Creates a missing SQLite database file readable by its owner only (0600, whatever the umask), as the KEK file
+/// is: it holds every user, token family and the audit log. SQLite gives the `-wal` and `-shm` files it creates
+/// later the mode of the database file, so they are private too. An existing file keeps the mode its operator
+/// chose; an in-memory database or a URI has no file to create. A failure here is left for SQLite to report.
+fn create_private(path: &str) {
+    if path.is_empty() || path.starts_with(':') || path.contains('?') {
+        return;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => tracing::debug!("created the SQLite database file {path} (mode 0600)"),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => tracing::debug!("could not create {path} ahead of SQLite: {e}"),
+    }
+}
+
 /// How often `write` retries when SQLite reports another process holds the write lock beyond `busy_timeout`.
 const SQLITE_BUSY_RETRIES: u32 = 5;
 
 impl Db {
     /// Opens the pools (connecting eagerly, so a wrong URL fails here, not at the first request).
     pub fn open(url: &DbUrl, opts: &DbOptions) -> Result<Self, r2d2::Error> {
+        if url.backend == Backend::Sqlite {
+            create_private(&url.target);
+        }
         let build = |size: u32| {
             r2d2::Pool::builder()
                 .max_size(size)

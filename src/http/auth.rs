@@ -160,11 +160,17 @@ impl<S: RequiredScope + 'static> FromRequest for Authenticated<S> {
                 refused_early(state, "no credential", req.path());
                 return ready(Err(AppError::Unauthorized { presented: false }));
             }
-            Some(v) => v.to_str().ok().and_then(Presented::parse),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .map(|v| (Presented::is_offered(v), Presented::parse(v))),
         };
-        let Some(presented) = presented else {
+        let Some((true, Some(presented))) = presented else {
+            // A scheme we do not accept presented no credential (RFC 6750 §3.1: no error code then); a Bearer or
+            // Basic one that cannot be a credential (malformed, NUL, too long) is a wrong credential.
+            let offered = matches!(presented, Some((true, _)));
             refused_early(state, "unparsable Authorization header", req.path());
-            return ready(Err(AppError::Unauthorized { presented: true }));
+            return ready(Err(AppError::Unauthorized { presented: offered }));
         };
         ready(Ok(Self {
             presented,

@@ -144,6 +144,7 @@ async fn every_scim_route_requires_a_credential(backend: Backend) {
 }
 
 both_backends!(
+    challenges_carry_an_error_code_only_for_a_wrong_credential,
     every_scim_route_requires_a_credential,
     missing_or_wrong_credentials_get_401,
     scheme_is_case_insensitive_and_basic_works,
@@ -152,3 +153,69 @@ both_backends!(
     secrets_are_stored_only_as_hashes_and_last_use_is_batched,
     duplicate_credential_names_are_refused,
 );
+
+/// RFC 6750 §3.1: a request with no credential (no header, or a scheme offboard does not accept) gets a bare
+/// challenge; a wrong Bearer or Basic credential gets `error="invalid_token"`. A Basic name or secret no
+/// credential can have (NUL, over-long) is a wrong credential: 401, never a database error.
+async fn challenges_carry_an_error_code_only_for_a_wrong_credential(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let basic = |name: &str, secret: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{name}:{secret}"))
+        )
+    };
+    let long = "n".repeat(credentials::MAX_NAME + 1);
+    let cases: Vec<(Option<String>, bool)> = vec![
+        (None, false),
+        (Some("Digest username=\"x\"".into()), false),
+        (Some("Token abc".into()), false),
+        (Some("Bearer ofb_wrong".into()), true),
+        (Some("Bearer".into()), true),
+        (Some(basic("idp", "wrong")), true),
+        (Some(basic("i\0dp", "wrong")), true),
+        (Some(basic(&long, "wrong")), true),
+        (Some(basic("idp", &format!("{}\0", app.token))), true),
+    ];
+    for path in [
+        format!("{SCIM}/Users"),
+        "/ssf/streams".into(),
+        "/audit/events".into(),
+    ] {
+        for (auth, wrong) in &cases {
+            let mut req = TestRequest::get().uri(&path);
+            if let Some(a) = auth {
+                req = req.insert_header(("Authorization", a.clone()));
+            }
+            let res = app.send(req).await;
+            assert_eq!(res.status, 401, "{path} {auth:?}: {}", res.text);
+            let challenge = res.header("www-authenticate").unwrap();
+            assert!(
+                challenge.starts_with("Bearer realm="),
+                "{path} {auth:?}: {challenge}"
+            );
+            assert_eq!(
+                challenge.contains("error=\"invalid_token\""),
+                *wrong,
+                "{path} {auth:?}: {challenge}"
+            );
+            if !wrong {
+                assert!(!challenge.contains("error="), "{path} {auth:?}: {challenge}");
+            }
+        }
+    }
+    // The OAuth endpoints answer `invalid_client` with a challenge and no error code in it either way.
+    for (auth, _) in &cases {
+        let mut req = TestRequest::post()
+            .uri("/oauth2/introspect")
+            .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+            .set_payload("token=x");
+        if let Some(a) = auth {
+            req = req.insert_header(("Authorization", a.clone()));
+        }
+        let res = app.send(req).await;
+        assert_eq!(res.status, 401, "{auth:?}: {}", res.text);
+        assert_eq!(res.body["error"], "invalid_client", "{auth:?}");
+        assert!(!res.header("www-authenticate").unwrap().contains("error="));
+    }
+}

@@ -132,3 +132,22 @@ async fn sqlite_runs_in_wal_mode_with_a_busy_timeout() {
         .unwrap();
     assert_eq!(mode.journal_mode, "wal");
 }
+
+/// The database holds every user, token family and the audit log: its file and the `-wal`/`-shm` files SQLite
+/// creates beside it are readable by their owner only, whatever the umask.
+#[cfg(unix)]
+#[actix_web::test]
+async fn sqlite_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::start(Backend::Sqlite).await;
+    app.create_user("perm@example.com").await;
+    let db = app.db().url().target.clone();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{db}{suffix}");
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{path} has mode {:o}", mode & 0o777);
+    }
+}
