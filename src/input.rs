@@ -65,6 +65,36 @@ pub fn check_json(field: &str, value: &Value, max: usize) -> Result<(), InputErr
     }
 }
 
+/// `value` with every control character escaped (`\n`, `\r`, `\t`, others as `\x1b`; the Unicode line and
+/// paragraph separators as `\u{2028}`, `\u{2029}`), for
+/// text a person or a terminal reads: a log line, a text report. A client-supplied name then cannot start a
+/// forged line or send a terminal escape sequence. Borrowed when there is nothing to escape.
+pub fn escape_control(value: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write as _;
+    let escaped = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !value.chars().any(escaped) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if escaped(c) => {
+                let code = u32::from(c);
+                let _ = if code <= 0xff {
+                    write!(out, "\\x{code:02x}")
+                } else {
+                    write!(out, "\\u{{{code:x}}}")
+                };
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +114,20 @@ mod tests {
         // Characters, not bytes: four 4-byte characters fit a limit of four.
         assert!(check("x", "😀😀😀😀", 4).is_ok());
         assert!(check_opt("x", None, 0).is_ok());
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(
+            escape_control("plain ü"),
+            std::borrow::Cow::Borrowed("plain ü")
+        ));
+        assert_eq!(escape_control("a\nb\r\tc"), "a\\nb\\r\\tc");
+        assert_eq!(
+            escape_control("\u{1b}[31mred\u{0}\u{7f}\u{85}"),
+            "\\x1b[31mred\\x00\\x7f\\x85"
+        );
+        assert_eq!(escape_control("a\u{2028}b"), "a\\u{2028}b");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! keyset batches so memory stays constant however many entries there are (DECISIONS.md §33). The HTTP
 //! endpoint streams one batch per blocking hop; the CLI writes them to a file.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use chrono::NaiveDateTime;
@@ -86,27 +87,46 @@ impl Format {
                 for r in rows {
                     let seq = r.seq.to_string();
                     let time = super::format_time(r.time);
-                    let o = |v: &Option<String>| v.clone().unwrap_or_default();
-                    let _ = w.write_record([
-                        seq.as_str(),
-                        &time,
-                        &r.actor,
-                        &r.action,
-                        &o(&r.target_type),
-                        &o(&r.target_id),
-                        &o(&r.target_name),
-                        &o(&r.subject),
-                        &o(&r.request_id),
-                        &r.outcome,
-                        &r.details,
-                        &r.prev_hash,
-                        &r.hash,
-                    ]);
+                    let _ = w.write_record(
+                        [
+                            Cow::Borrowed(seq.as_str()),
+                            Cow::Borrowed(time.as_str()),
+                            csv_cell(&r.actor),
+                            csv_cell(&r.action),
+                            csv_opt(r.target_type.as_deref()),
+                            csv_opt(r.target_id.as_deref()),
+                            csv_opt(r.target_name.as_deref()),
+                            csv_opt(r.subject.as_deref()),
+                            csv_opt(r.request_id.as_deref()),
+                            csv_cell(&r.outcome),
+                            csv_cell(&r.details),
+                            csv_cell(&r.prev_hash),
+                            csv_cell(&r.hash),
+                        ]
+                        .iter()
+                        .map(|c| c.as_bytes()),
+                    );
                 }
                 w.into_inner().unwrap_or_default()
             }
         }
     }
+}
+
+/// A CSV cell a spreadsheet will not run as a formula (OWASP "CSV Injection"): a value beginning with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return gets a leading `'`, and so does one beginning with `'`, so the rule
+/// reverses exactly: drop one leading `'` from every cell that has one to get the stored value back (and
+/// recompute the chain). NDJSON keeps values as they are.
+pub fn csv_cell(value: &str) -> Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) {
+        Cow::Owned(format!("'{value}"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+fn csv_opt(value: Option<&str>) -> Cow<'_, str> {
+    value.map_or(Cow::Borrowed(""), csv_cell)
 }
 
 /// A cursor over a selection: each [`next_batch`](Self::next_batch) reads the next entries after the last one

@@ -275,16 +275,22 @@ fn deliveries(db: &Db, rows: &[AuditRow], txn: &str) -> Result<Vec<Delivery>, Re
     Ok(order.iter().filter_map(|j| by_jti.remove(j)).collect())
 }
 
-/// The report as readable text.
+/// The report as readable text. Every value that came from a client (names, reasons, a receiver's error) has its
+/// control characters escaped, so a name with a newline or a terminal escape cannot forge a line of the report.
 pub fn to_text(r: &Report) -> String {
     let mut out = String::new();
     let u = &r.user;
     let state = match (&u.deleted_at, u.active) {
-        (Some(t), _) => format!("deleted at {t}"),
+        (Some(t), _) => format!("deleted at {}", esc(t)),
         (None, true) => "active".to_owned(),
         (None, false) => "inactive".to_owned(),
     };
-    let _ = writeln!(out, "Offboarding report for {} ({})", u.user_name, u.id);
+    let _ = writeln!(
+        out,
+        "Offboarding report for {} ({})",
+        esc(&u.user_name),
+        esc(&u.id)
+    );
     let _ = writeln!(out, "  account: {state}, token generation {}", u.token_generation);
     let _ = writeln!(out, "  generated: {}", r.generated_at);
     if r.offboardings.is_empty() {
@@ -297,22 +303,23 @@ pub fn to_text(r: &Report) -> String {
             "user.delete" => "deleted",
             _ => "sessions ended",
         };
-        let _ = writeln!(out, "{what} (audit entry {}) by {}", o.seq, o.actor);
+        let _ = writeln!(out, "{what} (audit entry {}) by {}", o.seq, esc(&o.actor));
         if let Some(reason) = &o.reason {
-            let _ = writeln!(out, "  reason:                 {reason}");
+            let _ = writeln!(out, "  reason:                 {}", esc(reason));
         }
         if let Some(cause) = &o.cause {
             let _ = writeln!(
                 out,
-                "  request:                {cause}{}",
+                "  request:                {}{}",
+                esc(cause),
                 o.request_id
                     .as_ref()
-                    .map(|id| format!(" (request id {id})"))
+                    .map(|id| format!(" (request id {})", esc(id)))
                     .unwrap_or_default()
             );
         }
         if let Some(t) = &o.request_received_at {
-            let _ = writeln!(out, "  request received:       {t}");
+            let _ = writeln!(out, "  request received:       {}", esc(t));
         }
         let _ = writeln!(
             out,
@@ -341,21 +348,25 @@ pub fn to_text(r: &Report) -> String {
                         d.attempts,
                         d.last_error
                             .as_ref()
-                            .map(|e| format!(", last error: {e}"))
+                            .map(|e| format!(", last error: {}", esc(e)))
                             .unwrap_or_default()
                     ),
                 };
                 let _ = writeln!(
                     out,
                     "    stream {}  {}  {}  {when}",
-                    d.stream_id,
-                    short_event(&d.event),
-                    d.status
+                    esc(&d.stream_id),
+                    esc(short_event(&d.event)),
+                    esc(&d.status)
                 );
             }
         }
     }
     out
+}
+
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::input::escape_control(s)
 }
 
 fn short_event(uri: &str) -> &str {

@@ -756,7 +756,101 @@ async fn a_flood_of_bad_credentials_is_recorded_within_budget(backend: Backend) 
     assert_intact(&app);
 }
 
+/// OWASP CSV injection: a cell beginning with `=`, `+`, `-`, `@`, a tab, a carriage return (or `'`, so the rule
+/// reverses) gets a leading `'` in the CSV export; the text offboarding report escapes control characters, so a
+/// userName cannot forge a line or send a terminal escape.
+async fn exports_and_reports_neutralise_hostile_names(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let auditor = app.credential("auditor", &[Scope::AuditRead]);
+    let get = |uri: String| {
+        let app = &app;
+        let auditor = auditor.clone();
+        async move {
+            app.send(
+                actix_web::test::TestRequest::get()
+                    .uri(&uri)
+                    .insert_header(("Authorization", format!("Bearer {auditor}"))),
+            )
+            .await
+        }
+    };
+    let names = [
+        "=HYPERLINK(\"https://evil.example\")",
+        "+1+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(1+1)",
+        "\tx@example.com",
+        "\rx@example.com",
+        "'=quoted@example.com",
+        "plain@example.com",
+    ];
+    for name in names {
+        app.create_user(name).await;
+    }
+    let res = get("/audit/events?format=csv&action=scim.user.create".into()).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let mut reader = csv::Reader::from_reader(res.text.as_bytes());
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), names.len());
+    for record in &records {
+        for cell in record {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "a cell a spreadsheet would evaluate: {cell:?}"
+            );
+        }
+    }
+    let exported: Vec<&str> = records.iter().map(|r| &r[6]).collect();
+    let expected: Vec<String> = names
+        .iter()
+        .map(|n| {
+            if n.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) {
+                format!("'{n}")
+            } else {
+                (*n).to_owned()
+            }
+        })
+        .collect();
+    assert_eq!(
+        exported, expected,
+        "target_name: prefixed, and reversible by dropping one `'`"
+    );
+
+    // The text report of a user whose name carries a newline and a terminal escape.
+    let forged = "mallory@example.com\nOffboarding report for admin@example.com\u{1b}[2J";
+    let id = app.create_user(forged).await;
+    let res = app
+        .patch(
+            &format!("/Users/{id}"),
+            &patch_op("replace", Some("active"), &json!(false)),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let text = get(format!("/audit/users/{id}/offboarding?format=text")).await;
+    assert_eq!(text.status, 200, "{}", text.text);
+    assert!(!text.text.contains('\u{1b}'), "{}", text.text);
+    assert_eq!(
+        text.text
+            .lines()
+            .filter(|l| l.starts_with("Offboarding report"))
+            .count(),
+        1,
+        "{}",
+        text.text
+    );
+    assert!(
+        text.text
+            .contains("mallory@example.com\\nOffboarding report for admin@example.com\\x1b[2J"),
+        "{}",
+        text.text
+    );
+    // JSON keeps the stored value as it is.
+    let json = get(format!("/audit/users/{id}/offboarding")).await;
+    assert_eq!(json.body["user"]["user_name"], forged);
+}
+
 both_backends!(
+    exports_and_reports_neutralise_hostile_names,
     a_flood_of_bad_credentials_is_recorded_within_budget,
     every_action_leaves_exactly_its_entry,
     edited_or_deleted_rows_are_caught,
