@@ -4,8 +4,9 @@
 //! The extractor only parses the header (a missing or unparsable one is refused at once, 401). The credential is
 //! checked against the database by [`Authenticated::run`], inside the same blocking hop as the handler's domain
 //! call, so a request costs one hop, not two; a credential revoked by the CLI is refused from the next request
-//! on, with no cache to go stale. Unknown or revoked → 401 with a `WWW-Authenticate: Bearer` challenge; valid
-//! without the scope → 403. Last-used times are recorded in memory and written in batches.
+//! on, with no cache to go stale. Unknown or revoked → 401 with a `WWW-Authenticate: Bearer` challenge carrying
+//! `error="invalid_token"`; no credential at all (no header, or a scheme other than Bearer and Basic) → 401 with
+//! a bare challenge (RFC 6750 §3.1); valid without the scope → 403. Last-used times are recorded in memory and written in batches.
 //!
 //! Every handler that takes an `Authenticated<S>` must do its work through `run`; the test
 //! `every_scim_route_requires_a_credential` checks each route.

@@ -11,6 +11,9 @@
 //!   `wellknown`: the JWKS and the RFC 8414 metadata.
 //! - `ssf`: the SSF transmitter API; `audit`: `/audit/events`, `/audit/verify`, the offboarding report.
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Two middlewares wrap every route: `request_context` (request id, tracing span, audit context) and, inside it,
+//! `refuse_nul`, which answers 400 to a `%00` in the path or query string before any handler runs.
 
 pub mod audit;
 pub mod auth;

@@ -5,7 +5,8 @@
 //!
 //! It owns attribute resolution (case-insensitive names, URN-qualified paths), value coercion against the
 //! attribute characteristics (types, Entra's string booleans, a bare string for a complex attribute with a `value`
-//! sub-attribute, `null`/`""`/`[]` as "unassigned", NUL rejected) and `normalize`, which turns a POST/PUT body
+//! sub-attribute, `null`/`""`/`[]` as "unassigned", NUL rejected, every string at most `input::MAX_STRING`
+//! characters and the indexed ones at most `input::MAX_INDEXED`) and `normalize`, which turns a POST/PUT body
 //! into the stored form. `fold` is the project's one case-folding function. Pure: no I/O, no clock, no panics on
 //! client input.
 
