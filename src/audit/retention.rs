@@ -130,8 +130,14 @@ fn archive(db: &Db, dir: &Path, first: i64, through: i64) -> anyhow::Result<Path
         .with_context(|| format!("cannot create the audit archive directory {}", dir.display()))?;
     let path = dir.join(format!("audit-{first:012}-{through:012}.ndjson"));
     let partial = path.with_extension("ndjson.partial");
-    let mut file =
-        fs::File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?;
+    // The archive holds what the log held: readable by its owner only, whatever the umask.
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
     let selection = Selection {
         after_seq: Some(first - 1),
         ..Selection::default()

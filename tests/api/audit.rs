@@ -606,7 +606,14 @@ async fn retention_prunes_and_keeps_verification(backend: Backend) {
         .unwrap();
     assert_eq!(pruned.deleted, old.len() - 1, "everything but the newest entry");
     assert_eq!(pruned.through_seq, old.last().unwrap().seq - 1);
-    let archived = std::fs::read_to_string(pruned.archive.unwrap()).unwrap();
+    let archive = pruned.archive.unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&archive).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the archive is private to its owner");
+    }
+    let archived = std::fs::read_to_string(&archive).unwrap();
     assert_eq!(
         archived.lines().count(),
         old.len() - 1,
