@@ -1195,7 +1195,10 @@ async fn a_token_minted_during_deactivation_is_never_active(backend: Backend) {
             offboard::lifecycle::users::deactivate(&db, &id, "race test").unwrap()
         });
         let got = login.join().unwrap();
-        assert!(deactivate.join().unwrap().is_some());
+        assert!(matches!(
+            deactivate.join().unwrap(),
+            offboard::lifecycle::users::Held::Deactivated(_)
+        ));
         if let Ok(t) = got {
             minted += 1;
             assert_eq!(
