@@ -136,6 +136,7 @@ pub struct Authority {
     pub keys: Arc<KeyStore>,
     pub activity: ActivityTracker,
     verified: verify::VerifyCache,
+    revoked: revoke::RevokedJtis,
     issuers: exchange::TrustedIssuers,
 }
 
@@ -152,6 +153,7 @@ impl Authority {
         let issuers = exchange::TrustedIssuers::load(&config.trusted_issuers)?;
         Ok(Self {
             verified: verify::VerifyCache::new(config.tokens.verify_cache_entries),
+            revoked: revoke::RevokedJtis::new(config.tokens.verify_cache_entries),
             db,
             config,
             keys,

@@ -689,6 +689,52 @@ async fn revocation_follows_rfc_7009(backend: Backend) {
     );
 }
 
+/// The `token.revoke` entries in the audit log.
+fn audit_actions(app: &TestApp, action: &str) -> Vec<Value> {
+    app.db()
+        .read(|c| offboard::db::repo::audit::after(c, 0, 1_000_000).map_err(offboard::db::DbError::from))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == action)
+        .map(|e| serde_json::from_str(&e.details).unwrap())
+        .collect()
+}
+
+/// Revoking a token already revoked answers 200 and records nothing: only the change of state is audited.
+async fn a_repeated_revocation_records_nothing(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.create_user("again@example.com").await;
+    let t = app.login("again@example.com");
+    for token in [t.access_token.as_str(), t.refresh_token.as_deref().unwrap()] {
+        for _ in 0..3 {
+            let res = app
+                .form(
+                    "/oauth2/revoke",
+                    None,
+                    &[("token", token), ("client_id", "offboard-cli")],
+                )
+                .await;
+            assert_eq!(res.status, 200, "{}", res.text);
+        }
+    }
+    let kinds: Vec<Value> = audit_actions(&app, "token.revoke")
+        .iter()
+        .map(|d| d["kind"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![json!("access_token"), json!("refresh_token")],
+        "one entry per revocation that changed something"
+    );
+    // Another instance (no memory of the first revocation) does not record a repeat either.
+    let second = offboard::AppState::open(app.db().clone(), (*app.state.config).clone()).unwrap();
+    second
+        .tokens
+        .revoke(&offboard::tokens::Caller::Public, &t.access_token)
+        .unwrap();
+    assert_eq!(audit_actions(&app, "token.revoke").len(), 2);
+}
+
 async fn bad_requests_get_oauth_errors(backend: Backend) {
     let app = TestApp::start(backend).await;
     let rs = introspector(&app);
@@ -1226,6 +1272,7 @@ both_backends!(
     client_credentials_issue_service_tokens,
     scope_policy_limits_who_gets_which_scopes,
     revocation_follows_rfc_7009,
+    a_repeated_revocation_records_nothing,
     bad_requests_get_oauth_errors,
     leaving_a_group_ends_its_members_tokens,
     rotation_keeps_old_tokens_valid_and_signs_with_the_new_key,

@@ -127,12 +127,13 @@ pub fn live_families(
 }
 
 /// Records an access token revoked by `jti` until `expires_at` (idempotent, also under concurrent revocations).
+/// Returns whether this call revoked it (false: it was revoked before).
 pub fn revoke_jti(
     conn: &mut DbConnection,
     jti: &str,
     expires_at: NaiveDateTime,
     at: NaiveDateTime,
-) -> QueryResult<()> {
+) -> QueryResult<bool> {
     let insert = diesel::insert_into(revoked_jtis::table)
         .values((
             revoked_jtis::jti.eq(jti),
@@ -145,7 +146,7 @@ pub fn revoke_jti(
         DbConnection::Postgres(c) => insert.execute(c),
         DbConnection::Sqlite(c) => insert.execute(c),
     }
-    .map(drop)
+    .map(|n| n == 1)
 }
 
 /// Records an assertion id; returns false when it was seen already (a replay), also when a concurrent request
