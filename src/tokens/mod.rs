@@ -374,6 +374,9 @@ pub enum UserKey {
     ExternalId(String),
     /// A work or other email (case-insensitive).
     Email(String),
+    /// An email claim of a trusted issuer's token: matched exactly after ASCII lower-casing, and only against the
+    /// user emails `select` names (`primary`, or email types); see [`exchange::email_matches`].
+    IssuerEmail { address: String, select: Vec<String> },
 }
 
 /// The live user a key names; `None` when none or more than one live user matches.
@@ -387,6 +390,14 @@ fn resolve_user(c: &mut DbConnection, key: &UserKey) -> Result<Option<User>, OAu
         UserKey::Id(id) => repo::users::find_live(c, id)?.into_iter().collect(),
         UserKey::ExternalId(ext) => repo::users::find_live_by_external_id(c, ext)?,
         UserKey::Email(email) => repo::users::find_live_by_email(c, &crate::scim::schema::fold(email))?,
+        UserKey::IssuerEmail { address, select } => {
+            let address = address.to_ascii_lowercase();
+            // The index holds Unicode-folded values, a superset of the exact matches: filter them here.
+            repo::users::live_with_email(c, &address, 64)?
+                .into_iter()
+                .filter(|u| exchange::email_matches(u, &address, select))
+                .collect()
+        }
     };
     match <[User; 1]>::try_from(users) {
         Ok([user]) => Ok(Some(user)),

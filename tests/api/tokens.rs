@@ -933,6 +933,8 @@ fn idp(attribute: MappedAttribute, claim: &str) -> Idp {
             attribute,
             tenant_id: None,
             global_token_revocation: false,
+            require_email_verified: true,
+            match_emails: vec!["primary".into()],
         },
     }
 }
@@ -1028,6 +1030,107 @@ async fn token_exchange_accepts_only_trusted_id_tokens(backend: Backend) {
         "inactive user: {}",
         res.text
     );
+}
+
+impl Idp {
+    fn sign_typed(&self, typ: Option<&str>, claims: &Value) -> String {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some("idp-key-1".into());
+        h.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
+    }
+}
+
+/// An ID token must be typed `JWT` or not at all: `application/at+jwt` and `application/secevent+jwt` (any
+/// case, with or without `application/`) are refused, as is any other explicit type.
+async fn token_exchange_allows_only_id_token_types(backend: Backend) {
+    let idp = idp(MappedAttribute::ExternalId, "sub");
+    let trusted = idp.issuer.clone();
+    let app = TestApp::start_with(backend, |c| c.trusted_issuers = vec![trusted]).await;
+    app.create_user("typed@example.com").await;
+    let claims = json!({"iss": IDP, "sub": "ext-typed@example.com", "aud": "offboard-at-idp",
+                        "exp": unix_now() + 300});
+    for typ in [None, Some("JWT"), Some("application/jwt")] {
+        let res = exchange(&app, &idp.sign_typed(typ, &claims)).await;
+        assert_eq!(res.status, 200, "{typ:?}: {}", res.text);
+    }
+    for typ in [
+        "application/at+jwt",
+        "application/secevent+jwt",
+        "Application/AT+JWT",
+        "at+JWT",
+        "logout+jwt",
+        "dpop+jwt",
+    ] {
+        let res = exchange(&app, &idp.sign_typed(Some(typ), &claims)).await;
+        assert_eq!(res.status, 400, "{typ}: {}", res.text);
+        assert_eq!(res.body["error"], "invalid_request", "{typ}");
+    }
+}
+
+/// Email mapping: only a verified email, exact after ASCII lower-casing (no Unicode folding: the Kelvin sign is
+/// not `k`), and only the user's emails the issuer's `match_emails` names (default: the primary one).
+async fn token_exchange_email_mapping_is_exact_and_verified(backend: Backend) {
+    let idp = idp(MappedAttribute::Email, "email");
+    let trusted = idp.issuer.clone();
+    let mut work = self::idp(MappedAttribute::Email, "email");
+    work.issuer.issuer = "https://work-emails.test".into();
+    work.issuer.match_emails = vec!["work".into()];
+    let work_issuer = work.issuer.clone();
+    let app = TestApp::start_with(backend, |c| c.trusted_issuers = vec![trusted, work_issuer]).await;
+    let mut user = new_user("kate@example.com");
+    user["emails"] = json!([
+        {"value": "kate@example.com", "type": "work", "primary": true},
+        {"value": "kate.home@example.com", "type": "home"}
+    ]);
+    let res = app.post("/Users", &user).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let id = res.body["id"].as_str().unwrap().to_owned();
+    let token = |iss: &str, email: &str, verified: Option<Value>| {
+        let mut c = json!({"iss": iss, "sub": "s", "aud": "offboard-at-idp", "exp": unix_now() + 300,
+                           "email": email});
+        if let Some(v) = verified {
+            c["email_verified"] = v;
+        }
+        c
+    };
+    let res = exchange(
+        &app,
+        &idp.sign(&token(IDP, "Kate@Example.COM", Some(json!(true)))),
+    )
+    .await;
+    assert_eq!(res.status, 200, "ASCII case is ignored: {}", res.text);
+    assert_eq!(claims_of(res.body["access_token"].as_str().unwrap()).sub, id);
+    let refusals = [
+        (
+            "Kelvin sign",
+            token(IDP, "\u{212A}ate@example.com", Some(json!(true))),
+        ),
+        ("unverified", token(IDP, "kate@example.com", Some(json!(false)))),
+        ("no email_verified", token(IDP, "kate@example.com", None)),
+        (
+            "a secondary email",
+            token(IDP, "kate.home@example.com", Some(json!(true))),
+        ),
+    ];
+    for (what, claims) in refusals {
+        let res = exchange(&app, &idp.sign(&claims)).await;
+        assert_eq!(res.status, 400, "{what}: {}", res.text);
+        assert_eq!(res.body["error"], "invalid_request", "{what}");
+    }
+    // An issuer configured with `match_emails = ["work"]` matches the work email, not the home one.
+    let ok = token(
+        "https://work-emails.test",
+        "kate@example.com",
+        Some(json!("true")),
+    );
+    assert_eq!(exchange(&app, &work.sign(&ok)).await.status, 200);
+    let home = token(
+        "https://work-emails.test",
+        "kate.home@example.com",
+        Some(json!(true)),
+    );
+    assert_eq!(exchange(&app, &work.sign(&home)).await.status, 400);
 }
 
 /// A real HTTP server on loopback that answers every request with `body` and counts the requests.
@@ -1278,6 +1381,8 @@ both_backends!(
     rotation_keeps_old_tokens_valid_and_signs_with_the_new_key,
     token_exchange_accepts_only_trusted_id_tokens,
     token_exchange_fetches_a_jwks_uri,
+    token_exchange_allows_only_id_token_types,
+    token_exchange_email_mapping_is_exact_and_verified,
     global_token_revocation_ends_sessions_and_keeps_the_account,
     eddsa_access_tokens_are_opt_in,
     token_activity_is_recorded,

@@ -88,6 +88,20 @@ pub fn find_live_by_email(conn: &mut DbConnection, folded: &str) -> QueryResult<
         .load(conn)
 }
 
+/// Up to `limit` live users with an email of this folded value (candidates for a stricter match in Rust).
+pub fn live_with_email(conn: &mut DbConnection, folded: &str, limit: i64) -> QueryResult<Vec<User>> {
+    let ids = user_emails::table
+        .filter(user_emails::value_folded.eq(folded))
+        .select(user_emails::user_id);
+    users::table
+        .filter(users::id.eq_any(ids))
+        .filter(users::deleted_at.is_null())
+        .select(User::as_select())
+        .order(users::id)
+        .limit(limit)
+        .load(conn)
+}
+
 /// Serialises read-modify-write of one user until the transaction ends (DECISIONS.md §9).
 pub fn lock(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
     super::advisory_lock(conn, "user", id)
