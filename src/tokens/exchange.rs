@@ -300,6 +300,7 @@ impl TrustedIssuers {
         let iss = unverified
             .get("iss")
             .and_then(Value::as_str)
+            .filter(|iss| crate::input::check("iss", iss, crate::input::MAX_URL).is_ok())
             .ok_or(Refused::Malformed)?;
         let loaded = self.by_issuer.get(iss).ok_or(Refused::UntrustedIssuer)?;
         loaded.refresh_if_due(header.kid.as_deref());

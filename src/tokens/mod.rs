@@ -123,6 +123,13 @@ impl From<diesel::result::Error> for OAuthError {
     }
 }
 
+/// Input no query may see (a NUL, an oversized value): `invalid_request`.
+impl From<crate::input::InputError> for OAuthError {
+    fn from(e: crate::input::InputError) -> Self {
+        Self::InvalidRequest(e.to_string())
+    }
+}
+
 impl From<KeyError> for OAuthError {
     fn from(e: KeyError) -> Self {
         Self::Server(AppError::internal(e))

@@ -1279,6 +1279,69 @@ async fn global_token_revocation_ends_sessions_and_keeps_the_account(backend: Ba
     );
 }
 
+/// NUL characters and oversized values in every token-side input that reaches a query answer 400
+/// `invalid_request` on both backends (PostgreSQL refused them with a 500), and change nothing.
+async fn bad_input_to_token_endpoints_is_invalid_request(backend: Backend) {
+    let idp = idp(MappedAttribute::ExternalId, "sub");
+    let mut trusted = idp.issuer.clone();
+    trusted.global_token_revocation = true;
+    let app = TestApp::start_with(backend, |c| c.trusted_issuers = vec![trusted]).await;
+    let id = app.create_user("nul@example.com").await;
+    let long = "x".repeat(3000);
+    let nul = "a\u{0}b";
+    let invalid_request = |what: &str, res: &crate::harness::Resp| {
+        assert_eq!(res.status, 400, "{what}: {}", res.text);
+        assert_eq!(res.body["error"], "invalid_request", "{what}: {}", res.text);
+    };
+    // Form values and names, on every form endpoint.
+    for path in ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"] {
+        for params in [
+            vec![("grant_type", "refresh_token"), ("client_id", long.as_str())],
+            vec![("grant_type", "refresh_token"), ("client_id", nul)],
+            vec![("grant_type", "refresh_token"), (nul, "x")],
+            vec![("grant_type", "refresh_token"), ("token", "y"), ("scope", nul)],
+        ] {
+            let res = app.form(path, Some(("rs", "secret")), &params).await;
+            invalid_request(&format!("{path} {params:?}"), &res);
+        }
+        // A NUL or an oversized name in HTTP Basic (no credential needed to send it).
+        for name in [nul, long.as_str()] {
+            let res = app.form(path, Some((name, "secret")), &[("token", "t")]).await;
+            invalid_request(&format!("{path} Basic name"), &res);
+        }
+    }
+    // Global Token Revocation: the subject and the assertion's jti.
+    let endpoint = format!("{ISSUER}/oauth2/global-token-revocation");
+    let assertion = |jti: &str| {
+        let now = unix_now();
+        idp.sign(
+            &json!({"iss": IDP, "sub": "app", "aud": endpoint, "jti": jti, "iat": now, "exp": now + 300}),
+        )
+    };
+    let subjects = [
+        json!({"sub_id": {"format": "email", "email": nul}}),
+        json!({"sub_id": {"format": "email", "email": long}}),
+        json!({"sub_id": {"format": "iss_sub", "iss": IDP, "sub": nul}}),
+        json!({"sub_id": {"format": "iss_sub", "iss": IDP, "sub": long}}),
+        json!({"sub_id": {"format": "iss_sub", "iss": format!("{IDP}\u{0}"), "sub": "s"}}),
+    ];
+    for (i, subject) in subjects.iter().enumerate() {
+        let res = gtr(&app, Some(&assertion(&format!("j{i}"))), subject).await;
+        invalid_request(&format!("GTR {subject}"), &res);
+    }
+    let ok_subject = json!({"sub_id": {"format": "iss_sub", "iss": IDP, "sub": "ext-nul@example.com"}});
+    for jti in [nul, long.as_str()] {
+        let res = gtr(&app, Some(&assertion(jti)), &ok_subject).await;
+        invalid_request("GTR jti", &res);
+    }
+    // Token exchange: the claim mapped to a user.
+    for sub in [nul, long.as_str()] {
+        let res = exchange(&app, &idp.id_token(sub, "offboard-at-idp", 300)).await;
+        invalid_request("exchange sub", &res);
+    }
+    assert_eq!(app.user_row(&id).token_generation, 0, "nothing changed");
+}
+
 async fn eddsa_access_tokens_are_opt_in(backend: Backend) {
     let app = TestApp::start_with(backend, |c| {
         c.tokens.algorithm = offboard::config::TokenAlgorithm::EdDSA;
@@ -1384,6 +1447,7 @@ both_backends!(
     token_exchange_allows_only_id_token_types,
     token_exchange_email_mapping_is_exact_and_verified,
     global_token_revocation_ends_sessions_and_keeps_the_account,
+    bad_input_to_token_endpoints_is_invalid_request,
     eddsa_access_tokens_are_opt_in,
     token_activity_is_recorded,
     a_token_minted_during_deactivation_is_never_active,
