@@ -176,9 +176,19 @@ enum KeysCommand {
         /// Which key to rotate.
         #[arg(long, default_value = "RS256", value_parser = ["RS256", "EdDSA"])]
         alg: String,
-        /// Rotate even if the next key was published less than `keys.jwks_max_age_secs` ago (a key compromise).
+        /// Rotate even if the next key was published less than `keys.jwks_max_age_secs` ago. The old key stays
+        /// trusted until its tokens expire; for a key that leaked, use `keys compromise`.
         #[arg(long)]
         force: bool,
+    },
+    /// Stop trusting a key at once (it leaked): out of the JWKS, no token it signed is accepted anywhere; an
+    /// active key is replaced by the next one now. Running servers follow on their next request.
+    Compromise {
+        /// The key's id (see `keys list`).
+        kid: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "declared compromised by an administrator")]
+        reason: String,
     },
 }
 
@@ -673,7 +683,7 @@ fn keys_command(db: &Db, config: &Config, cmd: KeysCommand) -> anyhow::Result<()
                 eprintln!("created signing key {kid}");
             }
             println!(
-                "{:<44} {:<6} {:<8} {:<20} {:<20} PUBLISHED",
+                "{:<44} {:<6} {:<11} {:<20} {:<20} PUBLISHED",
                 "KID", "ALG", "STATE", "CREATED", "ACTIVATED"
             );
             let mut foreign = 0;
@@ -688,7 +698,7 @@ fn keys_command(db: &Db, config: &Config, cmd: KeysCommand) -> anyhow::Result<()
                     "no".to_owned()
                 };
                 println!(
-                    "{:<44} {:<6} {:<8} {:<20} {:<20} {published}",
+                    "{:<44} {:<6} {:<11} {:<20} {:<20} {published}",
                     k.kid,
                     k.alg,
                     k.state,
@@ -721,6 +731,26 @@ fn keys_command(db: &Db, config: &Config, cmd: KeysCommand) -> anyhow::Result<()
             eprintln!(
                 "Running servers switch within keys.reload_secs ({} s).",
                 config.keys.reload_secs
+            );
+        }
+        KeysCommand::Compromise { kid, reason } => {
+            let c = keys::compromise(db, &kek, config, &kid, &reason)?;
+            eprintln!(
+                "Key {} ({}, was {}) is compromised: it is out of the JWKS and no token it signed is accepted.",
+                c.kid,
+                c.alg.as_str(),
+                c.was
+            );
+            if let Some(active) = &c.activated {
+                eprintln!("  active now: {active}");
+            }
+            if let Some(next) = &c.next {
+                eprintln!("  next:       {next}");
+            }
+            eprintln!(
+                "Running servers follow on their next token, introspection or JWKS request. Services that verify \
+                 tokens themselves must drop kid {} and fetch the JWKS again now.",
+                c.kid
             );
         }
     }

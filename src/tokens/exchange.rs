@@ -400,7 +400,20 @@ impl Authority {
             tracing::info!(client.id = %caller.client_id(), "token exchange refused: {}", r.describe());
             OAuthError::InvalidRequest(format!("subject_token refused: {}", r.describe()))
         };
-        let typ = decode_header(subject_token).ok().and_then(|h| h.typ);
+        let header = decode_header(subject_token).ok();
+        // A token signed by one of offboard's own keys that was declared compromised is worth nothing, whoever
+        // claims to have issued it.
+        self.keys.sync()?;
+        if header
+            .as_ref()
+            .and_then(|h| h.kid.as_deref())
+            .is_some_and(|kid| self.keys.is_compromised(kid))
+        {
+            return Err(refused(Refused::Invalid(
+                "signed with a key offboard declared compromised".into(),
+            )));
+        }
+        let typ = header.and_then(|h| h.typ);
         if !id_token_typ_allowed(typ.as_deref()) {
             return Err(refused(Refused::Invalid(
                 "an ID token's `typ` must be `JWT` or absent".into(),

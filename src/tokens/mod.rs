@@ -355,6 +355,8 @@ impl Authority {
 
     /// Signs an access token for claims decided inside a committed transaction.
     fn sign_access(&self, claims: &AccessClaims) -> Result<String, OAuthError> {
+        // Never sign with a key another process has just declared compromised.
+        self.keys.sync()?;
         Ok(self.keys.access_signer()?.sign(ACCESS_TYP, claims)?)
     }
 }

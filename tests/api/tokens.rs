@@ -902,6 +902,109 @@ async fn rotation_keeps_old_tokens_valid_and_signs_with_the_new_key(backend: Bac
     assert!(old.publish_until.unwrap() >= offboard::db::now() + window - chrono::TimeDelta::seconds(5));
 }
 
+/// `keys compromise` stops trusting a key at once, in a server that was not told (the CLI is another process):
+/// tokens it signed introspect inactive (also when their signature was cached), it leaves the JWKS, the token
+/// endpoint signs with the next key, exchange refuses anything it signed, and it is audited as `key.compromised`.
+async fn a_compromised_key_is_trusted_for_nothing_at_once(backend: Backend) {
+    let idp = idp(MappedAttribute::ExternalId, "sub");
+    let trusted = idp.issuer.clone();
+    let app = TestApp::start_with(backend, |c| c.trusted_issuers = vec![trusted]).await;
+    let rs = introspector(&app);
+    app.create_user("leak@example.com").await;
+    let t = app.login("leak@example.com");
+    let leaked = header_of(&t.access_token).kid.unwrap();
+    assert_eq!(
+        introspect(&app, &rs, &t.access_token).await["active"],
+        true,
+        "cached now"
+    );
+    // What a thief with the key can sign: an ID token naming the trusted IdP as its issuer.
+    let now = unix_now();
+    let forged = sign_json(
+        &app,
+        "JWT",
+        &json!({"iss": IDP, "sub": "ext-leak@example.com", "aud": "offboard-at-idp", "exp": now + 300}),
+    );
+    let config = (*app.state.config).clone();
+    let kek = offboard::keys::Kek::from_base64(TEST_KEK).unwrap();
+    let c = offboard::keys::compromise(app.db(), &kek, &config, &leaked, "key file leaked").unwrap();
+    assert_eq!(c.was, "active");
+    let activated = c.activated.clone().unwrap();
+    let next = c.next.clone().unwrap();
+
+    assert_eq!(
+        introspect(&app, &rs, &t.access_token).await.to_string(),
+        INACTIVE,
+        "a token of the compromised key, at the very next introspection"
+    );
+    let jwks = app
+        .send(actix_web::test::TestRequest::get().uri("/.well-known/jwks.json"))
+        .await;
+    let kids: Vec<&str> = jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(!kids.contains(&leaked.as_str()), "out of the JWKS: {kids:?}");
+    assert!(kids.contains(&activated.as_str()) && kids.contains(&next.as_str()));
+    let res = refresh(&app, t.refresh_token.as_deref().unwrap()).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let renewed = res.body["access_token"].as_str().unwrap();
+    assert_eq!(
+        header_of(renewed).kid.unwrap(),
+        activated,
+        "signed by the next key"
+    );
+    assert_eq!(introspect(&app, &rs, renewed).await["active"], true);
+    let res = exchange(&app, &forged).await;
+    assert_eq!(res.status, 400, "{}", res.text);
+    assert!(
+        res.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("compromised"),
+        "{}",
+        res.text
+    );
+    let entries: Vec<_> = app
+        .db()
+        .read(|c| offboard::db::repo::audit::after(c, 0, 1000).map_err(offboard::db::DbError::from))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "key.compromised")
+        .collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].target_id.as_deref(), Some(leaked.as_str()));
+    assert!(offboard::keys::compromise(app.db(), &kek, &config, &leaked, "again").is_err());
+
+    // The case of the issue: `rotate --force` keeps the old key trusted; compromising the retired key ends that.
+    let before = app.login("leak@example.com");
+    let r = offboard::keys::rotate(app.db(), &kek, &config, offboard::keys::KeyAlg::RS256, true).unwrap();
+    app.state.tokens.keys.reload().unwrap();
+    assert_eq!(
+        introspect(&app, &rs, &before.access_token).await["active"],
+        true,
+        "retired: trusted"
+    );
+    let c = offboard::keys::compromise(app.db(), &kek, &config, r.retired.as_deref().unwrap(), "x").unwrap();
+    assert_eq!(c.was, "retired");
+    assert_eq!(
+        introspect(&app, &rs, &before.access_token).await.to_string(),
+        INACTIVE
+    );
+}
+
+fn sign_json(app: &TestApp, typ: &str, claims: &Value) -> String {
+    app.state
+        .tokens
+        .keys
+        .access_signer()
+        .unwrap()
+        .sign(typ, claims)
+        .unwrap()
+}
+
 /// A trusted IdP for token exchange and Global Token Revocation: an Ed25519 key and its JWKS file.
 struct Idp {
     _dir: tempfile::TempDir,
@@ -1442,6 +1545,7 @@ both_backends!(
     bad_requests_get_oauth_errors,
     leaving_a_group_ends_its_members_tokens,
     rotation_keeps_old_tokens_valid_and_signs_with_the_new_key,
+    a_compromised_key_is_trusted_for_nothing_at_once,
     token_exchange_accepts_only_trusted_id_tokens,
     token_exchange_fetches_a_jwks_uri,
     token_exchange_allows_only_id_token_types,

@@ -256,6 +256,8 @@ pub struct IntrospectionState {
     pub sid_revoked: bool,
     /// The credential the token was issued to is live (service tokens).
     pub client_live: bool,
+    /// The key that signed the token was declared compromised (by any instance or the CLI).
+    pub key_compromised: bool,
 }
 
 /// How the caller of introspection identified its credential.
@@ -278,10 +280,11 @@ pub fn introspection_state(
     jti: &str,
     sid: &str,
     client_id: &str,
+    kid: &str,
 ) -> QueryResult<Option<IntrospectionState>> {
     use diesel::dsl::exists;
 
-    use crate::db::schema::{credentials, users};
+    use crate::db::schema::{credentials, signing_keys, users};
     let base =
         credentials::table.left_join(users::table.on(users::id.eq(sub).and(users::deleted_at.is_null())));
     let select = (
@@ -301,6 +304,11 @@ pub fn introspection_state(
             token_client
                 .filter(token_client.field(credentials::name).eq(client_id))
                 .filter(token_client.field(credentials::revoked_at).is_null()),
+        ),
+        exists(
+            signing_keys::table
+                .filter(signing_keys::kid.eq(kid))
+                .filter(signing_keys::state.eq(super::keys::COMPROMISED)),
         ),
     );
     let rows: Vec<IntrospectionState> = match caller {
