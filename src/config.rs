@@ -264,10 +264,25 @@ pub struct TrustedIssuer {
     /// Whether this issuer may call Global Token Revocation (Okta Universal Logout) for any user.
     #[serde(default)]
     pub global_token_revocation: bool,
+    /// With `attribute = "email"`: the token must say `email_verified: true` (default), else it maps no user.
+    #[serde(default = "default_true")]
+    pub require_email_verified: bool,
+    /// With `attribute = "email"`: which of a user's SCIM emails the claim may match: `primary` (the one marked
+    /// primary, or a user's only email) and/or email types (`work`, `home`, `other`). Default `["primary"]`.
+    #[serde(default = "default_match_emails")]
+    pub match_emails: Vec<String>,
 }
 
 fn default_claim() -> String {
     "sub".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_match_emails() -> Vec<String> {
+    vec!["primary".into()]
 }
 
 fn default_attribute() -> MappedAttribute {

@@ -176,9 +176,19 @@ enum KeysCommand {
         /// Which key to rotate.
         #[arg(long, default_value = "RS256", value_parser = ["RS256", "EdDSA"])]
         alg: String,
-        /// Rotate even if the next key was published less than `keys.jwks_max_age_secs` ago (a key compromise).
+        /// Rotate even if the next key was published less than `keys.jwks_max_age_secs` ago. The old key stays
+        /// trusted until its tokens expire; for a key that leaked, use `keys compromise`.
         #[arg(long)]
         force: bool,
+    },
+    /// Stop trusting a key at once (it leaked): out of the JWKS, no token it signed is accepted anywhere; an
+    /// active key is replaced by the next one now. Running servers follow on their next request.
+    Compromise {
+        /// The key's id (see `keys list`).
+        kid: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "declared compromised by an administrator")]
+        reason: String,
     },
 }
 
@@ -189,11 +199,19 @@ enum UsersCommand {
         /// The userName (case-insensitive).
         user_name: String,
     },
-    /// Break glass: deactivate a user now, as a SCIM `active:false` would (tokens die, logins end).
+    /// Break glass: deactivate a user now, as a SCIM `active:false` would (tokens die, logins end), and hold it
+    /// inactive whatever the identity provider sends until `offboard users release`.
     Deactivate {
         user_name: String,
         /// Why, for the log (required).
         #[arg(long)]
+        reason: String,
+    },
+    /// Lift the hold of `deactivate`: the user takes the `active` the identity provider last asked for.
+    Release {
+        user_name: String,
+        /// Why, for the log.
+        #[arg(long, default_value = "released by an administrator")]
         reason: String,
     },
     /// End every session of a user (generation bump, logins revoked); the account stays active.
@@ -665,7 +683,7 @@ fn keys_command(db: &Db, config: &Config, cmd: KeysCommand) -> anyhow::Result<()
                 eprintln!("created signing key {kid}");
             }
             println!(
-                "{:<44} {:<6} {:<8} {:<20} {:<20} PUBLISHED",
+                "{:<44} {:<6} {:<11} {:<20} {:<20} PUBLISHED",
                 "KID", "ALG", "STATE", "CREATED", "ACTIVATED"
             );
             let mut foreign = 0;
@@ -680,7 +698,7 @@ fn keys_command(db: &Db, config: &Config, cmd: KeysCommand) -> anyhow::Result<()
                     "no".to_owned()
                 };
                 println!(
-                    "{:<44} {:<6} {:<8} {:<20} {:<20} {published}",
+                    "{:<44} {:<6} {:<11} {:<20} {:<20} {published}",
                     k.kid,
                     k.alg,
                     k.state,
@@ -715,6 +733,26 @@ fn keys_command(db: &Db, config: &Config, cmd: KeysCommand) -> anyhow::Result<()
                 config.keys.reload_secs
             );
         }
+        KeysCommand::Compromise { kid, reason } => {
+            let c = keys::compromise(db, &kek, config, &kid, &reason)?;
+            eprintln!(
+                "Key {} ({}, was {}) is compromised: it is out of the JWKS and no token it signed is accepted.",
+                c.kid,
+                c.alg.as_str(),
+                c.was
+            );
+            if let Some(active) = &c.activated {
+                eprintln!("  active now: {active}");
+            }
+            if let Some(next) = &c.next {
+                eprintln!("  next:       {next}");
+            }
+            eprintln!(
+                "Running servers follow on their next token, introspection or JWKS request. Services that verify \
+                 tokens themselves must drop kid {} and fetch the JWKS again now.",
+                c.kid
+            );
+        }
     }
     Ok(())
 }
@@ -725,65 +763,104 @@ fn find_user(db: &Db, user_name: &str) -> anyhow::Result<offboard::lifecycle::us
         .with_context(|| format!("no live user with userName `{user_name}`"))
 }
 
+fn show_user(db: &Db, user_name: &str) -> anyhow::Result<()> {
+    let view = find_user(db, user_name)?;
+    let u = &view.user;
+    let access = users::access_of(db, &u.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("user        {} ({})", u.user_name, u.id);
+    println!("active      {}", u.active);
+    if let Some(h) = &access.hold {
+        println!(
+            "hold        since {} UTC: {} (the identity provider asks for active: {}; `offboard users release` \
+             applies it)",
+            fmt_time(h.held_at),
+            h.reason,
+            h.idp_active
+        );
+    }
+    println!(
+        "generation  {} (tokens with a lower tgen are dead)",
+        u.token_generation
+    );
+    let groups: Vec<&str> = view.groups.iter().map(|(_, n)| n.as_str()).collect();
+    println!(
+        "groups      {}",
+        if groups.is_empty() {
+            "-".to_owned()
+        } else {
+            groups.join(", ")
+        }
+    );
+    println!("last change {} UTC", fmt_time(u.last_modified));
+    println!("live logins {}", access.live_logins.len());
+    for f in &access.live_logins {
+        println!(
+            "  sid {}  client {}  since {}  until {}",
+            f.sid,
+            f.client_id,
+            fmt_time(f.created),
+            fmt_time(f.expires_at)
+        );
+    }
+    println!("token activity (written every few seconds by the server):");
+    if access.activity.is_empty() {
+        println!("  none");
+    }
+    let t = |v: Option<chrono::NaiveDateTime>| v.map_or_else(|| "never".to_owned(), fmt_time);
+    for a in &access.activity {
+        println!(
+            "  client {:<24} minted {:<20} refreshed {:<20} introspected {}",
+            a.client_id,
+            t(a.last_minted_at),
+            t(a.last_refreshed_at),
+            t(a.last_introspected_at)
+        );
+    }
+    Ok(())
+}
+
 fn users_command(db: &Db, cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
-        UsersCommand::Show { user_name } => {
-            let view = find_user(db, &user_name)?;
-            let u = &view.user;
-            let access = users::access_of(db, &u.id).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("user        {} ({})", u.user_name, u.id);
-            println!("active      {}", u.active);
-            println!(
-                "generation  {} (tokens with a lower tgen are dead)",
-                u.token_generation
-            );
-            let groups: Vec<&str> = view.groups.iter().map(|(_, n)| n.as_str()).collect();
-            println!(
-                "groups      {}",
-                if groups.is_empty() {
-                    "-".to_owned()
-                } else {
-                    groups.join(", ")
-                }
-            );
-            println!("last change {} UTC", fmt_time(u.last_modified));
-            println!("live logins {}", access.live_logins.len());
-            for f in &access.live_logins {
-                println!(
-                    "  sid {}  client {}  since {}  until {}",
-                    f.sid,
-                    f.client_id,
-                    fmt_time(f.created),
-                    fmt_time(f.expires_at)
-                );
-            }
-            println!("token activity (written every few seconds by the server):");
-            if access.activity.is_empty() {
-                println!("  none");
-            }
-            let t = |v: Option<chrono::NaiveDateTime>| v.map_or_else(|| "never".to_owned(), fmt_time);
-            for a in &access.activity {
-                println!(
-                    "  client {:<24} minted {:<20} refreshed {:<20} introspected {}",
-                    a.client_id,
-                    t(a.last_minted_at),
-                    t(a.last_refreshed_at),
-                    t(a.last_introspected_at)
-                );
-            }
-        }
+        UsersCommand::Show { user_name } => show_user(db, &user_name)?,
         UsersCommand::Deactivate { user_name, reason } => {
             if reason.trim().is_empty() {
                 anyhow::bail!("--reason must say why");
             }
             let view = find_user(db, &user_name)?;
             match users::deactivate(db, &view.user.id, &reason).map_err(|e| anyhow::anyhow!("{e}"))? {
-                Some(generation) => eprintln!(
-                    "Deactivated `{}` ({}); token generation is now {generation}: every earlier token is dead and \
-                     every login ended.",
+                users::Held::Deactivated(generation) => eprintln!(
+                    "Deactivated and held `{}` ({}); token generation is now {generation}: every earlier token is \
+                     dead and every login ended. The identity provider cannot reactivate it until `offboard users \
+                     release`.",
                     view.user.user_name, view.user.id
                 ),
-                None => eprintln!("`{}` was inactive already; nothing changed.", view.user.user_name),
+                users::Held::HeldInactive => eprintln!(
+                    "`{}` was inactive already; it is now held inactive until `offboard users release`.",
+                    view.user.user_name
+                ),
+                users::Held::AlreadyHeld => {
+                    eprintln!("`{}` is held already; nothing changed.", view.user.user_name);
+                }
+            }
+        }
+        UsersCommand::Release { user_name, reason } => {
+            if reason.trim().is_empty() {
+                anyhow::bail!("--reason must say why");
+            }
+            let view = find_user(db, &user_name)?;
+            match users::release(db, &view.user.id, &reason).map_err(|e| anyhow::anyhow!("{e}"))? {
+                users::Released::Reactivated => eprintln!(
+                    "Released `{}`: the identity provider last asked for it to be active, so it is active again \
+                     (tokens from before the hold stay dead).",
+                    view.user.user_name
+                ),
+                users::Released::StaysInactive => eprintln!(
+                    "Released `{}`: it stays inactive, as the identity provider last asked.",
+                    view.user.user_name
+                ),
+                users::Released::NotHeld => {
+                    eprintln!("`{}` is not held; nothing changed.", view.user.user_name);
+                }
             }
         }
         UsersCommand::RevokeTokens { user_name, reason } => {

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::schema::{
     audit_log, credentials, group_members, groups, outbox, refresh_families, refresh_tokens, signing_keys,
-    streams, token_activity, user_emails, users,
+    streams, token_activity, user_emails, user_holds, users,
 };
 
 /// A user row: live (`deleted_at` is None) or a tombstone.
@@ -205,6 +205,17 @@ pub struct TokenActivity {
     pub last_minted_at: Option<NaiveDateTime>,
     pub last_refreshed_at: Option<NaiveDateTime>,
     pub last_introspected_at: Option<NaiveDateTime>,
+}
+
+/// An operator hold on a user (`offboard users deactivate`): the user stays inactive until released;
+/// `idp_active` is what the identity provider last asked for, applied on release.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = user_holds)]
+pub struct UserHold {
+    pub user_id: String,
+    pub reason: String,
+    pub held_at: NaiveDateTime,
+    pub idp_active: bool,
 }
 
 /// An SSF stream: one receiver. `authorization_header` is sealed under the key-encryption key.

@@ -114,6 +114,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    user_holds (user_id) {
+        user_id -> Text,
+        reason -> Text,
+        held_at -> Timestamp,
+        idp_active -> Bool,
+    }
+}
+
+diesel::table! {
     token_activity (user_id, client_id) {
         user_id -> Text,
         client_id -> Text,
@@ -189,6 +198,7 @@ diesel::joinable!(user_emails -> users (user_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (sid));
 diesel::joinable!(token_activity -> users (user_id));
+diesel::joinable!(user_holds -> users (user_id));
 diesel::joinable!(group_members -> groups (group_id));
 diesel::joinable!(group_members -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -203,6 +213,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     revoked_jtis,
     seen_assertions,
     token_activity,
+    user_holds,
     streams,
     outbox,
     stream_exclusions,

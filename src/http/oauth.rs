@@ -70,11 +70,8 @@ impl Form {
             .map_err(|_| OAuthError::InvalidRequest("the form body is not valid".into()))?;
         let mut map = HashMap::new();
         for (k, v) in pairs {
-            if v.contains('\0') {
-                return Err(OAuthError::InvalidRequest(format!(
-                    "parameter `{k}` contains a NUL character"
-                )));
-            }
+            crate::input::check("a parameter name", &k, crate::input::MAX_ID)?;
+            crate::input::check(&format!("parameter `{k}`"), &v, max_len(&k))?;
             if map.insert(k.clone(), v).is_some() {
                 return Err(OAuthError::InvalidRequest(format!(
                     "parameter `{k}` is given more than once"
@@ -95,6 +92,19 @@ impl Form {
     }
 }
 
+/// The longest value a form parameter may have: tokens (JWTs and refresh tokens) up to 16 KiB, like the
+/// verifiers accept; any other parameter (client ids and secrets, grant and token types, scope, audience) up to
+/// `input::MAX_URL`.
+fn max_len(name: &str) -> usize {
+    match name {
+        "token" | "subject_token" | "actor_token" | "refresh_token" | "assertion" => MAX_TOKEN_CHARS,
+        _ => crate::input::MAX_URL,
+    }
+}
+
+/// Longest token value accepted in a form.
+const MAX_TOKEN_CHARS: usize = 16 * 1024;
+
 /// The `Authorization` header as a credential: `None` when absent; an unparsable one is `invalid_client`.
 pub fn presented(req: &HttpRequest) -> Result<Option<Presented>, OAuthError> {
     match req.headers().get(header::AUTHORIZATION) {
@@ -103,8 +113,14 @@ pub fn presented(req: &HttpRequest) -> Result<Option<Presented>, OAuthError> {
             .to_str()
             .ok()
             .and_then(Presented::parse)
-            .map(Some)
-            .ok_or(OAuthError::InvalidClient { presented: true }),
+            .ok_or(OAuthError::InvalidClient { presented: true })
+            .and_then(|p| {
+                // The name of a Basic credential is looked up in the database: refuse what no name can be.
+                if let Presented::Basic { name, .. } = &p {
+                    crate::input::check("the client name", name, crate::input::MAX_ID)?;
+                }
+                Ok(Some(p))
+            }),
     }
 }
 

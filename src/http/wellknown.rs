@@ -16,8 +16,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/.well-known/openid-configuration", web::get().to(metadata));
 }
 
-/// GET /.well-known/jwks.json
+/// GET /.well-known/jwks.json. A key declared compromised by any process is gone from the very next answer: the
+/// list of compromised keys is re-read first (one small statement; on a database error the keys in memory are
+/// served, as the periodic reload would).
 async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    let keys = state.tokens.keys.clone();
+    match web::block(move || keys.sync()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("could not re-read the signing keys: {e}"),
+        Err(e) => tracing::error!("could not re-read the signing keys: {e}"),
+    }
     let max_age = state.config.keys.jwks_max_age_secs;
     HttpResponse::Ok()
         .content_type("application/json")

@@ -12,6 +12,13 @@
 //! most once a second, when a token names a `kid` it does not know; so a rotation by the CLI or by another
 //! instance is followed within `keys.reload_secs`, while the old key stays published. Private keys never leave
 //! this module unsealed, and no `Debug` prints them.
+//!
+//! A key can also be declared **compromised** ([`compromise`], `offboard keys compromise`): it is trusted for
+//! nothing from that commit on. No cache may outlive that, whichever process made it: introspection reads the
+//! key's state in its one statement, and the token endpoint and the JWKS re-read the (tiny) list of compromised
+//! keys on every request ([`KeyStore::sync`]) and reload the keys when it changed; verified-signature caches are
+//! checked against the keys in memory on every hit. Only the signing of SETs and audit records follows at the
+//! periodic reload.
 
 pub mod kek;
 
@@ -273,11 +280,17 @@ struct KeySet {
     signing: HashMap<KeyAlg, Arc<SigningKey>>,
     verifying: HashMap<String, Arc<VerifyingKey>>,
     jwks: Arc<str>,
+    /// The kids of compromised keys (sorted), as read with the rest.
+    compromised: Vec<String>,
 }
 
 impl KeySet {
     fn load(db: &Db, kek: &Kek) -> Result<Self, KeyError> {
-        let rows = db.read(|c| repo::keys::published(c, now()).map_err(DbError::from))?;
+        let (rows, compromised) = db.read(|c| {
+            let rows = repo::keys::published(c, now())?;
+            let compromised = repo::keys::compromised(c)?;
+            Ok::<_, DbError>((rows, compromised))
+        })?;
         let mut signing = HashMap::new();
         let mut verifying = HashMap::new();
         let mut jwks = Vec::new();
@@ -319,6 +332,7 @@ impl KeySet {
             signing,
             verifying,
             jwks,
+            compromised,
         })
     }
 }
@@ -419,6 +433,29 @@ impl KeyStore {
     /// The periodic reload (`keys.reload_secs`), for the server's background task.
     pub fn reload_if_stale(&self) {
         self.reload_if_older(self.reload_every);
+    }
+
+    /// Re-reads the list of compromised keys (one small statement) and reloads every key when it changed, so a
+    /// compromise declared by the CLI or another instance holds from this process's next request on.
+    pub fn sync(&self) -> Result<(), KeyError> {
+        let compromised = self
+            .db
+            .read(|c| repo::keys::compromised(c).map_err(DbError::from))?;
+        if compromised != self.snapshot().compromised {
+            tracing::warn!(keys = ?compromised, "signing keys were declared compromised; reloading the keys");
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Whether `kid` is one of the keys this process trusts now (published, not compromised).
+    pub fn trusts(&self, kid: &str) -> bool {
+        self.snapshot().verifying.contains_key(kid)
+    }
+
+    /// Whether `kid` was one of offboard's keys, now compromised (as of the last [`sync`](Self::sync)).
+    pub fn is_compromised(&self, kid: &str) -> bool {
+        self.snapshot().compromised.iter().any(|k| k == kid)
     }
 
     /// The key that signs access tokens.
@@ -612,6 +649,88 @@ pub fn rotate(db: &Db, kek: &Kek, config: &Config, alg: KeyAlg, force: bool) -> 
     })
 }
 
+/// What [`compromise`] did.
+#[derive(Debug, Clone)]
+pub struct Compromise {
+    pub kid: String,
+    pub alg: KeyAlg,
+    /// The state the key was in (`active`, `next` or `retired`).
+    pub was: String,
+    /// The key that signs now, when the compromised one was active.
+    pub activated: Option<String>,
+    /// The new `next` key, when the compromised one was active or next.
+    pub next: Option<String>,
+}
+
+/// Declares key `kid` compromised, in one transaction: it leaves the JWKS and is trusted for nothing (no token
+/// it signed introspects active or is accepted anywhere) from the commit on. An active key is replaced at once
+/// by the `next` one, whatever its age (verifiers that have not fetched it yet refuse the new tokens until they
+/// do: the price of a compromise), and a new `next` key is published; a compromised `next` key is replaced too.
+/// Recorded as `key.compromised`.
+pub fn compromise(
+    db: &Db,
+    kek: &Kek,
+    config: &Config,
+    kid: &str,
+    reason: &str,
+) -> Result<Compromise, KeyError> {
+    let row = db
+        .read(|c| repo::keys::find(c, kid).map_err(DbError::from))?
+        .ok_or_else(|| KeyError::Rotation(format!("no signing key {kid}")))?;
+    let alg = KeyAlg::parse(&row.alg)
+        .ok_or_else(|| KeyError::Rotation(format!("key {kid} has an unknown algorithm {}", row.alg)))?;
+    if row.state == repo::keys::COMPROMISED {
+        return Err(KeyError::Rotation(format!("key {kid} is compromised already")));
+    }
+    let fresh = if row.state == "retired" {
+        None
+    } else {
+        Some(new_material(db, alg, config.keys.import_pem_file.as_deref())?)
+    };
+    db.write(|c| {
+        let at = now();
+        let row =
+            repo::keys::find(c, kid)?.ok_or_else(|| KeyError::Rotation(format!("no signing key {kid}")))?;
+        let mut activated = None;
+        if row.state == "active" {
+            let next = repo::keys::in_state(c, alg.as_str(), "next")?
+                .ok_or_else(|| KeyError::Rotation(format!("no next {} key to activate", alg.as_str())))?;
+            if repo::keys::mark_compromised(c, kid, at)? != 1 || repo::keys::activate(c, &next.kid, at)? != 1
+            {
+                return Err(KeyError::Rotation("the keys changed meanwhile; try again".into()));
+            }
+            activated = Some(next.kid);
+        } else if repo::keys::mark_compromised(c, kid, at)? != 1 {
+            return Err(KeyError::Rotation("the keys changed meanwhile; try again".into()));
+        }
+        let next = match &fresh {
+            Some(m) => {
+                let new_next = m.row(kek, "next", at)?;
+                repo::keys::insert(c, &new_next)?;
+                Some(new_next.kid)
+            }
+            None => None,
+        };
+        crate::audit::record(
+            crate::audit::Entry::new("key.compromised")
+                .target("key", kid, None)
+                .detail("alg", alg.as_str())
+                .detail("was", row.state.as_str())
+                .detail("reason", reason)
+                .detail("activated", activated.as_deref())
+                .detail("next", next.as_deref()),
+        );
+        tracing::warn!(key.kid = %kid, reason, "signing key {kid} declared compromised");
+        Ok(Compromise {
+            kid: kid.to_owned(),
+            alg,
+            was: row.state,
+            activated,
+            next,
+        })
+    })
+}
+
 /// Signs audit checkpoints and retention records (`typ` given) with the active RS256 key.
 pub fn audit_signer(keys: &KeyStore) -> impl Fn(&str, &Value) -> Result<String, String> + '_ {
     move |typ, claims| {
@@ -674,7 +793,8 @@ pub fn list(db: &Db) -> Result<Vec<KeyInfo>, KeyError> {
     Ok(rows
         .into_iter()
         .map(|r| KeyInfo {
-            published: r.state != "retired" || r.publish_until.is_some_and(|t| t > at),
+            published: matches!(r.state.as_str(), "next" | "active")
+                || (r.state == "retired" && r.publish_until.is_some_and(|t| t > at)),
             kid: r.kid,
             alg: r.alg,
             state: r.state,

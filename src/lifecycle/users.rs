@@ -9,7 +9,7 @@ use super::Deprovision;
 use super::listing::{Purpose, Source};
 use crate::audit::{self, Entry};
 use crate::db::filter_sql::{Dialect, SqlFilter, users_where};
-use crate::db::models::{NewUser, User, UserChange};
+use crate::db::models::{NewUser, User, UserChange, UserHold};
 use crate::db::repo::groups::GroupRef;
 use crate::db::repo::list::{SortColumn, Table};
 use crate::db::repo::users::EmailKey;
@@ -245,10 +245,37 @@ fn current_resource(user: &User) -> Result<Value, AppError> {
 }
 
 /// Records a write that changed nothing.
-fn record_unchanged(action: &'static str, user: &User) {
-    audit::record(
+fn record_unchanged(action: &'static str, user: &User, held_wish: Option<bool>) {
+    audit::record(with_hold(
         write_entry(action, &user.id, &user.user_name).detail("changes", Value::Object(Map::new())),
-    );
+        held_wish,
+    ));
+}
+
+/// Notes on a write to a held user what the identity provider asked `active` to be (stored, not applied).
+fn with_hold(entry: Entry, held_wish: Option<bool>) -> Entry {
+    match held_wish {
+        Some(wish) => entry.detail("held", true).detail("idp_active", wish),
+        None => entry,
+    }
+}
+
+/// Applies an operator hold to a write of the identity provider: `wish` is the `active` it asked for (`None`:
+/// it did not say, its earlier wish stands). The wish is remembered for the release; the stored resource stays
+/// inactive. Returns the wish in force, or `None` when the user is not held.
+fn hold_write(
+    c: &mut DbConnection,
+    hold: Option<&UserHold>,
+    wish: Option<bool>,
+    stored: &mut Value,
+) -> Result<Option<bool>, AppError> {
+    let Some(hold) = hold else { return Ok(None) };
+    let wish = wish.unwrap_or(hold.idp_active);
+    if wish != hold.idp_active {
+        repo::users::set_hold_wish(c, &hold.user_id, wish)?;
+    }
+    set_active(stored, false);
+    Ok(Some(wish))
 }
 
 /// Writes a new stored resource for `before`, records the write as `action` and runs the transition it implies.
@@ -259,6 +286,7 @@ fn store(
     reason: Option<&str>,
     before: &User,
     stored: &Value,
+    held_wish: Option<bool>,
 ) -> Result<UserView, AppError> {
     let ix = indexed(stored)?;
     let old = current_resource(before)?;
@@ -267,7 +295,7 @@ fn store(
     if let Some(reason) = reason {
         entry = entry.detail("reason", reason);
     }
-    audit::record(entry);
+    audit::record(with_hold(entry, held_wish));
     let change = UserChange {
         user_name: &ix.user_name,
         user_name_folded: &ix.user_name_folded,
@@ -309,14 +337,17 @@ pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Resu
     let mut stored = rt().normalize(input)?;
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
-        if stored.get("active").and_then(Value::as_bool).is_none() {
+        let hold = repo::users::hold(c, id)?;
+        let asked = stored.get("active").and_then(Value::as_bool);
+        let held_wish = hold_write(c, hold.as_ref(), asked, &mut stored)?;
+        if asked.is_none() && held_wish.is_none() {
             set_active(&mut stored, before.active);
         }
         if same_resource(&before, &stored) {
-            record_unchanged("scim.user.replace", &before);
+            record_unchanged("scim.user.replace", &before, held_wish);
             return UserView::load(c, before);
         }
-        store(c, "scim.user.replace", None, &before, &stored)
+        store(c, "scim.user.replace", None, &before, &stored, held_wish)
     })
 }
 
@@ -326,17 +357,26 @@ pub fn patch(db: &Db, id: &str, body: &Value, if_match: Option<&str>) -> Result<
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
         let current = current_resource(&before)?;
-        let mut stored = patch::apply(rt(), &current, &ops)?;
+        let hold = repo::users::hold(c, id)?;
+        // A held user's operations apply to what the identity provider believes (its own `active`), so an
+        // operation on `active` is told from one that leaves it alone.
+        let mut seen = current.clone();
+        if let Some(h) = &hold {
+            set_active(&mut seen, h.idp_active);
+        }
+        let mut stored = patch::apply(rt(), &seen, &ops)?;
         if stored.get("active").and_then(Value::as_bool).is_none() {
             // `remove active` leaves the flag unassigned (RFC 7644 §3.5.2.2). Access is what an unassigned flag
             // must not grant: it reads as inactive, and ends the user's sessions like any deactivation.
             set_active(&mut stored, false);
         }
+        let asked = stored.get("active").and_then(Value::as_bool);
+        let held_wish = hold_write(c, hold.as_ref(), asked, &mut stored)?;
         if stored == current {
-            record_unchanged("scim.user.patch", &before);
+            record_unchanged("scim.user.patch", &before, held_wish);
             return UserView::load(c, before);
         }
-        store(c, "scim.user.patch", None, &before, &stored)
+        store(c, "scim.user.patch", None, &before, &stored, held_wish)
     })
 }
 
@@ -358,6 +398,7 @@ pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError>
         audit::record(
             write_entry("scim.user.delete", id, &before.user_name).detail("groups_left", left.len()),
         );
+        repo::users::delete_hold(c, id)?;
         let n = repo::users::tombstone(c, id, before.version, now())?;
         if n != 1 {
             return Err(AppError::internal(format!("user {id} changed under its lock")));
@@ -382,19 +423,89 @@ pub fn revoke_tokens(db: &Db, id: &str, reason: &str) -> Result<super::Ended, Ap
     db.write(|c| end_sessions_in(c, id, reason))
 }
 
+/// What the break-glass deactivation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The user was active: deactivated now (this generation in force) and held.
+    Deactivated(i64),
+    /// The user was inactive already: held, so the identity provider cannot reactivate it.
+    HeldInactive,
+    /// A hold was in place already; nothing changed.
+    AlreadyHeld,
+}
+
 /// The break-glass deactivation (`offboard users deactivate`): the same transition as a SCIM PATCH of
-/// `active:false`. Returns the generation now in force, or `None` when the user was inactive already.
-pub fn deactivate(db: &Db, id: &str, reason: &str) -> Result<Option<i64>, AppError> {
+/// `active:false`, plus an operator hold. While held the user stays inactive whatever the identity provider sends
+/// (its other changes still apply; its `active` is remembered for the release), SCIM shows `active: false` and no
+/// token is minted, refreshed or exchanged for it. Recorded as `user.hold` with the reason.
+pub fn deactivate(db: &Db, id: &str, reason: &str) -> Result<Held, AppError> {
     db.write(|c| {
         let before = load_for_update(c, id, None)?;
+        if repo::users::hold(c, id)?.is_some() {
+            return Ok(Held::AlreadyHeld);
+        }
+        let hold = UserHold {
+            user_id: id.to_owned(),
+            reason: reason.to_owned(),
+            held_at: now(),
+            // Not held until now, so the flag is what the identity provider last asked for.
+            idp_active: before.active,
+        };
+        repo::users::insert_hold(c, &hold)?;
+        audit::record(
+            Entry::new("user.hold")
+                .user(id, Some(&before.user_name))
+                .detail("reason", reason)
+                .detail("idp_active", before.active),
+        );
+        tracing::info!(user.id = %id, reason, "held user {id} inactive by an administrator");
         if !before.active {
-            return Ok(None);
+            return Ok(Held::HeldInactive);
         }
         let mut stored = current_resource(&before)?;
         set_active(&mut stored, false);
-        let view = store(c, "admin.user.deactivate", Some(reason), &before, &stored)?;
+        let view = store(c, "admin.user.deactivate", Some(reason), &before, &stored, None)?;
         tracing::info!(user.id = %id, reason, "deactivated user {id} by an administrator");
-        Ok(Some(view.user.token_generation))
+        Ok(Held::Deactivated(view.user.token_generation))
+    })
+}
+
+/// What lifting a hold did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The identity provider last asked for `active: true`: the user is active again (`account-enabled` queued;
+    /// the generation stays, so tokens from before the hold stay dead).
+    Reactivated,
+    /// The identity provider last asked for `active: false` (or nothing since): the user stays inactive.
+    StaysInactive,
+    /// The user was not held.
+    NotHeld,
+}
+
+/// Lifts an operator hold (`offboard users release`), restoring the `active` the identity provider last asked
+/// for. Recorded as `user.release` with the reason.
+pub fn release(db: &Db, id: &str, reason: &str) -> Result<Released, AppError> {
+    db.write(|c| {
+        let before = load_for_update(c, id, None)?;
+        let Some(hold) = repo::users::hold(c, id)? else {
+            return Ok(Released::NotHeld);
+        };
+        repo::users::delete_hold(c, id)?;
+        audit::record(
+            Entry::new("user.release")
+                .user(id, Some(&before.user_name))
+                .detail("reason", reason)
+                .detail("idp_active", hold.idp_active)
+                .detail("held_since", format_time(hold.held_at)),
+        );
+        tracing::info!(user.id = %id, reason, "released the hold on user {id}");
+        if !hold.idp_active || before.active {
+            return Ok(Released::StaysInactive);
+        }
+        let mut stored = current_resource(&before)?;
+        set_active(&mut stored, true);
+        store(c, "admin.user.release", Some(reason), &before, &stored, None)?;
+        Ok(Released::Reactivated)
     })
 }
 
@@ -411,6 +522,8 @@ pub fn find_by_user_name(db: &Db, user_name: &str) -> Result<Option<UserView>, A
 /// What access a user holds: live logins and token activity per client (`offboard users show`).
 #[derive(Debug, Clone)]
 pub struct Access {
+    /// The operator hold, if any.
+    pub hold: Option<UserHold>,
     pub live_logins: Vec<crate::db::models::RefreshFamily>,
     pub activity: Vec<crate::db::models::TokenActivity>,
 }
@@ -418,6 +531,7 @@ pub struct Access {
 pub fn access_of(db: &Db, id: &str) -> Result<Access, AppError> {
     db.read(|c| {
         Ok(Access {
+            hold: repo::users::hold(c, id)?,
             live_logins: repo::tokens::live_families(c, id, now())?,
             activity: repo::tokens::activity_of(c, id)?,
         })

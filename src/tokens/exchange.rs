@@ -223,6 +223,55 @@ impl Refused {
     }
 }
 
+/// Explicitly typed JWTs (RFC 8725 §3.11) that are never an identity assertion, as [`media_type`] gives them.
+const NOT_ASSERTIONS: [&str; 3] = ["at+jwt", "secevent+jwt", "logout+jwt"];
+
+/// A `typ` header as a comparable media type (RFC 8725 §3.11, RFC 7515 §4.1.9): ASCII lower-case, without an
+/// `application/` prefix, so `application/AT+JWT` and `at+jwt` are the same type.
+pub fn media_type(typ: &str) -> String {
+    let t = typ.trim().to_ascii_lowercase();
+    match t.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => t,
+    }
+}
+
+/// Whether an ID token's `typ` is allowed: absent, or `JWT` (after [`media_type`]). Anything explicitly typed
+/// as something else (an access token, a SET, a logout token, …) is not an ID token.
+pub fn id_token_typ_allowed(typ: Option<&str>) -> bool {
+    typ.is_none_or(|t| media_type(t) == "jwt")
+}
+
+/// Whether `user` has an email equal to `address` (already ASCII lower-case) after ASCII lower-casing, among the
+/// emails `select` names: `primary` (the one marked `primary: true`, or the user's only email) or an email type
+/// (`work`, `home`, …, compared ignoring ASCII case). No Unicode folding: the Kelvin sign `K` (U+212A) is not
+/// `k`.
+pub fn email_matches(user: &crate::db::models::User, address: &str, select: &[String]) -> bool {
+    let Ok(resource) = serde_json::from_str::<Value>(&user.resource) else {
+        return false;
+    };
+    let Some(emails) = resource.get("emails").and_then(Value::as_array) else {
+        return false;
+    };
+    let sole = emails.len() == 1;
+    emails.iter().any(|e| {
+        let equal = e
+            .get("value")
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.to_ascii_lowercase() == address);
+        equal
+            && select.iter().any(|s| {
+                if s.eq_ignore_ascii_case("primary") {
+                    sole || e.get("primary").and_then(Value::as_bool) == Some(true)
+                } else {
+                    e.get("type")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| t.eq_ignore_ascii_case(s))
+                }
+            })
+    })
+}
+
 /// A verified token of a trusted issuer.
 pub struct Verified<'a> {
     pub issuer: &'a TrustedIssuer,
@@ -239,10 +288,11 @@ impl TrustedIssuers {
         if header
             .typ
             .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("secevent+jwt"))
+            .map(media_type)
+            .is_some_and(|t| NOT_ASSERTIONS.contains(&t.as_str()))
         {
             return Err(Refused::Invalid(
-                "an access token or SET is not an identity assertion".into(),
+                "an access token, SET or logout token is not an identity assertion".into(),
             ));
         }
         let unverified: serde_json::Map<String, Value> =
@@ -250,6 +300,7 @@ impl TrustedIssuers {
         let iss = unverified
             .get("iss")
             .and_then(Value::as_str)
+            .filter(|iss| crate::input::check("iss", iss, crate::input::MAX_URL).is_ok())
             .ok_or(Refused::Malformed)?;
         let loaded = self.by_issuer.get(iss).ok_or(Refused::UntrustedIssuer)?;
         loaded.refresh_if_due(header.kid.as_deref());
@@ -290,7 +341,25 @@ pub fn user_key(v: &Verified<'_>) -> Result<UserKey, Refused> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| Refused::Invalid(format!("the token has no `{}` claim", v.issuer.claim)))?;
-    Ok(map_value(v.issuer.attribute, value))
+    crate::input::check(&v.issuer.claim, value, crate::input::MAX_INDEXED)
+        .map_err(|e| Refused::Invalid(e.to_string()))?;
+    if v.issuer.attribute != MappedAttribute::Email {
+        return Ok(map_value(v.issuer.attribute, value));
+    }
+    let verified = match v.claims.get("email_verified") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    if v.issuer.require_email_verified && !verified {
+        return Err(Refused::Invalid(
+            "the token's email is not verified (`email_verified` is not true)".into(),
+        ));
+    }
+    Ok(UserKey::IssuerEmail {
+        address: value.to_ascii_lowercase(),
+        select: v.issuer.match_emails.clone(),
+    })
 }
 
 /// A value of an issuer's identifying claim as a user key.
@@ -331,6 +400,25 @@ impl Authority {
             tracing::info!(client.id = %caller.client_id(), "token exchange refused: {}", r.describe());
             OAuthError::InvalidRequest(format!("subject_token refused: {}", r.describe()))
         };
+        let header = decode_header(subject_token).ok();
+        // A token signed by one of offboard's own keys that was declared compromised is worth nothing, whoever
+        // claims to have issued it.
+        self.keys.sync()?;
+        if header
+            .as_ref()
+            .and_then(|h| h.kid.as_deref())
+            .is_some_and(|kid| self.keys.is_compromised(kid))
+        {
+            return Err(refused(Refused::Invalid(
+                "signed with a key offboard declared compromised".into(),
+            )));
+        }
+        let typ = header.and_then(|h| h.typ);
+        if !id_token_typ_allowed(typ.as_deref()) {
+            return Err(refused(Refused::Invalid(
+                "an ID token's `typ` must be `JWT` or absent".into(),
+            )));
+        }
         let verified = self.issuers.verify(subject_token, None).map_err(refused)?;
         let key = user_key(&verified).map_err(refused)?;
         let issuer = verified.issuer.issuer.clone();
@@ -351,6 +439,18 @@ impl Authority {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_types_are_normalised() {
+        assert_eq!(media_type("application/AT+JWT"), "at+jwt");
+        assert_eq!(media_type("Application/secevent+jwt"), "secevent+jwt");
+        assert!(id_token_typ_allowed(None));
+        assert!(id_token_typ_allowed(Some("JWT")));
+        assert!(id_token_typ_allowed(Some("application/jwt")));
+        assert!(!id_token_typ_allowed(Some("application/at+jwt")));
+        assert!(!id_token_typ_allowed(Some("application/secevent+jwt")));
+        assert!(!id_token_typ_allowed(Some("dpop+jwt")));
+    }
 
     #[test]
     fn symmetric_and_mismatched_keys_are_refused() {

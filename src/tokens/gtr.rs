@@ -55,10 +55,25 @@ impl From<super::OAuthError> for GtrError {
 }
 
 fn text<'a>(v: &'a Value, key: &str) -> Result<&'a str, GtrError> {
-    v.get(key)
+    let value = v
+        .get(key)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| GtrError::BadRequest(format!("sub_id needs a string `{key}`")))
+        .ok_or_else(|| GtrError::BadRequest(format!("sub_id needs a string `{key}`")))?;
+    // Subjects are looked up in indexed columns (`iss` only compared): no NUL, bounded like SCIM's attributes.
+    let max = if key == "iss" {
+        crate::input::MAX_URL
+    } else {
+        crate::input::MAX_INDEXED
+    };
+    crate::input::check(&format!("sub_id.{key}"), value, max)?;
+    Ok(value)
+}
+
+impl From<crate::input::InputError> for GtrError {
+    fn from(e: crate::input::InputError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
 }
 
 impl Authority {
@@ -82,6 +97,7 @@ impl Authority {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| GtrError::Unauthorized("the assertion has no `jti`".into()))?
             .to_owned();
+        crate::input::check("the assertion's `jti`", &jti, crate::input::MAX_ID)?;
         let issuer = verified.issuer.clone();
         if !issuer.global_token_revocation {
             return Err(GtrError::Forbidden(format!(

@@ -1,7 +1,7 @@
 //! RFC 7662 introspection of access and refresh tokens. An access token is active only if every check of
 //! DESIGN.md invariant 2 holds: signature under a published key of its own algorithm, `typ`, `iss`, `aud`,
 //! `exp`, `nbf` (5 s leeway), the user live and active, `tgen` equal to the current generation, `jti` not
-//! revoked, `sid` family not revoked (DECISIONS.md §20). Everything but the signature is read in one indexed
+//! revoked, `sid` family not revoked (DECISIONS.md §20), signing key not declared compromised. Everything but the signature is read in one indexed
 //! statement together with the caller's credential (§22), so there is no state cache to go stale: a change
 //! committed by any instance or by the CLI shows on the next call. Anything else answers `{"active": false}`
 //! and nothing more.
@@ -76,9 +76,9 @@ impl Authority {
         if token.starts_with(REFRESH_PREFIX) {
             return self.introspect_refresh(caller, token);
         }
-        let verified = self.verify_access(token);
-        let claims = match verified {
-            Ok(c) => c,
+        let verified = self.verify_access_kid(token);
+        let (claims, kid) = match verified {
+            Ok(v) => v,
             Err(why) => {
                 tracing::debug!("introspection: inactive ({})", why.as_str());
                 let name = self.authenticate_introspector(caller)?;
@@ -92,7 +92,7 @@ impl Authority {
         };
         let sid = claims.sid.as_deref().unwrap_or_default();
         let state = self.db.read(|c| {
-            repo::tokens::introspection_state(c, key, &claims.sub, &claims.jti, sid, &claims.client_id)
+            repo::tokens::introspection_state(c, key, &claims.sub, &claims.jti, sid, &claims.client_id, &kid)
                 .map_err(OAuthError::from)
         })?;
         let Some(state) = state else {
@@ -104,6 +104,14 @@ impl Authority {
             state.caller_live,
             &state.caller_scopes,
         )?;
+        if state.key_compromised {
+            // Another process declared the key compromised: follow it now, for the caches of this process too.
+            if let Err(e) = self.keys.sync() {
+                tracing::error!("could not reload signing keys: {e}");
+            }
+            tracing::debug!(token.jti = %claims.jti, "introspection: inactive (key compromised)");
+            return Ok((inactive(), state.caller_name));
+        }
         let active = !state.jti_revoked
             && match claims.tgen {
                 Some(tgen) => {

@@ -123,6 +123,13 @@ impl From<diesel::result::Error> for OAuthError {
     }
 }
 
+/// Input no query may see (a NUL, an oversized value): `invalid_request`.
+impl From<crate::input::InputError> for OAuthError {
+    fn from(e: crate::input::InputError) -> Self {
+        Self::InvalidRequest(e.to_string())
+    }
+}
+
 impl From<KeyError> for OAuthError {
     fn from(e: KeyError) -> Self {
         Self::Server(AppError::internal(e))
@@ -136,6 +143,7 @@ pub struct Authority {
     pub keys: Arc<KeyStore>,
     pub activity: ActivityTracker,
     verified: verify::VerifyCache,
+    revoked: revoke::RevokedJtis,
     issuers: exchange::TrustedIssuers,
 }
 
@@ -152,6 +160,7 @@ impl Authority {
         let issuers = exchange::TrustedIssuers::load(&config.trusted_issuers)?;
         Ok(Self {
             verified: verify::VerifyCache::new(config.tokens.verify_cache_entries),
+            revoked: revoke::RevokedJtis::new(config.tokens.verify_cache_entries),
             db,
             config,
             keys,
@@ -346,6 +355,8 @@ impl Authority {
 
     /// Signs an access token for claims decided inside a committed transaction.
     fn sign_access(&self, claims: &AccessClaims) -> Result<String, OAuthError> {
+        // Never sign with a key another process has just declared compromised.
+        self.keys.sync()?;
         Ok(self.keys.access_signer()?.sign(ACCESS_TYP, claims)?)
     }
 }
@@ -372,6 +383,9 @@ pub enum UserKey {
     ExternalId(String),
     /// A work or other email (case-insensitive).
     Email(String),
+    /// An email claim of a trusted issuer's token: matched exactly after ASCII lower-casing, and only against the
+    /// user emails `select` names (`primary`, or email types); see [`exchange::email_matches`].
+    IssuerEmail { address: String, select: Vec<String> },
 }
 
 /// The live user a key names; `None` when none or more than one live user matches.
@@ -385,6 +399,14 @@ fn resolve_user(c: &mut DbConnection, key: &UserKey) -> Result<Option<User>, OAu
         UserKey::Id(id) => repo::users::find_live(c, id)?.into_iter().collect(),
         UserKey::ExternalId(ext) => repo::users::find_live_by_external_id(c, ext)?,
         UserKey::Email(email) => repo::users::find_live_by_email(c, &crate::scim::schema::fold(email))?,
+        UserKey::IssuerEmail { address, select } => {
+            let address = address.to_ascii_lowercase();
+            // The index holds Unicode-folded values, a superset of the exact matches: filter them here.
+            repo::users::live_with_email(c, &address, 64)?
+                .into_iter()
+                .filter(|u| exchange::email_matches(u, &address, select))
+                .collect()
+        }
     };
     match <[User; 1]>::try_from(users) {
         Ok([user]) => Ok(Some(user)),

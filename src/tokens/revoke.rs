@@ -2,6 +2,14 @@
 //! token ends its whole family (`lifecycle::end_session`), which also makes the family's access tokens inactive
 //! (their `sid`). Unknown, expired or already revoked tokens answer success too, so the endpoint is no oracle.
 //! A client may revoke only tokens issued to it.
+//!
+//! Only a change of state is recorded: the first revocation of a `jti` (or of a live family) writes its
+//! `token.revoke` entry; a repeat answers success and writes nothing. Each instance remembers the `jti`s it saw
+//! revoked (bounded, until they expire), so a client repeating a revocation costs no database work at all; a
+//! repeat of one revoked elsewhere costs one statement that changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use chrono::DateTime;
 
@@ -24,10 +32,15 @@ impl Authority {
                 "this token was not issued to this client".into(),
             ));
         }
+        if self.revoked.contains(&claims.jti) {
+            return Ok(());
+        }
         let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
         let until = DateTime::from_timestamp(claims.exp + leeway, 0).map_or_else(now, |t| t.naive_utc());
-        self.db.write(|c| {
-            repo::tokens::revoke_jti(c, &claims.jti, until, now())?;
+        let first = self.db.write(|c| {
+            if !repo::tokens::revoke_jti(c, &claims.jti, until, now())? {
+                return Ok::<_, OAuthError>(false);
+            }
             let mut entry = crate::audit::Entry::new("token.revoke")
                 .detail("kind", "access_token")
                 .detail("jti", claims.jti.as_str())
@@ -37,15 +50,27 @@ impl Authority {
                 None => entry.target("credential", &claims.sub, None),
             };
             crate::audit::record(entry);
-            Ok::<_, OAuthError>(())
+            Ok(true)
         })?;
-        tracing::info!(token.jti = %claims.jti, client.id = %caller.client_id(), "revoked access token {}", claims.jti);
+        self.revoked.insert(&claims.jti, claims.exp + leeway);
+        if first {
+            tracing::info!(token.jti = %claims.jti, client.id = %caller.client_id(), "revoked access token {}", claims.jti);
+        }
         Ok(())
     }
 
     fn revoke_refresh(&self, caller: &Caller, token: &str) -> Result<(), OAuthError> {
         let hash = hash_secret(token);
         let client = caller.client_id().to_owned();
+        // A repeat (the family was revoked before) changes nothing: answer without taking the writer.
+        let known = self
+            .db
+            .read(|c| repo::tokens::find_token(c, &hash).map_err(OAuthError::from))?;
+        match known {
+            None => return Ok(()),
+            Some((_, family)) if family.revoked_at.is_some() && family.client_id == client => return Ok(()),
+            Some(_) => {}
+        }
         let ended = self.db.write(|c| {
             let Some((_, family)) = repo::tokens::find_token(c, &hash)? else {
                 return Ok::<_, OAuthError>(None);
@@ -69,5 +94,42 @@ impl Authority {
             tracing::info!(session.id = %sid, client.id = %client, "revoked refresh-token family {sid}");
         }
         Ok(())
+    }
+}
+
+/// The `jti`s this instance saw revoked, until they expire: a repeated revocation answers from here. Bounded:
+/// when full, expired ones go first, and if none has expired it starts over (a repeat then costs one statement).
+pub struct RevokedJtis {
+    capacity: usize,
+    entries: Mutex<HashMap<String, i64>>,
+}
+
+impl RevokedJtis {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn contains(&self, jti: &str) -> bool {
+        self.entries.lock().is_ok_and(|e| e.contains_key(jti))
+    }
+
+    fn insert(&self, jti: &str, exp: i64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= self.capacity {
+            let now = chrono::Utc::now().timestamp();
+            entries.retain(|_, exp| *exp >= now);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(jti.to_owned(), exp);
     }
 }

@@ -4,9 +4,11 @@
 //! required; `nbf` is validated; the leeway is [`LEEWAY_SECS`]. The `jsonwebtoken` crate does none of these by
 //! default.
 //!
-//! Verified signatures are cached (SHA-256 of the token → claims) until the token expires: a signature cannot
-//! become invalid, and the state checks (user, generation, revocations) are made on every call by the caller, so
-//! the cache never makes an answer stale (DECISIONS.md §22).
+//! Verified signatures are cached (SHA-256 of the token → claims and `kid`) until the token expires: a signature
+//! cannot become invalid, and the state checks (user, generation, revocations) are made on every call by the
+//! caller, so the cache never makes an answer stale (DECISIONS.md §22). A key can stop being trusted (its publish
+//! window ends, or it is declared compromised): every hit checks that its `kid` is still among the keys in
+//! memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -94,17 +96,26 @@ fn check_times(claims: &AccessClaims, now: i64) -> Result<(), Invalid> {
 impl Authority {
     /// Verifies an access token's header, signature and claims (not the user or revocation state).
     pub fn verify_access(&self, token: &str) -> Result<Arc<AccessClaims>, Invalid> {
-        let key = cache_key(token);
-        if let Some(claims) = self.verified.get(&key) {
-            check_times(&claims, unix_now())?;
-            return Ok(claims);
-        }
-        let claims = Arc::new(self.verify_uncached(token)?);
-        self.verified.insert(key, claims.clone(), claims.exp);
-        Ok(claims)
+        self.verify_access_kid(token).map(|(claims, _)| claims)
     }
 
-    fn verify_uncached(&self, token: &str) -> Result<AccessClaims, Invalid> {
+    /// [`verify_access`](Self::verify_access), with the `kid` of the key that signed the token.
+    pub fn verify_access_kid(&self, token: &str) -> Result<(Arc<AccessClaims>, Arc<str>), Invalid> {
+        let key = cache_key(token);
+        if let Some((claims, kid)) = self.verified.get(&key) {
+            check_times(&claims, unix_now())?;
+            if !self.keys.trusts(&kid) {
+                return Err(Invalid::UnknownKey);
+            }
+            return Ok((claims, kid));
+        }
+        let (claims, kid) = self.verify_uncached(token)?;
+        let (claims, kid) = (Arc::new(claims), Arc::<str>::from(kid));
+        self.verified.insert(key, claims.clone(), kid.clone(), claims.exp);
+        Ok((claims, kid))
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(AccessClaims, String), Invalid> {
         if token.len() > 16 * 1024 || token.bytes().filter(|b| *b == b'.').count() != 2 {
             return Err(Invalid::Malformed);
         }
@@ -136,7 +147,7 @@ impl Authority {
                 _ => Invalid::Claims,
             }
         })?;
-        Ok(data.claims)
+        Ok((data.claims, key.kid.clone()))
     }
 }
 
@@ -147,11 +158,14 @@ fn cache_key(token: &str) -> [u8; 32] {
 /// SHA-256 of a token.
 type TokenHash = [u8; 32];
 
+/// A verified token: its claims, the `kid` that signed it, and its `exp`.
+type Entry = (Arc<AccessClaims>, Arc<str>, i64);
+
 /// Verified access tokens until they expire, bounded in size: when full, expired entries go first, and if none
 /// has expired the cache starts over (a token verifies again on its next use).
 pub struct VerifyCache {
     capacity: usize,
-    entries: Mutex<HashMap<TokenHash, (Arc<AccessClaims>, i64)>>,
+    entries: Mutex<HashMap<TokenHash, Entry>>,
 }
 
 impl VerifyCache {
@@ -162,14 +176,18 @@ impl VerifyCache {
         }
     }
 
-    fn get(&self, key: &[u8; 32]) -> Option<Arc<AccessClaims>> {
+    fn get(&self, key: &[u8; 32]) -> Option<(Arc<AccessClaims>, Arc<str>)> {
         if self.capacity == 0 {
             return None;
         }
-        self.entries.lock().ok()?.get(key).map(|(c, _)| c.clone())
+        self.entries
+            .lock()
+            .ok()?
+            .get(key)
+            .map(|(c, kid, _)| (c.clone(), kid.clone()))
     }
 
-    fn insert(&self, key: [u8; 32], claims: Arc<AccessClaims>, exp: i64) {
+    fn insert(&self, key: [u8; 32], claims: Arc<AccessClaims>, kid: Arc<str>, exp: i64) {
         if self.capacity == 0 {
             return;
         }
@@ -178,12 +196,12 @@ impl VerifyCache {
         };
         if entries.len() >= self.capacity {
             let cutoff = unix_now() - i64::try_from(LEEWAY_SECS).unwrap_or(0);
-            entries.retain(|_, (_, exp)| *exp >= cutoff);
+            entries.retain(|_, (_, _, exp)| *exp >= cutoff);
             if entries.len() >= self.capacity {
                 entries.clear();
             }
         }
-        entries.insert(key, (claims, exp));
+        entries.insert(key, (claims, kid, exp));
     }
 }
 
@@ -231,12 +249,12 @@ mod tests {
         let cache = VerifyCache::new(2);
         let far = unix_now() + 1000;
         for i in 0u8..5 {
-            cache.insert([i; 32], Arc::new(claims(far, 0)), far);
+            cache.insert([i; 32], Arc::new(claims(far, 0)), "k".into(), far);
         }
         assert!(cache.entries.lock().unwrap().len() <= 2);
         assert!(cache.get(&[4; 32]).is_some());
         let off = VerifyCache::new(0);
-        off.insert([1; 32], Arc::new(claims(far, 0)), far);
+        off.insert([1; 32], Arc::new(claims(far, 0)), "k".into(), far);
         assert!(off.get(&[1; 32]).is_none());
     }
 }

@@ -15,6 +15,7 @@ mod discovery;
 mod fanout;
 mod fixtures;
 mod groups;
+mod hold;
 mod hostile;
 mod lists;
 mod peers;

@@ -689,6 +689,52 @@ async fn revocation_follows_rfc_7009(backend: Backend) {
     );
 }
 
+/// The `token.revoke` entries in the audit log.
+fn audit_actions(app: &TestApp, action: &str) -> Vec<Value> {
+    app.db()
+        .read(|c| offboard::db::repo::audit::after(c, 0, 1_000_000).map_err(offboard::db::DbError::from))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == action)
+        .map(|e| serde_json::from_str(&e.details).unwrap())
+        .collect()
+}
+
+/// Revoking a token already revoked answers 200 and records nothing: only the change of state is audited.
+async fn a_repeated_revocation_records_nothing(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.create_user("again@example.com").await;
+    let t = app.login("again@example.com");
+    for token in [t.access_token.as_str(), t.refresh_token.as_deref().unwrap()] {
+        for _ in 0..3 {
+            let res = app
+                .form(
+                    "/oauth2/revoke",
+                    None,
+                    &[("token", token), ("client_id", "offboard-cli")],
+                )
+                .await;
+            assert_eq!(res.status, 200, "{}", res.text);
+        }
+    }
+    let kinds: Vec<Value> = audit_actions(&app, "token.revoke")
+        .iter()
+        .map(|d| d["kind"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![json!("access_token"), json!("refresh_token")],
+        "one entry per revocation that changed something"
+    );
+    // Another instance (no memory of the first revocation) does not record a repeat either.
+    let second = offboard::AppState::open(app.db().clone(), (*app.state.config).clone()).unwrap();
+    second
+        .tokens
+        .revoke(&offboard::tokens::Caller::Public, &t.access_token)
+        .unwrap();
+    assert_eq!(audit_actions(&app, "token.revoke").len(), 2);
+}
+
 async fn bad_requests_get_oauth_errors(backend: Backend) {
     let app = TestApp::start(backend).await;
     let rs = introspector(&app);
@@ -856,6 +902,109 @@ async fn rotation_keeps_old_tokens_valid_and_signs_with_the_new_key(backend: Bac
     assert!(old.publish_until.unwrap() >= offboard::db::now() + window - chrono::TimeDelta::seconds(5));
 }
 
+/// `keys compromise` stops trusting a key at once, in a server that was not told (the CLI is another process):
+/// tokens it signed introspect inactive (also when their signature was cached), it leaves the JWKS, the token
+/// endpoint signs with the next key, exchange refuses anything it signed, and it is audited as `key.compromised`.
+async fn a_compromised_key_is_trusted_for_nothing_at_once(backend: Backend) {
+    let idp = idp(MappedAttribute::ExternalId, "sub");
+    let trusted = idp.issuer.clone();
+    let app = TestApp::start_with(backend, |c| c.trusted_issuers = vec![trusted]).await;
+    let rs = introspector(&app);
+    app.create_user("leak@example.com").await;
+    let t = app.login("leak@example.com");
+    let leaked = header_of(&t.access_token).kid.unwrap();
+    assert_eq!(
+        introspect(&app, &rs, &t.access_token).await["active"],
+        true,
+        "cached now"
+    );
+    // What a thief with the key can sign: an ID token naming the trusted IdP as its issuer.
+    let now = unix_now();
+    let forged = sign_json(
+        &app,
+        "JWT",
+        &json!({"iss": IDP, "sub": "ext-leak@example.com", "aud": "offboard-at-idp", "exp": now + 300}),
+    );
+    let config = (*app.state.config).clone();
+    let kek = offboard::keys::Kek::from_base64(TEST_KEK).unwrap();
+    let c = offboard::keys::compromise(app.db(), &kek, &config, &leaked, "key file leaked").unwrap();
+    assert_eq!(c.was, "active");
+    let activated = c.activated.clone().unwrap();
+    let next = c.next.clone().unwrap();
+
+    assert_eq!(
+        introspect(&app, &rs, &t.access_token).await.to_string(),
+        INACTIVE,
+        "a token of the compromised key, at the very next introspection"
+    );
+    let jwks = app
+        .send(actix_web::test::TestRequest::get().uri("/.well-known/jwks.json"))
+        .await;
+    let kids: Vec<&str> = jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(!kids.contains(&leaked.as_str()), "out of the JWKS: {kids:?}");
+    assert!(kids.contains(&activated.as_str()) && kids.contains(&next.as_str()));
+    let res = refresh(&app, t.refresh_token.as_deref().unwrap()).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let renewed = res.body["access_token"].as_str().unwrap();
+    assert_eq!(
+        header_of(renewed).kid.unwrap(),
+        activated,
+        "signed by the next key"
+    );
+    assert_eq!(introspect(&app, &rs, renewed).await["active"], true);
+    let res = exchange(&app, &forged).await;
+    assert_eq!(res.status, 400, "{}", res.text);
+    assert!(
+        res.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("compromised"),
+        "{}",
+        res.text
+    );
+    let entries: Vec<_> = app
+        .db()
+        .read(|c| offboard::db::repo::audit::after(c, 0, 1000).map_err(offboard::db::DbError::from))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "key.compromised")
+        .collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].target_id.as_deref(), Some(leaked.as_str()));
+    assert!(offboard::keys::compromise(app.db(), &kek, &config, &leaked, "again").is_err());
+
+    // The case of the issue: `rotate --force` keeps the old key trusted; compromising the retired key ends that.
+    let before = app.login("leak@example.com");
+    let r = offboard::keys::rotate(app.db(), &kek, &config, offboard::keys::KeyAlg::RS256, true).unwrap();
+    app.state.tokens.keys.reload().unwrap();
+    assert_eq!(
+        introspect(&app, &rs, &before.access_token).await["active"],
+        true,
+        "retired: trusted"
+    );
+    let c = offboard::keys::compromise(app.db(), &kek, &config, r.retired.as_deref().unwrap(), "x").unwrap();
+    assert_eq!(c.was, "retired");
+    assert_eq!(
+        introspect(&app, &rs, &before.access_token).await.to_string(),
+        INACTIVE
+    );
+}
+
+fn sign_json(app: &TestApp, typ: &str, claims: &Value) -> String {
+    app.state
+        .tokens
+        .keys
+        .access_signer()
+        .unwrap()
+        .sign(typ, claims)
+        .unwrap()
+}
+
 /// A trusted IdP for token exchange and Global Token Revocation: an Ed25519 key and its JWKS file.
 struct Idp {
     _dir: tempfile::TempDir,
@@ -887,6 +1036,8 @@ fn idp(attribute: MappedAttribute, claim: &str) -> Idp {
             attribute,
             tenant_id: None,
             global_token_revocation: false,
+            require_email_verified: true,
+            match_emails: vec!["primary".into()],
         },
     }
 }
@@ -982,6 +1133,107 @@ async fn token_exchange_accepts_only_trusted_id_tokens(backend: Backend) {
         "inactive user: {}",
         res.text
     );
+}
+
+impl Idp {
+    fn sign_typed(&self, typ: Option<&str>, claims: &Value) -> String {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some("idp-key-1".into());
+        h.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
+    }
+}
+
+/// An ID token must be typed `JWT` or not at all: `application/at+jwt` and `application/secevent+jwt` (any
+/// case, with or without `application/`) are refused, as is any other explicit type.
+async fn token_exchange_allows_only_id_token_types(backend: Backend) {
+    let idp = idp(MappedAttribute::ExternalId, "sub");
+    let trusted = idp.issuer.clone();
+    let app = TestApp::start_with(backend, |c| c.trusted_issuers = vec![trusted]).await;
+    app.create_user("typed@example.com").await;
+    let claims = json!({"iss": IDP, "sub": "ext-typed@example.com", "aud": "offboard-at-idp",
+                        "exp": unix_now() + 300});
+    for typ in [None, Some("JWT"), Some("application/jwt")] {
+        let res = exchange(&app, &idp.sign_typed(typ, &claims)).await;
+        assert_eq!(res.status, 200, "{typ:?}: {}", res.text);
+    }
+    for typ in [
+        "application/at+jwt",
+        "application/secevent+jwt",
+        "Application/AT+JWT",
+        "at+JWT",
+        "logout+jwt",
+        "dpop+jwt",
+    ] {
+        let res = exchange(&app, &idp.sign_typed(Some(typ), &claims)).await;
+        assert_eq!(res.status, 400, "{typ}: {}", res.text);
+        assert_eq!(res.body["error"], "invalid_request", "{typ}");
+    }
+}
+
+/// Email mapping: only a verified email, exact after ASCII lower-casing (no Unicode folding: the Kelvin sign is
+/// not `k`), and only the user's emails the issuer's `match_emails` names (default: the primary one).
+async fn token_exchange_email_mapping_is_exact_and_verified(backend: Backend) {
+    let idp = idp(MappedAttribute::Email, "email");
+    let trusted = idp.issuer.clone();
+    let mut work = self::idp(MappedAttribute::Email, "email");
+    work.issuer.issuer = "https://work-emails.test".into();
+    work.issuer.match_emails = vec!["work".into()];
+    let work_issuer = work.issuer.clone();
+    let app = TestApp::start_with(backend, |c| c.trusted_issuers = vec![trusted, work_issuer]).await;
+    let mut user = new_user("kate@example.com");
+    user["emails"] = json!([
+        {"value": "kate@example.com", "type": "work", "primary": true},
+        {"value": "kate.home@example.com", "type": "home"}
+    ]);
+    let res = app.post("/Users", &user).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let id = res.body["id"].as_str().unwrap().to_owned();
+    let token = |iss: &str, email: &str, verified: Option<Value>| {
+        let mut c = json!({"iss": iss, "sub": "s", "aud": "offboard-at-idp", "exp": unix_now() + 300,
+                           "email": email});
+        if let Some(v) = verified {
+            c["email_verified"] = v;
+        }
+        c
+    };
+    let res = exchange(
+        &app,
+        &idp.sign(&token(IDP, "Kate@Example.COM", Some(json!(true)))),
+    )
+    .await;
+    assert_eq!(res.status, 200, "ASCII case is ignored: {}", res.text);
+    assert_eq!(claims_of(res.body["access_token"].as_str().unwrap()).sub, id);
+    let refusals = [
+        (
+            "Kelvin sign",
+            token(IDP, "\u{212A}ate@example.com", Some(json!(true))),
+        ),
+        ("unverified", token(IDP, "kate@example.com", Some(json!(false)))),
+        ("no email_verified", token(IDP, "kate@example.com", None)),
+        (
+            "a secondary email",
+            token(IDP, "kate.home@example.com", Some(json!(true))),
+        ),
+    ];
+    for (what, claims) in refusals {
+        let res = exchange(&app, &idp.sign(&claims)).await;
+        assert_eq!(res.status, 400, "{what}: {}", res.text);
+        assert_eq!(res.body["error"], "invalid_request", "{what}");
+    }
+    // An issuer configured with `match_emails = ["work"]` matches the work email, not the home one.
+    let ok = token(
+        "https://work-emails.test",
+        "kate@example.com",
+        Some(json!("true")),
+    );
+    assert_eq!(exchange(&app, &work.sign(&ok)).await.status, 200);
+    let home = token(
+        "https://work-emails.test",
+        "kate.home@example.com",
+        Some(json!(true)),
+    );
+    assert_eq!(exchange(&app, &work.sign(&home)).await.status, 400);
 }
 
 /// A real HTTP server on loopback that answers every request with `body` and counts the requests.
@@ -1130,6 +1382,69 @@ async fn global_token_revocation_ends_sessions_and_keeps_the_account(backend: Ba
     );
 }
 
+/// NUL characters and oversized values in every token-side input that reaches a query answer 400
+/// `invalid_request` on both backends (PostgreSQL refused them with a 500), and change nothing.
+async fn bad_input_to_token_endpoints_is_invalid_request(backend: Backend) {
+    let idp = idp(MappedAttribute::ExternalId, "sub");
+    let mut trusted = idp.issuer.clone();
+    trusted.global_token_revocation = true;
+    let app = TestApp::start_with(backend, |c| c.trusted_issuers = vec![trusted]).await;
+    let id = app.create_user("nul@example.com").await;
+    let long = "x".repeat(3000);
+    let nul = "a\u{0}b";
+    let invalid_request = |what: &str, res: &crate::harness::Resp| {
+        assert_eq!(res.status, 400, "{what}: {}", res.text);
+        assert_eq!(res.body["error"], "invalid_request", "{what}: {}", res.text);
+    };
+    // Form values and names, on every form endpoint.
+    for path in ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"] {
+        for params in [
+            vec![("grant_type", "refresh_token"), ("client_id", long.as_str())],
+            vec![("grant_type", "refresh_token"), ("client_id", nul)],
+            vec![("grant_type", "refresh_token"), (nul, "x")],
+            vec![("grant_type", "refresh_token"), ("token", "y"), ("scope", nul)],
+        ] {
+            let res = app.form(path, Some(("rs", "secret")), &params).await;
+            invalid_request(&format!("{path} {params:?}"), &res);
+        }
+        // A NUL or an oversized name in HTTP Basic (no credential needed to send it).
+        for name in [nul, long.as_str()] {
+            let res = app.form(path, Some((name, "secret")), &[("token", "t")]).await;
+            invalid_request(&format!("{path} Basic name"), &res);
+        }
+    }
+    // Global Token Revocation: the subject and the assertion's jti.
+    let endpoint = format!("{ISSUER}/oauth2/global-token-revocation");
+    let assertion = |jti: &str| {
+        let now = unix_now();
+        idp.sign(
+            &json!({"iss": IDP, "sub": "app", "aud": endpoint, "jti": jti, "iat": now, "exp": now + 300}),
+        )
+    };
+    let subjects = [
+        json!({"sub_id": {"format": "email", "email": nul}}),
+        json!({"sub_id": {"format": "email", "email": long}}),
+        json!({"sub_id": {"format": "iss_sub", "iss": IDP, "sub": nul}}),
+        json!({"sub_id": {"format": "iss_sub", "iss": IDP, "sub": long}}),
+        json!({"sub_id": {"format": "iss_sub", "iss": format!("{IDP}\u{0}"), "sub": "s"}}),
+    ];
+    for (i, subject) in subjects.iter().enumerate() {
+        let res = gtr(&app, Some(&assertion(&format!("j{i}"))), subject).await;
+        invalid_request(&format!("GTR {subject}"), &res);
+    }
+    let ok_subject = json!({"sub_id": {"format": "iss_sub", "iss": IDP, "sub": "ext-nul@example.com"}});
+    for jti in [nul, long.as_str()] {
+        let res = gtr(&app, Some(&assertion(jti)), &ok_subject).await;
+        invalid_request("GTR jti", &res);
+    }
+    // Token exchange: the claim mapped to a user.
+    for sub in [nul, long.as_str()] {
+        let res = exchange(&app, &idp.id_token(sub, "offboard-at-idp", 300)).await;
+        invalid_request("exchange sub", &res);
+    }
+    assert_eq!(app.user_row(&id).token_generation, 0, "nothing changed");
+}
+
 async fn eddsa_access_tokens_are_opt_in(backend: Backend) {
     let app = TestApp::start_with(backend, |c| {
         c.tokens.algorithm = offboard::config::TokenAlgorithm::EdDSA;
@@ -1195,7 +1510,10 @@ async fn a_token_minted_during_deactivation_is_never_active(backend: Backend) {
             offboard::lifecycle::users::deactivate(&db, &id, "race test").unwrap()
         });
         let got = login.join().unwrap();
-        assert!(deactivate.join().unwrap().is_some());
+        assert!(matches!(
+            deactivate.join().unwrap(),
+            offboard::lifecycle::users::Held::Deactivated(_)
+        ));
         if let Ok(t) = got {
             minted += 1;
             assert_eq!(
@@ -1223,12 +1541,17 @@ both_backends!(
     client_credentials_issue_service_tokens,
     scope_policy_limits_who_gets_which_scopes,
     revocation_follows_rfc_7009,
+    a_repeated_revocation_records_nothing,
     bad_requests_get_oauth_errors,
     leaving_a_group_ends_its_members_tokens,
     rotation_keeps_old_tokens_valid_and_signs_with_the_new_key,
+    a_compromised_key_is_trusted_for_nothing_at_once,
     token_exchange_accepts_only_trusted_id_tokens,
     token_exchange_fetches_a_jwks_uri,
+    token_exchange_allows_only_id_token_types,
+    token_exchange_email_mapping_is_exact_and_verified,
     global_token_revocation_ends_sessions_and_keeps_the_account,
+    bad_input_to_token_endpoints_is_invalid_request,
     eddsa_access_tokens_are_opt_in,
     token_activity_is_recorded,
     a_token_minted_during_deactivation_is_never_active,

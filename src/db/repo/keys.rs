@@ -83,3 +83,37 @@ pub fn activate(conn: &mut DbConnection, kid: &str, now: NaiveDateTime) -> Query
         ))
         .execute(conn)
 }
+
+/// The key `kid`, in any state.
+pub fn find(conn: &mut DbConnection, kid: &str) -> QueryResult<Option<SigningKeyRow>> {
+    signing_keys::table
+        .filter(signing_keys::kid.eq(kid))
+        .select(SigningKeyRow::as_select())
+        .load(conn)
+        .map(super::unique)
+}
+
+/// The kids of every compromised key: trusted for nothing, published nowhere.
+pub fn compromised(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+    signing_keys::table
+        .filter(signing_keys::state.eq(COMPROMISED))
+        .select(signing_keys::kid)
+        .order(signing_keys::kid)
+        .load(conn)
+}
+
+/// The state of a key that must no longer be trusted.
+pub const COMPROMISED: &str = "compromised";
+
+/// Marks `kid` compromised as of `now`: out of the JWKS and of every verification at once.
+pub fn mark_compromised(conn: &mut DbConnection, kid: &str, now: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(signing_keys::table)
+        .filter(signing_keys::kid.eq(kid))
+        .filter(signing_keys::state.ne(COMPROMISED))
+        .set((
+            signing_keys::state.eq(COMPROMISED),
+            signing_keys::retired_at.eq(now),
+            signing_keys::publish_until.eq(now),
+        ))
+        .execute(conn)
+}

@@ -127,12 +127,13 @@ pub fn live_families(
 }
 
 /// Records an access token revoked by `jti` until `expires_at` (idempotent, also under concurrent revocations).
+/// Returns whether this call revoked it (false: it was revoked before).
 pub fn revoke_jti(
     conn: &mut DbConnection,
     jti: &str,
     expires_at: NaiveDateTime,
     at: NaiveDateTime,
-) -> QueryResult<()> {
+) -> QueryResult<bool> {
     let insert = diesel::insert_into(revoked_jtis::table)
         .values((
             revoked_jtis::jti.eq(jti),
@@ -145,7 +146,7 @@ pub fn revoke_jti(
         DbConnection::Postgres(c) => insert.execute(c),
         DbConnection::Sqlite(c) => insert.execute(c),
     }
-    .map(drop)
+    .map(|n| n == 1)
 }
 
 /// Records an assertion id; returns false when it was seen already (a replay), also when a concurrent request
@@ -255,6 +256,8 @@ pub struct IntrospectionState {
     pub sid_revoked: bool,
     /// The credential the token was issued to is live (service tokens).
     pub client_live: bool,
+    /// The key that signed the token was declared compromised (by any instance or the CLI).
+    pub key_compromised: bool,
 }
 
 /// How the caller of introspection identified its credential.
@@ -277,10 +280,11 @@ pub fn introspection_state(
     jti: &str,
     sid: &str,
     client_id: &str,
+    kid: &str,
 ) -> QueryResult<Option<IntrospectionState>> {
     use diesel::dsl::exists;
 
-    use crate::db::schema::{credentials, users};
+    use crate::db::schema::{credentials, signing_keys, users};
     let base =
         credentials::table.left_join(users::table.on(users::id.eq(sub).and(users::deleted_at.is_null())));
     let select = (
@@ -300,6 +304,11 @@ pub fn introspection_state(
             token_client
                 .filter(token_client.field(credentials::name).eq(client_id))
                 .filter(token_client.field(credentials::revoked_at).is_null()),
+        ),
+        exists(
+            signing_keys::table
+                .filter(signing_keys::kid.eq(kid))
+                .filter(signing_keys::state.eq(super::keys::COMPROMISED)),
         ),
     );
     let rows: Vec<IntrospectionState> = match caller {

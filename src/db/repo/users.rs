@@ -5,8 +5,8 @@ use diesel::prelude::*;
 
 use super::list::{SortColumn, Table, common_sort_column, text_sort_column};
 use crate::db::DbConnection;
-use crate::db::models::{NewUser, NewUserEmail, User, UserChange};
-use crate::db::schema::{user_emails, users};
+use crate::db::models::{NewUser, NewUserEmail, User, UserChange, UserHold};
+use crate::db::schema::{user_emails, user_holds, users};
 use crate::scim::list::SortKey;
 
 const USER_COLUMNS: &str = "id, user_name, user_name_folded, external_id, display_name, display_name_folded, \
@@ -88,6 +88,20 @@ pub fn find_live_by_email(conn: &mut DbConnection, folded: &str) -> QueryResult<
         .load(conn)
 }
 
+/// Up to `limit` live users with an email of this folded value (candidates for a stricter match in Rust).
+pub fn live_with_email(conn: &mut DbConnection, folded: &str, limit: i64) -> QueryResult<Vec<User>> {
+    let ids = user_emails::table
+        .filter(user_emails::value_folded.eq(folded))
+        .select(user_emails::user_id);
+    users::table
+        .filter(users::id.eq_any(ids))
+        .filter(users::deleted_at.is_null())
+        .select(User::as_select())
+        .order(users::id)
+        .limit(limit)
+        .load(conn)
+}
+
 /// Serialises read-modify-write of one user until the transaction ends (DECISIONS.md §9).
 pub fn lock(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
     super::advisory_lock(conn, "user", id)
@@ -161,6 +175,35 @@ pub fn replace_emails(conn: &mut DbConnection, id: &str, emails: &[EmailKey]) ->
             .execute(conn)?;
     }
     Ok(())
+}
+
+/// The operator hold on a user, if any.
+pub fn hold(conn: &mut DbConnection, user_id: &str) -> QueryResult<Option<UserHold>> {
+    user_holds::table
+        .filter(user_holds::user_id.eq(user_id))
+        .select(UserHold::as_select())
+        .load(conn)
+        .map(super::unique)
+}
+
+pub fn insert_hold(conn: &mut DbConnection, hold: &UserHold) -> QueryResult<()> {
+    diesel::insert_into(user_holds::table)
+        .values(hold)
+        .execute(conn)
+        .map(drop)
+}
+
+/// Records what the identity provider asked `active` to be while the user is held.
+pub fn set_hold_wish(conn: &mut DbConnection, user_id: &str, idp_active: bool) -> QueryResult<usize> {
+    diesel::update(user_holds::table)
+        .filter(user_holds::user_id.eq(user_id))
+        .set(user_holds::idp_active.eq(idp_active))
+        .execute(conn)
+}
+
+/// Lifts a hold; returns rows deleted (0 or 1).
+pub fn delete_hold(conn: &mut DbConnection, user_id: &str) -> QueryResult<usize> {
+    diesel::delete(user_holds::table.filter(user_holds::user_id.eq(user_id))).execute(conn)
 }
 
 /// The `users` table as list statements see it: live users only.
