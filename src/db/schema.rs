@@ -159,6 +159,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    outbox_counts (stream_id, state) {
+        stream_id -> Text,
+        state -> Text,
+        n -> BigInt,
+    }
+}
+
+diesel::table! {
     stream_exclusions (stream_id, user_id) {
         stream_id -> Text,
         user_id -> Text,
@@ -185,6 +193,7 @@ diesel::table! {
 
 diesel::joinable!(outbox -> streams (stream_id));
 diesel::joinable!(stream_exclusions -> streams (stream_id));
+diesel::joinable!(outbox_counts -> streams (stream_id));
 diesel::joinable!(user_emails -> users (user_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (sid));
@@ -205,6 +214,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     token_activity,
     streams,
     outbox,
+    outbox_counts,
     stream_exclusions,
     audit_log,
 );

@@ -17,6 +17,9 @@ pub enum StreamError {
     Invalid(String),
     #[error("no stream with id `{0}`")]
     NotFound(String),
+    /// A cap on the number of streams (`fanout.max_streams_per_client`, `fanout.max_streams`) is reached.
+    #[error("{0}")]
+    Limit(String),
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error(transparent)]
@@ -133,8 +136,41 @@ fn url_has_no_host(url: &str) -> bool {
         .is_none_or(str::is_empty)
 }
 
-/// Creates an enabled stream; returns it.
+/// How many streams may exist: per creating credential, and in all.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamCaps {
+    pub per_client: i64,
+    pub total: i64,
+}
+
+impl Default for StreamCaps {
+    fn default() -> Self {
+        (&crate::config::FanoutConfig::default()).into()
+    }
+}
+
+impl From<&crate::config::FanoutConfig> for StreamCaps {
+    fn from(f: &crate::config::FanoutConfig) -> Self {
+        Self {
+            per_client: f.max_streams_per_client,
+            total: f.max_streams,
+        }
+    }
+}
+
+/// Creates an enabled stream within the default [`StreamCaps`]; returns it.
 pub fn create(db: &Db, keys: &KeyStore, new: &NewStream) -> Result<StreamRow, StreamError> {
+    create_within(db, keys, new, StreamCaps::default())
+}
+
+/// Creates an enabled stream, unless `new.created_by` already has `caps.per_client` streams or there are
+/// `caps.total` in all ([`StreamError::Limit`]); returns it.
+pub fn create_within(
+    db: &Db,
+    keys: &KeyStore,
+    new: &NewStream,
+    caps: StreamCaps,
+) -> Result<StreamRow, StreamError> {
     validate(new)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let events = delivered(&new.events_requested);
@@ -168,6 +204,20 @@ pub fn create(db: &Db, keys: &KeyStore, new: &NewStream) -> Result<StreamRow, St
         updated: at,
     };
     db.write(|c| {
+        // Concurrent creates on PostgreSQL take turns, so two cannot both pass the count.
+        repo::advisory_lock(c, "streams", "create")?;
+        if repo::fanout::count_streams(c, Some(&row.created_by))? >= caps.per_client {
+            return Err(StreamError::Limit(format!(
+                "`{}` has {} streams already, the most fanout.max_streams_per_client allows",
+                row.created_by, caps.per_client
+            )));
+        }
+        if repo::fanout::count_streams(c, None)? >= caps.total {
+            return Err(StreamError::Limit(format!(
+                "there are {} streams already, the most fanout.max_streams allows",
+                caps.total
+            )));
+        }
         repo::fanout::insert_stream(c, &row)?;
         audit::record(
             stream_entry("stream.create", &row)
@@ -211,22 +261,41 @@ pub fn stream_aad(id: &str) -> String {
     format!("stream:{id}")
 }
 
+/// Every stream with its outbox counts, read from the per-stream counters (one row per stream and state), so
+/// the cost follows the number of streams (capped by `fanout.max_streams`), not the size of the outbox.
 pub fn list(db: &Db) -> Result<Vec<StreamInfo>, StreamError> {
     db.read(|c| {
         let rows = repo::fanout::streams(c)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let counts = repo::fanout::counts(c, &row.id)?;
-            let count = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-            out.push(StreamInfo {
-                pending: count("pending"),
-                delivered: count("delivered"),
-                dead: count("dead"),
-                row,
-            });
+        let mut counts = std::collections::HashMap::new();
+        for (stream, state, n) in repo::fanout::outbox_counts(c)? {
+            counts.insert((stream, state), n);
         }
-        Ok(out)
+        let count = |id: &str, states: &[&str]| -> i64 {
+            states
+                .iter()
+                .filter_map(|st| counts.get(&(id.to_owned(), (*st).to_owned())))
+                .sum()
+        };
+        Ok(rows
+            .into_iter()
+            .map(|row| StreamInfo {
+                pending: count(&row.id, &["queued", "retrying"]),
+                delivered: count(&row.id, &["delivered"]),
+                dead: count(&row.id, &["dead"]),
+                row,
+            })
+            .collect())
     })
+}
+
+/// One page of streams in id order, after the id `after`: those `owner` created, or every stream when `None`.
+pub fn page(
+    db: &Db,
+    owner: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<StreamRow>, StreamError> {
+    db.read(|c| repo::fanout::streams_page(c, owner, after, limit).map_err(StreamError::from))
 }
 
 /// Sets a stream's status: `enabled`, `paused` (SETs are kept and sent when it is enabled again) or `disabled`

@@ -103,6 +103,12 @@ fn wake_count() -> u64 {
     WAKE.0.lock().map_or(0, |n| *n)
 }
 
+/// How often the worker applies the outbox retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Most settled SETs one retention transaction removes.
+pub const PRUNE_BATCH: i64 = 1000;
+
 /// The outcome of one push.
 #[derive(Debug)]
 enum Pushed {
@@ -198,7 +204,19 @@ impl Worker {
 
     fn run(&self, stop: &AtomicBool) {
         tracing::debug!("fan-out worker started");
+        let mut pruned_at: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
+            if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(Instant::now());
+                match self.prune() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        removed = n,
+                        "fan-out: removed {n} settled SETs past the retention"
+                    ),
+                    Err(e) => tracing::warn!("fan-out retention: {e}"),
+                }
+            }
             let seen = wake_count();
             match self.run_once() {
                 Ok(n) if n > 0 => continue,
@@ -210,6 +228,34 @@ impl Worker {
             wait(seen, sleep);
         }
         tracing::debug!("fan-out worker stopped");
+    }
+
+    /// Removes delivered and dead-lettered SETs queued more than `fanout.outbox_retention_days` ago (none when
+    /// 0), stream by stream, [`PRUNE_BATCH`] rows per transaction, so no transaction holds the writer long and the
+    /// outbox stays bounded by what the retention window holds. Returns how many rows it removed.
+    pub fn prune(&self) -> Result<usize, DbError> {
+        let days = self.config.fanout.outbox_retention_days;
+        if days == 0 {
+            return Ok(0);
+        }
+        let before =
+            now() - TimeDelta::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400_000).min(36_500));
+        let streams = self
+            .db
+            .read(|c| repo::fanout::streams(c).map_err(DbError::from))?;
+        let mut removed = 0;
+        for stream in &streams {
+            loop {
+                let n = self.db.write(|c| {
+                    repo::fanout::prune_settled(c, &stream.id, before, PRUNE_BATCH).map_err(DbError::from)
+                })?;
+                removed += n;
+                if i64::try_from(n).unwrap_or(0) < PRUNE_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn until_next_due(&self) -> Option<Duration> {
@@ -256,7 +302,10 @@ impl Worker {
                 });
             }
         });
-        let results = results.into_inner().unwrap_or_default();
+        let mut results = results.into_inner().unwrap_or_default();
+        // Settle in stream order: on PostgreSQL the outbox counters are then locked in the order every other
+        // writer locks them, so settling cannot deadlock with an enqueue.
+        results.sort_by(|a, b| a.0.stream_id.cmp(&b.0.stream_id));
         self.db.write(|c| {
             for (row, outcome, took) in &results {
                 self.settle(c, row, outcome, *took)?;

@@ -15,7 +15,7 @@ use super::auth::{Authenticated, SsfManage, SsfRead};
 use crate::db::models::StreamRow;
 use crate::error::AppError;
 use crate::fanout::EVENTS_SUPPORTED;
-use crate::fanout::streams::{self, Delivery, NewStream, StreamError, StreamUpdate};
+use crate::fanout::streams::{self, Delivery, NewStream, StreamCaps, StreamError, StreamUpdate};
 
 pub const PUSH: &str = "urn:ietf:rfc:8935";
 pub const POLL: &str = "urn:ietf:rfc:8936";
@@ -51,6 +51,10 @@ pub enum SsfError {
     BadRequest(String),
     #[error("no stream with that stream_id")]
     NotFound,
+    /// A cap on the number of streams is reached (SSF §8.1.1.1 answers 409 when the transmitter supports no more
+    /// streams for a receiver).
+    #[error("{0}")]
+    Limit(String),
     #[error("verification was requested less than {0} s ago")]
     TooMany(i64),
     #[error(transparent)]
@@ -62,6 +66,7 @@ impl From<StreamError> for SsfError {
         match e {
             StreamError::Invalid(m) => Self::BadRequest(m),
             StreamError::NotFound(_) => Self::NotFound,
+            StreamError::Limit(m) => Self::Limit(m),
             StreamError::Keys(k) => Self::App(AppError::internal(k)),
             StreamError::Db(d) => Self::App(d.into()),
         }
@@ -73,6 +78,7 @@ impl ResponseError for SsfError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Limit(_) => StatusCode::CONFLICT,
             Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::App(e) => e.status_code(),
         }
@@ -93,6 +99,7 @@ impl SsfError {
         match self {
             Self::BadRequest(_) => "invalid_request",
             Self::NotFound => "not_found",
+            Self::Limit(_) => "limit_exceeded",
             Self::TooMany(_) => "too_many_requests",
             Self::App(_) => "server_error",
         }
@@ -166,6 +173,16 @@ struct StreamQuery {
     stream_id: Option<String>,
 }
 
+/// The most streams one `GET /ssf/streams` returns, and the page size when `limit` is not given.
+pub const LIST_PAGE: i64 = 100;
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    stream_id: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
 fn required(id: Option<String>) -> Result<String, SsfError> {
     id.filter(|s| !s.is_empty())
         .ok_or_else(|| SsfError::BadRequest("stream_id is required".into()))
@@ -202,6 +219,7 @@ async fn create(
         }
     };
     let (keys, issuer) = (state.tokens.keys.clone(), state.config.issuer.clone());
+    let caps = StreamCaps::from(&state.config.fanout);
     let row = auth
         .run_as::<_, SsfError, _>(move |db, client| {
             let new = NewStream {
@@ -211,36 +229,62 @@ async fn create(
                 description: input.description,
                 created_by: client.name.clone(),
             };
-            Ok::<_, SsfError>(streams::create(db, &keys, &new)?)
+            Ok::<_, SsfError>(streams::create_within(db, &keys, &new, caps)?)
         })
         .await?;
     Ok(HttpResponse::Created().json(stream_json(&row, &issuer)))
 }
 
-/// `GET /ssf/streams[?stream_id=]` — scope `ssf.read` or `ssf.manage`: one stream, or every stream of the
-/// caller (every stream for `admin`). `ssf.read` reads the streams the credential itself created.
+/// `GET /ssf/streams[?stream_id=]` — scope `ssf.read` or `ssf.manage`: one stream, or the streams of the caller
+/// (every stream for `admin`), one page at a time: `limit` (default and most [`LIST_PAGE`]) streams in `stream_id`
+/// order after `after` (a `stream_id`), with a `Link: <…>; rel="next"` header when there may be more. It reads the
+/// caller's streams by index, never the outbox. `ssf.read` reads the streams the credential itself created.
 async fn read(
     auth: Authenticated<SsfRead>,
     state: web::Data<AppState>,
-    q: web::Query<StreamQuery>,
+    q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, SsfError> {
     let issuer = state.config.issuer.clone();
-    let id = q.into_inner().stream_id;
-    let out = auth
-        .run_as::<_, SsfError, _>(move |db, client| match id {
-            Some(id) => Ok(stream_json(&owned(db, &id, client)?, &issuer)),
-            None => Ok(Value::from(
-                streams::list(db)?
-                    .iter()
-                    .filter(|s| {
-                        s.row.created_by == client.name || client.has(crate::credentials::Scope::Admin)
-                    })
-                    .map(|s| stream_json(&s.row, &issuer))
-                    .collect::<Vec<_>>(),
-            )),
+    let q = q.into_inner();
+    let limit = match q.limit.as_deref() {
+        None => LIST_PAGE,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| SsfError::BadRequest("limit must be a positive integer".into()))?
+            .min(LIST_PAGE),
+    };
+    if let Some(id) = q.stream_id {
+        let row = auth
+            .run_as::<_, SsfError, _>(move |db, client| owned(db, &id, client))
+            .await?;
+        return Ok(HttpResponse::Ok().json(stream_json(&row, &issuer)));
+    }
+    let after = q.after;
+    let page = auth
+        .run_as::<_, SsfError, _>(move |db, client| {
+            let owner = (!client.has(crate::credentials::Scope::Admin)).then(|| client.name.clone());
+            Ok::<_, SsfError>(streams::page(db, owner.as_deref(), after.as_deref(), limit)?)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(out))
+    let mut res = HttpResponse::Ok();
+    if i64::try_from(page.len()).unwrap_or(i64::MAX) >= limit
+        && let Some(last) = page.last()
+    {
+        res.insert_header((
+            "Link",
+            format!(
+                "<{issuer}/ssf/streams?after={}&limit={limit}>; rel=\"next\"",
+                last.id
+            ),
+        ));
+    }
+    Ok(res.json(
+        page.iter()
+            .map(|row| stream_json(row, &issuer))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 async fn update(

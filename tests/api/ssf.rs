@@ -479,7 +479,143 @@ async fn poll_delivery_serves_until_acknowledged(backend: Backend) {
     assert_eq!(res.status, 401);
 }
 
+/// `GET /ssf/streams` lists only the caller's streams (all of them for `admin`), a page at a time, with a `Link`
+/// to the next page; a credential that owns nothing gets an empty list.
+async fn stream_lists_are_the_callers_and_paged(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-a", &[Scope::SsfManage]);
+    let reader = app.credential("nobody", &[Scope::SsfRead]);
+    let admin = app.credential("ops", &[Scope::Admin, Scope::SsfRead]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(json!({}))).await;
+        assert_eq!(res.status, 201, "{}", res.text);
+        ids.push(res.body["stream_id"].as_str().unwrap().to_owned());
+    }
+    ids.sort();
+    let nothing = call(&app, "GET", "/ssf/streams", Some(&reader), None).await;
+    assert_eq!((nothing.status, nothing.body.clone()), (200, json!([])));
+    assert_eq!(nothing.header("link"), None);
+
+    let first = call(&app, "GET", "/ssf/streams?limit=2", Some(&manage), None).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let got: Vec<&str> = first
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[0].as_str(), ids[1].as_str()], "in stream_id order");
+    let link = first.header("link").expect("a next page").to_owned();
+    assert_eq!(
+        link,
+        format!("<{ISSUER}/ssf/streams?after={}&limit=2>; rel=\"next\"", ids[1])
+    );
+    let next = call(
+        &app,
+        "GET",
+        &format!("/ssf/streams?after={}&limit=2", ids[1]),
+        Some(&manage),
+        None,
+    )
+    .await;
+    let got: Vec<&str> = next
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[2].as_str()]);
+    assert_eq!(next.header("link"), None, "the last page");
+
+    // Someone else's streams are never listed; admin sees every stream.
+    let other = app.credential("svc-b", &[Scope::SsfManage]);
+    let res = call(&app, "POST", "/ssf/streams", Some(&other), Some(json!({}))).await;
+    assert_eq!(res.status, 201);
+    assert_eq!(
+        call(&app, "GET", "/ssf/streams", Some(&manage), None)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        call(&app, "GET", "/ssf/streams", Some(&admin), None)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    for bad in ["0", "-1", "x"] {
+        let res = call(
+            &app,
+            "GET",
+            &format!("/ssf/streams?limit={bad}"),
+            Some(&manage),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (res.status, res.body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "limit={bad}"
+        );
+    }
+}
+
+/// Streams are capped per credential (`fanout.max_streams_per_client`) and in all (`fanout.max_streams`): beyond,
+/// a create answers 409 and writes nothing.
+async fn streams_are_capped_per_credential_and_in_all(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.fanout.max_streams_per_client = 2;
+        c.fanout.max_streams = 3;
+    })
+    .await;
+    let a = app.credential("svc-a", &[Scope::SsfManage]);
+    let b = app.credential("svc-b", &[Scope::SsfManage]);
+    for _ in 0..2 {
+        assert_eq!(
+            call(&app, "POST", "/ssf/streams", Some(&a), Some(json!({})))
+                .await
+                .status,
+            201
+        );
+    }
+    let res = call(&app, "POST", "/ssf/streams", Some(&a), Some(json!({}))).await;
+    assert_eq!(res.status, 409, "{}", res.text);
+    assert_eq!(res.body["error"], "limit_exceeded");
+    assert!(
+        res.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("fanout.max_streams_per_client")
+    );
+    assert_eq!(
+        call(&app, "POST", "/ssf/streams", Some(&b), Some(json!({})))
+            .await
+            .status,
+        201
+    );
+    let res = call(&app, "POST", "/ssf/streams", Some(&b), Some(json!({}))).await;
+    assert_eq!(res.status, 409, "{}", res.text);
+    assert!(
+        res.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("fanout.max_streams ")
+    );
+    assert_eq!(offboard::fanout::streams::list(app.db()).unwrap().len(), 3);
+}
+
 both_backends!(
+    stream_lists_are_the_callers_and_paged,
+    streams_are_capped_per_credential_and_in_all,
     discovery_names_every_endpoint,
     streams_are_managed_with_ssf_scopes,
     streams_update_refuse_and_delete,
