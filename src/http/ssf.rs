@@ -508,6 +508,9 @@ async fn poll(
     let id = path.into_inner();
     let (keys, config) = (state.tokens.keys.clone(), state.config.clone());
     let stream_id = id.clone();
+    // Kept to check the credential again before a long poll answers: it may have been revoked (or lost the
+    // stream) while the poll waited, and then must get no SETs.
+    let recheck = auth.clone();
     let mut answer = auth
         .run_as::<_, SsfError, _>(move |db, client| {
             owned(db, &stream_id, client)?;
@@ -526,17 +529,17 @@ async fn poll(
             actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
             let (db, s) = (state.db.clone(), stream.clone());
             if block(move || crate::fanout::poll::has_pending(&db, &s)).await? {
-                let (db, keys, config, sid) = (
-                    state.db.clone(),
-                    state.tokens.keys.clone(),
-                    state.config.clone(),
-                    id.clone(),
-                );
+                let (keys, config, sid) = (state.tokens.keys.clone(), state.config.clone(), id.clone());
                 let again = crate::fanout::poll::PollRequest {
                     max_events,
                     ..Default::default()
                 };
-                answer = block(move || crate::fanout::poll::poll(&db, &keys, &config, &sid, &again)).await?;
+                answer = recheck
+                    .run_as::<_, SsfError, _>(move |db, client| {
+                        owned(db, &sid, client)?;
+                        Ok(crate::fanout::poll::poll(db, &keys, &config, &sid, &again)?)
+                    })
+                    .await?;
                 break;
             }
         }

@@ -613,7 +613,35 @@ async fn streams_are_capped_per_credential_and_in_all(backend: Backend) {
     assert_eq!(offboard::fanout::streams::list(app.db()).unwrap().len(), 3);
 }
 
+/// A long poll begun before its credential was revoked answers 401, not the SETs queued after the revocation:
+/// the credential (and the stream's ownership) is checked again before the poll answers.
+async fn a_long_poll_of_a_revoked_credential_gets_no_sets(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-lp", &[Scope::SsfManage]);
+    let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(json!({}))).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let url = res.body["delivery"]["endpoint_url"].as_str().unwrap().to_owned();
+    let user = app.create_user("long-polled@example.com").await;
+    let waiting = poll(&app, &manage, &url, json!({"returnImmediately": false}));
+    let meanwhile = async {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+        // What `offboard credentials revoke svc-lp` does, then a change that queues SETs on the stream.
+        offboard::credentials::revoke(app.db(), "svc-lp").unwrap();
+        let res = app
+            .patch(
+                &format!("/Users/{user}"),
+                &patch_op("replace", Some("active"), &json!(false)),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text);
+    };
+    let (answer, ()) = futures::join!(waiting, meanwhile);
+    assert_eq!(answer.status, 401, "{}", answer.text);
+    assert!(!answer.text.contains("sets"), "{}", answer.text);
+}
+
 both_backends!(
+    a_long_poll_of_a_revoked_credential_gets_no_sets,
     stream_lists_are_the_callers_and_paged,
     streams_are_capped_per_credential_and_in_all,
     discovery_names_every_endpoint,
