@@ -38,7 +38,6 @@ pub fn allowed_url(url: &str) -> bool {
 
 /// GETs `url` and returns its body, at most `limit` bytes, failing on any status but 200.
 pub fn get(url: &str, limit: usize) -> Result<Vec<u8>, String> {
-    use std::io::Read;
     let res = client()?
         .get(url)
         .header("Accept", "application/json")
@@ -47,14 +46,33 @@ pub fn get(url: &str, limit: usize) -> Result<Vec<u8>, String> {
     if res.status() != reqwest::StatusCode::OK {
         return Err(format!("GET {url}: status {}", res.status()));
     }
+    match read_capped(res, limit).map_err(|e| format!("GET {url}: {e}"))? {
+        Capped::Whole(body) => Ok(body),
+        Capped::TooLarge => Err(format!("GET {url}: body larger than {limit} bytes")),
+    }
+}
+
+/// A response body read with a limit.
+#[derive(Debug)]
+pub enum Capped {
+    /// The whole body, at most the limit.
+    Whole(Vec<u8>),
+    /// The body is longer than the limit; at most limit + 1 bytes were read, and the rest never is.
+    TooLarge,
+}
+
+/// Reads at most `limit` bytes of a response body (one more to tell that it is longer), so a peer that answers
+/// gigabytes costs `limit` bytes of memory. Every outbound body goes through here.
+pub fn read_capped(res: reqwest::blocking::Response, limit: usize) -> std::io::Result<Capped> {
+    use std::io::Read;
     let mut body = Vec::new();
     res.take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
-        .read_to_end(&mut body)
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if body.len() > limit {
-        return Err(format!("GET {url}: body larger than {limit} bytes"));
-    }
-    Ok(body)
+        .read_to_end(&mut body)?;
+    Ok(if body.len() > limit {
+        Capped::TooLarge
+    } else {
+        Capped::Whole(body)
+    })
 }
 
 #[cfg(test)]

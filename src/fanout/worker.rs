@@ -106,6 +106,9 @@ fn wake_count() -> u64 {
 /// How often the worker applies the outbox retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// Most bytes of a receiver's answer the worker reads (an RFC 8935 error is a few hundred).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// Most settled SETs one retention transaction removes.
 pub const PRUNE_BATCH: i64 = 1000;
 
@@ -410,12 +413,22 @@ impl Worker {
             Ok(res) if res.status().as_u16() == 202 || res.status().is_success() => Pushed::Delivered,
             Ok(res) => {
                 let status = res.status().as_u16();
-                // RFC 8935 §2.3: a 400 carries {"err": …, "description": …}.
-                let body: Value = res.json().unwrap_or(Value::Null);
+                // RFC 8935 §2.3: a 400 carries {"err": …, "description": …}. At most MAX_ANSWER_BYTES of it are
+                // read: a longer answer is no RFC 8935 error, and reading it whole would let a receiver fill
+                // the server's memory on every retry.
+                let (body, too_large) = match crate::outbound::read_capped(res, MAX_ANSWER_BYTES) {
+                    Ok(crate::outbound::Capped::Whole(b)) => {
+                        (serde_json::from_slice(&b).unwrap_or(Value::Null), false)
+                    }
+                    Ok(crate::outbound::Capped::TooLarge) => (Value::Null, true),
+                    Err(_) => (Value::Null, false),
+                };
                 let err = body.get("err").and_then(Value::as_str).unwrap_or("");
                 let description = body.get("description").and_then(Value::as_str).unwrap_or("");
                 let detail: String = format!("{err} {description}").trim().chars().take(200).collect();
-                let what = if detail.is_empty() {
+                let what = if too_large {
+                    format!("HTTP {status}: answer longer than {MAX_ANSWER_BYTES} bytes, not read")
+                } else if detail.is_empty() {
                     format!("HTTP {status}")
                 } else {
                     format!("HTTP {status}: {detail}")

@@ -779,7 +779,43 @@ async fn settled_sets_are_pruned_after_the_retention(backend: Backend) {
     assert_eq!(worker(&app).prune().unwrap(), 0);
 }
 
+/// A receiver that answers an 8 MiB error body gets at most `MAX_ANSWER_BYTES` of it read: the push is a failed
+/// delivery (retried: a body that long is no RFC 8935 error), and the stored error stays short.
+async fn a_huge_error_answer_is_not_read(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.fanout.backoff_base_ms = 1).await;
+    let rx = receiver();
+    let s = add_stream(&app, &rx, "svc");
+    rx.status.store(400, Ordering::SeqCst);
+    *rx.err.lock().unwrap() = "invalid_request";
+    rx.description_bytes.store(8 << 20, Ordering::SeqCst);
+    let id = app.create_user("huge@example.com").await;
+    app.delete(&format!("/Users/{id}")).await;
+    assert_eq!(worker(&app).run_once().unwrap(), 1);
+    let rows = outbox(&app, &s);
+    assert_eq!(
+        rows[0].status, "pending",
+        "retried, not read as an RFC 8935 invalid_request"
+    );
+    let cap = offboard::fanout::worker::MAX_ANSWER_BYTES;
+    assert_eq!(
+        rows[0].last_error.as_deref(),
+        Some(format!("HTTP 400: answer longer than {cap} bytes, not read").as_str())
+    );
+    // An answer within the cap is still read: the same error, short, dead-letters the SET at once.
+    rx.description_bytes.store(100, Ordering::SeqCst);
+    make_due(&app, &s);
+    worker(&app).run_once().unwrap();
+    let rows = outbox(&app, &s);
+    assert_eq!(rows[0].status, "dead");
+    assert!(
+        rows[0].last_error.as_deref().unwrap().len() <= 220,
+        "{:?}",
+        rows[0].last_error
+    );
+}
+
 both_backends!(
+    a_huge_error_answer_is_not_read,
     outbox_counters_follow_every_change,
     settled_sets_are_pruned_after_the_retention,
     deactivation_pushes_verified_sets_to_every_stream,
