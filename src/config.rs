@@ -137,6 +137,9 @@ pub struct FanoutConfig {
     /// removes older ones in batches. 0 keeps them forever.
     #[serde(deserialize_with = "lenient")]
     pub outbox_retention_days: u64,
+    /// Non-public addresses push endpoints may reach anyway: addresses, CIDR networks or host names. Empty by
+    /// default: `https://` pushes reach only global addresses.
+    pub allowed_private_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -161,6 +164,7 @@ impl Default for FanoutConfig {
             max_streams_per_client: 50,
             max_streams: 1000,
             outbox_retention_days: 7,
+            allowed_private_hosts: Vec::new(),
         }
     }
 }
@@ -533,6 +537,9 @@ impl Config {
                 "fanout",
                 "max_streams and max_streams_per_client must be at least 1",
             ));
+        }
+        if let Err(e) = crate::outbound::AddressPolicy::new(&self.fanout.allowed_private_hosts) {
+            return Err(ConfigError::invalid("fanout.allowed_private_hosts", e));
         }
         if self.keys.reload_secs == 0 {
             return Err(ConfigError::invalid("keys.reload_secs", "must be at least 1"));

@@ -583,7 +583,7 @@ fn streams_command(db: &Db, config: Config, cmd: StreamsCommand) -> anyhow::Resu
                     description,
                     created_by: "cli".into(),
                 },
-                caps,
+                &caps,
             )?;
             eprintln!(
                 "Created push stream for audience `{}` to {}; events: {}",

@@ -76,7 +76,7 @@ pub struct StreamInfo {
     pub dead: i64,
 }
 
-fn validate(new: &NewStream) -> Result<(), StreamError> {
+fn validate(new: &NewStream, network: &crate::outbound::AddressPolicy) -> Result<(), StreamError> {
     if new.audience.trim().is_empty() || new.audience.len() > 512 {
         return Err(StreamError::Invalid(
             "the audience must be 1-512 characters".into(),
@@ -87,18 +87,27 @@ fn validate(new: &NewStream) -> Result<(), StreamError> {
         authorization_header,
     } = &new.delivery
     {
-        validate_push(endpoint_url, authorization_header.as_deref())?;
+        validate_push(endpoint_url, authorization_header.as_deref(), network)?;
     }
     validate_events(&new.events_requested)
 }
 
-/// A push endpoint is `https://`, or `http://` to a loopback address; its header is one non-empty line.
-fn validate_push(endpoint_url: &str, authorization_header: Option<&str>) -> Result<(), StreamError> {
+/// A push endpoint is `https://` without userinfo to a host that is not a non-public address (unless
+/// `network` allows it), or `http://` to a loopback address; its header is one non-empty line.
+fn validate_push(
+    endpoint_url: &str,
+    authorization_header: Option<&str>,
+    network: &crate::outbound::AddressPolicy,
+) -> Result<(), StreamError> {
     if !crate::outbound::allowed_url(endpoint_url) || url_has_no_host(endpoint_url) {
         return Err(StreamError::Invalid(format!(
-            "push endpoint `{endpoint_url}` must be an https:// URL (http:// only to a loopback address)"
+            "push endpoint `{}` must be an https:// URL (http:// only to a loopback address)",
+            endpoint_for_audit(endpoint_url)
         )));
     }
+    network
+        .check_endpoint(endpoint_url)
+        .map_err(StreamError::Invalid)?;
     if authorization_header.is_some_and(|h| h.is_empty() || h.contains(['\r', '\n'])) {
         return Err(StreamError::Invalid(
             "the authorization header must be one non-empty line".into(),
@@ -136,11 +145,13 @@ fn url_has_no_host(url: &str) -> bool {
         .is_none_or(str::is_empty)
 }
 
-/// How many streams may exist: per creating credential, and in all.
-#[derive(Debug, Clone, Copy)]
+/// How many streams may exist (per creating credential, and in all), and which addresses push endpoints may
+/// name.
+#[derive(Debug, Clone)]
 pub struct StreamCaps {
     pub per_client: i64,
     pub total: i64,
+    pub network: crate::outbound::AddressPolicy,
 }
 
 impl Default for StreamCaps {
@@ -154,13 +165,15 @@ impl From<&crate::config::FanoutConfig> for StreamCaps {
         Self {
             per_client: f.max_streams_per_client,
             total: f.max_streams,
+            // Checked when the configuration is loaded; an entry that does not parse allows nothing.
+            network: crate::outbound::AddressPolicy::new(&f.allowed_private_hosts).unwrap_or_default(),
         }
     }
 }
 
 /// Creates an enabled stream within the default [`StreamCaps`]; returns it.
 pub fn create(db: &Db, keys: &KeyStore, new: &NewStream) -> Result<StreamRow, StreamError> {
-    create_within(db, keys, new, StreamCaps::default())
+    create_within(db, keys, new, &StreamCaps::default())
 }
 
 /// Creates an enabled stream, unless `new.created_by` already has `caps.per_client` streams or there are
@@ -169,9 +182,9 @@ pub fn create_within(
     db: &Db,
     keys: &KeyStore,
     new: &NewStream,
-    caps: StreamCaps,
+    caps: &StreamCaps,
 ) -> Result<StreamRow, StreamError> {
-    validate(new)?;
+    validate(new, &caps.network)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let events = delivered(&new.events_requested);
     let (method, endpoint_url, authorization_header) = match &new.delivery {
@@ -352,8 +365,20 @@ impl std::fmt::Debug for StreamUpdate {
     }
 }
 
-/// Applies `update` to a push stream and returns it.
+/// Applies `update` to a push stream and returns it (push endpoints checked against the default policy: only
+/// public addresses).
 pub fn update(db: &Db, keys: &KeyStore, id: &str, update: &StreamUpdate) -> Result<StreamRow, StreamError> {
+    update_within(db, keys, id, update, &crate::outbound::AddressPolicy::default())
+}
+
+/// [`update`], with the addresses `network` allows for push endpoints.
+pub fn update_within(
+    db: &Db,
+    keys: &KeyStore,
+    id: &str,
+    update: &StreamUpdate,
+    network: &crate::outbound::AddressPolicy,
+) -> Result<StreamRow, StreamError> {
     let mut row = get(db, id)?;
     if let Some(events) = &update.events_requested {
         validate_events(events)?;
@@ -367,6 +392,7 @@ pub fn update(db: &Db, keys: &KeyStore, id: &str, update: &StreamUpdate) -> Resu
         validate_push(
             &endpoint_url,
             update.authorization_header.clone().flatten().as_deref(),
+            network,
         )?;
         // A header was meant for the endpoint it was given with: a new endpoint without a new header gets none.
         if row.endpoint_url.as_deref() != Some(endpoint_url.as_str()) && update.authorization_header.is_none()
@@ -512,10 +538,13 @@ mod tests {
 
     #[test]
     fn push_endpoints_are_https_or_loopback() {
+        let net = crate::outbound::AddressPolicy::default();
+        let validate = |n: &NewStream| validate(n, &net);
         assert!(validate(&push("https://svc.example.com/ssf")).is_ok());
         assert!(validate(&push("http://127.0.0.1:9000/events")).is_ok());
         assert!(validate(&push("http://svc.example.com/ssf")).is_err());
         assert!(validate(&push("https://")).is_err());
+        assert!(validate(&push("https://10.0.0.1/")).is_err());
         let mut bad_event = push("https://svc.example.com/ssf");
         bad_event.events_requested = vec!["https://example.com/nope".into()];
         assert!(validate(&bad_event).is_err(), "nothing offboard emits");

@@ -133,6 +133,9 @@ pub struct Worker {
     config: Arc<Config>,
     keys: Arc<KeyStore>,
     stats: Arc<super::metrics::FanoutStats>,
+    /// What push endpoints may reach, and the client for `https://` pushes that enforces it at connect time.
+    network: crate::outbound::AddressPolicy,
+    client: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
 }
 
 /// A running worker thread; stops when dropped or on [`stop`](Self::stop).
@@ -172,11 +175,14 @@ impl Worker {
         keys: Arc<KeyStore>,
         stats: Arc<super::metrics::FanoutStats>,
     ) -> Self {
+        let network = super::streams::StreamCaps::from(&config.fanout).network;
         Self {
             db,
             config,
             keys,
             stats,
+            network,
+            client: std::sync::OnceLock::new(),
         }
     }
 
@@ -390,9 +396,26 @@ impl Worker {
             Ok(set) => set,
             Err(e) => return Pushed::Failed(format!("signing: {e}")),
         };
-        let client = match crate::outbound::client() {
-            Ok(c) => c,
-            Err(e) => return Pushed::Failed(e),
+        // Checked again at every push (the stream may predate the rules, or been written by hand): userinfo and
+        // refused IP literals fail here, before any connection; host names are checked when the push client
+        // resolves them.
+        if let Err(why) = self.network.check_endpoint(url) {
+            return Pushed::Failed(format!("endpoint refused: {why}"));
+        }
+        let client = if url.starts_with("https://") {
+            match self
+                .client
+                .get_or_init(|| crate::outbound::push_client(self.network.clone()))
+            {
+                Ok(c) => c,
+                Err(e) => return Pushed::Failed(e.clone()),
+            }
+        } else {
+            // `http://` to a loopback address (development, tests): nothing else passes the check above.
+            match crate::outbound::client() {
+                Ok(c) => c,
+                Err(e) => return Pushed::Failed(e),
+            }
         };
         let mut req = client
             .post(url)
@@ -444,8 +467,16 @@ impl Worker {
     }
 }
 
-/// A reqwest error without the URL (which may carry credentials in its userinfo or query).
+/// A reqwest error without the URL (which may carry credentials in its userinfo or query); a connection the
+/// address policy refused says why.
 fn without_url(e: &reqwest::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<crate::outbound::Refused>() {
+            return format!("endpoint refused: {refused}");
+        }
+        source = s.source();
+    }
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -229,7 +229,7 @@ async fn create(
                 description: input.description,
                 created_by: client.name.clone(),
             };
-            Ok::<_, SsfError>(streams::create_within(db, &keys, &new, caps)?)
+            Ok::<_, SsfError>(streams::create_within(db, &keys, &new, &caps)?)
         })
         .await?;
     Ok(HttpResponse::Created().json(stream_json(&row, &issuer)))
@@ -326,10 +326,11 @@ async fn update(
         },
     };
     let (keys, issuer) = (state.tokens.keys.clone(), state.config.issuer.clone());
+    let network = StreamCaps::from(&state.config.fanout).network;
     let row = auth
         .run_as::<_, SsfError, _>(move |db, client| {
             owned(db, &id, client)?;
-            Ok::<_, SsfError>(streams::update(db, &keys, &id, &change)?)
+            Ok::<_, SsfError>(streams::update_within(db, &keys, &id, &change, &network)?)
         })
         .await?;
     Ok(HttpResponse::Ok().json(stream_json(&row, &issuer)))

@@ -814,7 +814,48 @@ async fn a_huge_error_answer_is_not_read(backend: Backend) {
     );
 }
 
+/// A push endpoint that reaches a non-public address is refused at push time too, before any connection: an IP
+/// literal by the check, a host name by the resolver (here `localhost`, resolved locally). Each is a failed
+/// delivery, and the receiver (a real one on loopback) never sees a request.
+async fn pushes_to_private_addresses_are_refused_before_connecting(backend: Backend) {
+    use diesel::prelude::*;
+    use offboard::db::schema::streams as table;
+    let app = TestApp::start_with(backend, |c| c.fanout.backoff_base_ms = 1).await;
+    let (rx_ip, rx_name) = (receiver(), receiver());
+    let by_ip = add_stream(&app, &rx_ip, "svc-ip");
+    let by_name = add_stream(&app, &rx_name, "svc-name");
+    // Written as a stream created before the rules existed would be (the API refuses these now).
+    let https_ip = rx_ip.url.replacen("http://", "https://", 1);
+    let port = rx_name.url.rsplit_once(':').unwrap().1.to_owned();
+    let https_name = format!("https://localhost:{port}");
+    for (id, url) in [(&by_ip, &https_ip), (&by_name, &https_name)] {
+        let (id, url) = (id.clone(), url.clone());
+        app.db()
+            .write(|c| {
+                diesel::update(table::table.filter(table::id.eq(&id)))
+                    .set(table::endpoint_url.eq(&url))
+                    .execute(c)
+                    .map_err(offboard::db::DbError::from)
+            })
+            .unwrap();
+    }
+    let id = app.create_user("private@example.com").await;
+    app.delete(&format!("/Users/{id}")).await;
+    assert_eq!(worker(&app).run_once().unwrap(), 2);
+    for (s, rx) in [(&by_ip, &rx_ip), (&by_name, &rx_name)] {
+        let rows = outbox(&app, s);
+        assert_eq!(rows[0].status, "pending", "a failed delivery, retried");
+        let error = rows[0].last_error.as_deref().unwrap();
+        assert!(error.contains("endpoint refused"), "{error}");
+        assert!(
+            !rx.seen_request.load(Ordering::SeqCst),
+            "no request reached the receiver"
+        );
+    }
+}
+
 both_backends!(
+    pushes_to_private_addresses_are_refused_before_connecting,
     a_huge_error_answer_is_not_read,
     outbox_counters_follow_every_change,
     settled_sets_are_pruned_after_the_retention,

@@ -640,7 +640,64 @@ async fn a_long_poll_of_a_revoked_credential_gets_no_sets(backend: Backend) {
     assert!(!answer.text.contains("sets"), "{}", answer.text);
 }
 
+/// Push endpoints that name a non-public address, a loopback name or userinfo are refused (400) at create and at
+/// update; `http://` to a loopback address stays allowed (development).
+async fn push_endpoints_must_be_public(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-n", &[Scope::SsfManage]);
+    let push = |url: &str| json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}});
+    for url in [
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.1/",
+        "https://127.0.0.1/",
+        "https://[::1]/",
+        "https://0.0.0.0/",
+        "https://user:pw@example.com/",
+        "https://100.64.0.1/",
+        "https://[fd00::1]/",
+        "https://[fe80::1]/",
+        "https://[::ffff:192.168.0.1]/",
+        "https://0x7f.1/",
+        "https://localhost/",
+    ] {
+        let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(push(url))).await;
+        assert_eq!(res.status, 400, "{url}: {}", res.text);
+        assert_eq!(res.body["error"], "invalid_request", "{url}");
+        assert!(
+            !res.text.contains("pw@"),
+            "the password is not echoed: {}",
+            res.text
+        );
+    }
+    assert!(
+        offboard::fanout::streams::list(app.db()).unwrap().is_empty(),
+        "nothing written"
+    );
+    let ok = call(
+        &app,
+        "POST",
+        "/ssf/streams",
+        Some(&manage),
+        Some(push("http://127.0.0.1:9/events")),
+    )
+    .await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    let id = ok.body["stream_id"].as_str().unwrap();
+    for url in ["https://10.0.0.1/", "https://user:pw@example.com/"] {
+        let res = call(
+            &app,
+            "PATCH",
+            "/ssf/streams",
+            Some(&manage),
+            Some(json!({"stream_id": id, "delivery": {"endpoint_url": url}})),
+        )
+        .await;
+        assert_eq!(res.status, 400, "{url}: {}", res.text);
+    }
+}
+
 both_backends!(
+    push_endpoints_must_be_public,
     a_long_poll_of_a_revoked_credential_gets_no_sets,
     stream_lists_are_the_callers_and_paged,
     streams_are_capped_per_credential_and_in_all,
