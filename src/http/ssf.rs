@@ -16,6 +16,7 @@ use crate::db::models::StreamRow;
 use crate::error::AppError;
 use crate::fanout::EVENTS_SUPPORTED;
 use crate::fanout::streams::{self, Delivery, NewStream, StreamCaps, StreamError, StreamUpdate};
+use crate::input;
 
 pub const PUSH: &str = "urn:ietf:rfc:8935";
 pub const POLL: &str = "urn:ietf:rfc:8936";
@@ -59,6 +60,12 @@ pub enum SsfError {
     TooMany(i64),
     #[error(transparent)]
     App(#[from] AppError),
+}
+
+impl From<input::InputError> for SsfError {
+    fn from(e: input::InputError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
 }
 
 impl From<StreamError> for SsfError {
@@ -164,8 +171,18 @@ struct StreamIn {
     description: Option<String>,
 }
 
+/// Parses a JSON body after the shared input check: no NUL in any key or string, keys of at most `MAX_ID` and
+/// strings of at most `MAX_TEXT` characters (fields with a tighter limit are checked where they are read).
 fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, SsfError> {
-    serde_json::from_slice(bytes).map_err(|e| SsfError::BadRequest(format!("the body is not valid: {e}")))
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| SsfError::BadRequest(format!("the body is not valid: {e}")))?;
+    input::check_json("the body", &value, input::MAX_TEXT)?;
+    serde_json::from_value(value).map_err(|e| SsfError::BadRequest(format!("the body is not valid: {e}")))
+}
+
+/// A stream id from a query, a body or a path: no NUL, at most `MAX_ID` characters.
+fn stream_id(id: &str) -> Result<(), SsfError> {
+    Ok(input::check("stream_id", id, input::MAX_ID)?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,8 +201,24 @@ struct ListQuery {
 }
 
 fn required(id: Option<String>) -> Result<String, SsfError> {
-    id.filter(|s| !s.is_empty())
-        .ok_or_else(|| SsfError::BadRequest("stream_id is required".into()))
+    let id = id
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| SsfError::BadRequest("stream_id is required".into()))?;
+    stream_id(&id)?;
+    Ok(id)
+}
+
+/// The receiver-supplied fields of a stream with tighter limits than the body's: the endpoint and the event
+/// types are URLs.
+fn check_stream_in(input: &StreamIn) -> Result<(), SsfError> {
+    if let Some(d) = &input.delivery {
+        input::check_opt("delivery.endpoint_url", d.endpoint_url.as_deref(), input::MAX_URL)?;
+        input::check_opt("delivery.method", d.method.as_deref(), input::MAX_URL)?;
+    }
+    for e in input.events_requested.iter().flatten() {
+        input::check("events_requested", e, input::MAX_URL)?;
+    }
+    Ok(())
 }
 
 /// POST /ssf/streams — scope `ssf.manage`. `aud` is the creating credential's name (DECISIONS.md §28).
@@ -195,6 +228,7 @@ async fn create(
     bytes: web::Bytes,
 ) -> Result<HttpResponse, SsfError> {
     let input: StreamIn = body(&bytes)?;
+    check_stream_in(&input)?;
     // Without `delivery` the transmitter assumes poll (SSF §8.1.1).
     let delivery = match input.delivery {
         None => Delivery::Poll,
@@ -246,6 +280,10 @@ async fn read(
 ) -> Result<HttpResponse, SsfError> {
     let issuer = state.config.issuer.clone();
     let q = q.into_inner();
+    if let Some(id) = &q.stream_id {
+        stream_id(id)?;
+    }
+    input::check_opt("after", q.after.as_deref(), input::MAX_ID)?;
     let limit = match q.limit.as_deref() {
         None => LIST_PAGE,
         Some(l) => l
@@ -294,6 +332,7 @@ async fn update(
     replace: bool,
 ) -> Result<HttpResponse, SsfError> {
     let input: StreamIn = body(bytes)?;
+    check_stream_in(&input)?;
     let id = required(input.stream_id)?;
     let (endpoint_url, authorization_header) = match input.delivery {
         Some(d) => {
@@ -418,6 +457,15 @@ async fn subject(
 ) -> Result<HttpResponse, SsfError> {
     let input: SubjectIn = body(bytes)?;
     let id = required(input.stream_id)?;
+    for (member, max) in [
+        ("email", input::MAX_ID),
+        ("sub", input::MAX_ID),
+        ("format", input::MAX_ID),
+        ("iss", input::MAX_URL),
+    ] {
+        let value = input.subject.get(member).and_then(Value::as_str);
+        input::check_opt(&format!("subject.{member}"), value, max)?;
+    }
     let key = match input.subject.get("format").and_then(Value::as_str) {
         Some("email") => input
             .subject
@@ -505,8 +553,12 @@ async fn poll(
         body(&bytes)?
     };
     let (req, return_immediately) = crate::fanout::poll::parse(&body)?;
+    for jti in req.ack.iter().chain(req.set_errs.iter().map(|(jti, _)| jti)) {
+        input::check("ack", jti, input::MAX_ID)?;
+    }
     let max_events = req.max_events;
     let id = path.into_inner();
+    stream_id(&id)?;
     let (keys, config) = (state.tokens.keys.clone(), state.config.clone());
     let stream_id = id.clone();
     // Kept to check the credential again before a long poll answers: it may have been revoked (or lost the

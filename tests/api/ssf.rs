@@ -696,7 +696,144 @@ async fn push_endpoints_must_be_public(backend: Backend) {
     }
 }
 
+/// Every SSF input refuses a NUL character and an oversized value with 400 `invalid_request` (never a 500 from
+/// PostgreSQL, which cannot store a NUL): stream ids in query, body and path, description, endpoint, event types,
+/// status and reason, subjects, verification state, poll acknowledgements and errors.
+async fn ssf_inputs_refuse_nul_and_oversized_values(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-i", &[Scope::SsfManage]);
+    let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(json!({}))).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let id = res.body["stream_id"].as_str().unwrap().to_owned();
+    for (method, path, body) in bad_ssf_inputs(&id) {
+        let res = call(&app, method, &path, Some(&manage), body.clone()).await;
+        assert_eq!(res.status, 400, "{method} {path} {body:?}: {}", res.text);
+        assert_eq!(
+            res.body["error"], "invalid_request",
+            "{method} {path}: {}",
+            res.text
+        );
+    }
+    // Nothing was written: still the one stream, enabled, with no SETs.
+    let list = offboard::fanout::streams::list(app.db()).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].row.status.as_str(), list[0].pending), ("enabled", 0));
+}
+
+/// A request to every SSF route with a NUL or an oversized value in each of its inputs (`id`: a stream the
+/// caller owns, for the inputs that are not the stream id).
+fn bad_ssf_inputs(id: &str) -> Vec<(&'static str, String, Option<Value>)> {
+    let long_id = "a".repeat(offboard::input::MAX_ID + 1);
+    let long_text = "d".repeat(offboard::input::MAX_TEXT + 1);
+    let long_url = format!("https://svc.example.com/{}", "u".repeat(offboard::input::MAX_URL));
+    let mut cases: Vec<(&str, String, Option<Value>)> = Vec::new();
+    for bad in ["a%00b", long_id.as_str()] {
+        for path in [
+            "/ssf/streams?stream_id=",
+            "/ssf/streams?after=",
+            "/ssf/status?stream_id=",
+        ] {
+            cases.push(("GET", format!("{path}{bad}"), None));
+        }
+        cases.push(("DELETE", format!("/ssf/streams?stream_id={bad}"), None));
+        cases.push((
+            "POST",
+            format!("/ssf/poll/{bad}"),
+            Some(json!({"returnImmediately": true})),
+        ));
+    }
+    for bad in [json!("a\u{0}b"), json!(long_id)] {
+        cases.push((
+            "PATCH",
+            "/ssf/streams".into(),
+            Some(json!({"stream_id": bad, "description": "x"})),
+        ));
+        cases.push(("PUT", "/ssf/streams".into(), Some(json!({"stream_id": bad}))));
+        cases.push((
+            "POST",
+            "/ssf/status".into(),
+            Some(json!({"stream_id": bad, "status": "paused"})),
+        ));
+        cases.push(("POST", "/ssf/verify".into(), Some(json!({"stream_id": bad}))));
+        for route in ["/ssf/subjects:add", "/ssf/subjects:remove"] {
+            let subjects = [
+                json!({"stream_id": bad, "subject": {"format": "email", "email": "a@example.com"}}),
+                json!({"stream_id": id, "subject": {"format": "email", "email": bad}}),
+                json!({"stream_id": id, "subject": {"format": "iss_sub", "iss": ISSUER, "sub": bad}}),
+            ];
+            for body in subjects {
+                cases.push(("POST", route.into(), Some(body)));
+            }
+        }
+        let poll = format!("/ssf/poll/{id}");
+        cases.push((
+            "POST",
+            poll.clone(),
+            Some(json!({"returnImmediately": true, "ack": [bad]})),
+        ));
+    }
+    let poll = format!("/ssf/poll/{id}");
+    for bad in [json!("a\u{0}b"), json!(long_text)] {
+        cases.push(("POST", "/ssf/streams".into(), Some(json!({"description": bad}))));
+        cases.push((
+            "PATCH",
+            "/ssf/streams".into(),
+            Some(json!({"stream_id": id, "description": bad})),
+        ));
+        cases.push((
+            "POST",
+            "/ssf/status".into(),
+            Some(json!({"stream_id": id, "status": "paused", "reason": bad})),
+        ));
+        cases.push((
+            "POST",
+            "/ssf/verify".into(),
+            Some(json!({"stream_id": id, "state": bad})),
+        ));
+        cases.push((
+            "POST",
+            poll.clone(),
+            Some(json!({"returnImmediately": true, "setErrs": {"j": {"err": "invalid_request", "description": bad}}})),
+        ));
+    }
+    cases.push((
+        "POST",
+        "/ssf/status".into(),
+        Some(json!({"stream_id": id, "status": "paused\u{0}"})),
+    ));
+    cases.push((
+        "POST",
+        poll.clone(),
+        Some(json!({"returnImmediately": true, "setErrs": {"j\u{0}": {}}})),
+    ));
+    bad_urls(id, &long_url, &mut cases);
+    cases
+}
+
+/// Oversized or NUL-carrying push endpoints and event types, at create and at update.
+fn bad_urls(id: &str, long_url: &str, cases: &mut Vec<(&'static str, String, Option<Value>)>) {
+    let push = |url: &str| json!({"method": "urn:ietf:rfc:8935", "endpoint_url": url});
+    for url in ["https://svc.example.com/a\u{0}b", long_url] {
+        cases.push((
+            "POST",
+            "/ssf/streams".into(),
+            Some(json!({"delivery": push(url)})),
+        ));
+        cases.push((
+            "PATCH",
+            "/ssf/streams".into(),
+            Some(json!({"stream_id": id, "delivery": push(url)})),
+        ));
+        cases.push((
+            "POST",
+            "/ssf/streams".into(),
+            Some(json!({"delivery": push("https://svc.example.com/"), "events_requested": [url]})),
+        ));
+    }
+}
+
 both_backends!(
+    ssf_inputs_refuse_nul_and_oversized_values,
     push_endpoints_must_be_public,
     a_long_poll_of_a_revoked_credential_gets_no_sets,
     stream_lists_are_the_callers_and_paged,
