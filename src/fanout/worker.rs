@@ -112,6 +112,9 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Most settled SETs one retention transaction removes.
 pub const PRUNE_BATCH: i64 = 1000;
 
+/// Most settled SETs one call of [`Worker::prune`] removes (20 transactions).
+pub const PRUNE_ROUND: usize = 20_000;
+
 /// The outcome of one push.
 #[derive(Debug)]
 enum Pushed {
@@ -219,10 +222,16 @@ impl Worker {
                 pruned_at = Some(Instant::now());
                 match self.prune() {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        removed = n,
-                        "fan-out: removed {n} settled SETs past the retention"
-                    ),
+                    Ok(n) => {
+                        tracing::info!(
+                            removed = n,
+                            "fan-out: removed {n} settled SETs past the retention"
+                        );
+                        // A round's budget spent: more may be due, so prune again after the next deliveries.
+                        if n >= PRUNE_ROUND {
+                            pruned_at = None;
+                        }
+                    }
                     Err(e) => tracing::warn!("fan-out retention: {e}"),
                 }
             }
@@ -241,7 +250,9 @@ impl Worker {
 
     /// Removes delivered and dead-lettered SETs queued more than `fanout.outbox_retention_days` ago (none when
     /// 0), stream by stream, [`PRUNE_BATCH`] rows per transaction, so no transaction holds the writer long and the
-    /// outbox stays bounded by what the retention window holds. Returns how many rows it removed.
+    /// outbox stays bounded by what the retention window holds; at most about [`PRUNE_ROUND`] rows per call, so a
+    /// large backlog (after an upgrade, or a raised retention) never holds up deliveries for long: the worker
+    /// calls it again after its next round. Returns how many rows it removed.
     pub fn prune(&self) -> Result<usize, DbError> {
         let days = self.config.fanout.outbox_retention_days;
         if days == 0 {
@@ -254,7 +265,7 @@ impl Worker {
             .read(|c| repo::fanout::streams(c).map_err(DbError::from))?;
         let mut removed = 0;
         for stream in &streams {
-            loop {
+            while removed < PRUNE_ROUND {
                 let n = self.db.write(|c| {
                     repo::fanout::prune_settled(c, &stream.id, before, PRUNE_BATCH).map_err(DbError::from)
                 })?;
