@@ -127,6 +127,19 @@ pub struct FanoutConfig {
     /// How SETs name the user (RFC 9493): `iss_sub` (offboard's issuer and the SCIM id), `email` (the user's
     /// primary email, falling back to `iss_sub` for a user without one) or `aliases` (both).
     pub subject_format: SubjectFormat,
+    /// Most streams one credential may create over the SSF API (the CLI's streams count as credential `cli`).
+    #[serde(deserialize_with = "lenient")]
+    pub max_streams_per_client: i64,
+    /// Most streams in all.
+    #[serde(deserialize_with = "lenient")]
+    pub max_streams: i64,
+    /// Days a delivered or dead-lettered SET stays in the outbox (counted from when it was queued); the worker
+    /// removes older ones in batches. 0 keeps them forever.
+    #[serde(deserialize_with = "lenient")]
+    pub outbox_retention_days: u64,
+    /// Non-public addresses push endpoints may reach anyway: addresses, CIDR networks or host names. Empty by
+    /// default: `https://` pushes reach only global addresses.
+    pub allowed_private_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -148,6 +161,10 @@ impl Default for FanoutConfig {
             idle_poll_ms: 500,
             lease_secs: 30,
             subject_format: SubjectFormat::IssSub,
+            max_streams_per_client: 50,
+            max_streams: 1000,
+            outbox_retention_days: 7,
+            allowed_private_hosts: Vec::new(),
         }
     }
 }
@@ -529,6 +546,15 @@ impl Config {
                 "fanout",
                 "max_attempts, concurrency and push_timeout_secs must be at least 1",
             ));
+        }
+        if self.fanout.max_streams < 1 || self.fanout.max_streams_per_client < 1 {
+            return Err(ConfigError::invalid(
+                "fanout",
+                "max_streams and max_streams_per_client must be at least 1",
+            ));
+        }
+        if let Err(e) = crate::outbound::AddressPolicy::new(&self.fanout.allowed_private_hosts) {
+            return Err(ConfigError::invalid("fanout.allowed_private_hosts", e));
         }
         if self.keys.reload_secs == 0 {
             return Err(ConfigError::invalid("keys.reload_secs", "must be at least 1"));

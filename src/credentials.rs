@@ -206,6 +206,7 @@ pub fn revoke(db: &Db, name: &str) -> Result<(), CredentialError> {
 }
 
 /// What a client presented in its `Authorization` header.
+#[derive(Clone)]
 pub enum Presented {
     /// `Bearer SECRET`.
     Bearer(String),

@@ -586,8 +586,9 @@ fn streams_command(db: &Db, config: Config, cmd: StreamsCommand) -> anyhow::Resu
             events,
             description,
         } => {
+            let caps = streams::StreamCaps::from(&config.fanout);
             let state = AppState::open(db.clone(), config)?;
-            let row = streams::create(
+            let row = streams::create_within(
                 db,
                 &state.tokens.keys,
                 &NewStream {
@@ -600,6 +601,7 @@ fn streams_command(db: &Db, config: Config, cmd: StreamsCommand) -> anyhow::Resu
                     description,
                     created_by: "cli".into(),
                 },
+                &caps,
             )?;
             eprintln!(
                 "Created push stream for audience `{}` to {}; events: {}",

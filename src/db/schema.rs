@@ -168,6 +168,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    outbox_counts (stream_id, state) {
+        stream_id -> Text,
+        state -> Text,
+        n -> BigInt,
+    }
+}
+
+diesel::table! {
     stream_exclusions (stream_id, user_id) {
         stream_id -> Text,
         user_id -> Text,
@@ -194,6 +202,7 @@ diesel::table! {
 
 diesel::joinable!(outbox -> streams (stream_id));
 diesel::joinable!(stream_exclusions -> streams (stream_id));
+diesel::joinable!(outbox_counts -> streams (stream_id));
 diesel::joinable!(user_emails -> users (user_id));
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (sid));
@@ -216,6 +225,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_holds,
     streams,
     outbox,
+    outbox_counts,
     stream_exclusions,
     audit_log,
 );

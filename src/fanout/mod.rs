@@ -278,11 +278,30 @@ pub fn enqueue(
             payload.to_string()
         })
         .collect();
-    for &(stream, i) in &rows {
-        if let (Some(event), Some(payload)) = (events.get(i), payloads.get(i)) {
-            queue(conn, &stream.id, txn, event.uri(), Some(user_id), payload, at)?;
-        }
-    }
+    // One statement for every row (one round trip on PostgreSQL), in stream order.
+    let jtis: Vec<String> = rows
+        .iter()
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    let new_rows: Vec<NewOutbox<'_>> = rows
+        .iter()
+        .zip(&jtis)
+        .filter_map(|(&(stream, i), jti)| {
+            Some(NewOutbox {
+                stream_id: &stream.id,
+                jti,
+                txn,
+                event_type: events.get(i)?.uri(),
+                user_id: Some(user_id),
+                payload: payloads.get(i)?,
+                status: "pending",
+                attempts: 0,
+                next_attempt_at: at,
+                created: at,
+            })
+        })
+        .collect();
+    repo::fanout::insert_outbox_many(conn, &new_rows)?;
     crate::db::after_commit(worker::wake);
     // Other instances on the same PostgreSQL: NOTIFY is delivered at commit, and dropped on rollback.
     if let DbConnection::Postgres(c) = conn {

@@ -17,6 +17,9 @@ pub enum StreamError {
     Invalid(String),
     #[error("no stream with id `{0}`")]
     NotFound(String),
+    /// A cap on the number of streams (`fanout.max_streams_per_client`, `fanout.max_streams`) is reached.
+    #[error("{0}")]
+    Limit(String),
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error(transparent)]
@@ -73,7 +76,7 @@ pub struct StreamInfo {
     pub dead: i64,
 }
 
-fn validate(new: &NewStream) -> Result<(), StreamError> {
+fn validate(new: &NewStream, network: &crate::outbound::AddressPolicy) -> Result<(), StreamError> {
     if new.audience.trim().is_empty() || new.audience.len() > 512 {
         return Err(StreamError::Invalid(
             "the audience must be 1-512 characters".into(),
@@ -84,18 +87,27 @@ fn validate(new: &NewStream) -> Result<(), StreamError> {
         authorization_header,
     } = &new.delivery
     {
-        validate_push(endpoint_url, authorization_header.as_deref())?;
+        validate_push(endpoint_url, authorization_header.as_deref(), network)?;
     }
     validate_events(&new.events_requested)
 }
 
-/// A push endpoint is `https://`, or `http://` to a loopback address; its header is one non-empty line.
-fn validate_push(endpoint_url: &str, authorization_header: Option<&str>) -> Result<(), StreamError> {
+/// A push endpoint is `https://` without userinfo to a host that is not a non-public address (unless
+/// `network` allows it), or `http://` to a loopback address; its header is one non-empty line.
+fn validate_push(
+    endpoint_url: &str,
+    authorization_header: Option<&str>,
+    network: &crate::outbound::AddressPolicy,
+) -> Result<(), StreamError> {
     if !crate::outbound::allowed_url(endpoint_url) || url_has_no_host(endpoint_url) {
         return Err(StreamError::Invalid(format!(
-            "push endpoint `{endpoint_url}` must be an https:// URL (http:// only to a loopback address)"
+            "push endpoint `{}` must be an https:// URL (http:// only to a loopback address)",
+            endpoint_for_audit(endpoint_url)
         )));
     }
+    network
+        .check_endpoint(endpoint_url)
+        .map_err(StreamError::Invalid)?;
     if authorization_header.is_some_and(|h| h.is_empty() || h.contains(['\r', '\n'])) {
         return Err(StreamError::Invalid(
             "the authorization header must be one non-empty line".into(),
@@ -133,9 +145,46 @@ fn url_has_no_host(url: &str) -> bool {
         .is_none_or(str::is_empty)
 }
 
-/// Creates an enabled stream; returns it.
+/// How many streams may exist (per creating credential, and in all), and which addresses push endpoints may
+/// name.
+#[derive(Debug, Clone)]
+pub struct StreamCaps {
+    pub per_client: i64,
+    pub total: i64,
+    pub network: crate::outbound::AddressPolicy,
+}
+
+impl Default for StreamCaps {
+    fn default() -> Self {
+        (&crate::config::FanoutConfig::default()).into()
+    }
+}
+
+impl From<&crate::config::FanoutConfig> for StreamCaps {
+    fn from(f: &crate::config::FanoutConfig) -> Self {
+        Self {
+            per_client: f.max_streams_per_client,
+            total: f.max_streams,
+            // Checked when the configuration is loaded; an entry that does not parse allows nothing.
+            network: crate::outbound::AddressPolicy::new(&f.allowed_private_hosts).unwrap_or_default(),
+        }
+    }
+}
+
+/// Creates an enabled stream within the default [`StreamCaps`]; returns it.
 pub fn create(db: &Db, keys: &KeyStore, new: &NewStream) -> Result<StreamRow, StreamError> {
-    validate(new)?;
+    create_within(db, keys, new, &StreamCaps::default())
+}
+
+/// Creates an enabled stream, unless `new.created_by` already has `caps.per_client` streams or there are
+/// `caps.total` in all ([`StreamError::Limit`]); returns it.
+pub fn create_within(
+    db: &Db,
+    keys: &KeyStore,
+    new: &NewStream,
+    caps: &StreamCaps,
+) -> Result<StreamRow, StreamError> {
+    validate(new, &caps.network)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let events = delivered(&new.events_requested);
     let (method, endpoint_url, authorization_header) = match &new.delivery {
@@ -168,6 +217,20 @@ pub fn create(db: &Db, keys: &KeyStore, new: &NewStream) -> Result<StreamRow, St
         updated: at,
     };
     db.write(|c| {
+        // Concurrent creates on PostgreSQL take turns, so two cannot both pass the count.
+        repo::advisory_lock(c, "streams", "create")?;
+        if repo::fanout::count_streams(c, Some(&row.created_by))? >= caps.per_client {
+            return Err(StreamError::Limit(format!(
+                "`{}` has {} streams already, the most fanout.max_streams_per_client allows",
+                row.created_by, caps.per_client
+            )));
+        }
+        if repo::fanout::count_streams(c, None)? >= caps.total {
+            return Err(StreamError::Limit(format!(
+                "there are {} streams already, the most fanout.max_streams allows",
+                caps.total
+            )));
+        }
         repo::fanout::insert_stream(c, &row)?;
         audit::record(
             stream_entry("stream.create", &row)
@@ -211,22 +274,41 @@ pub fn stream_aad(id: &str) -> String {
     format!("stream:{id}")
 }
 
+/// Every stream with its outbox counts, read from the per-stream counters (one row per stream and state), so
+/// the cost follows the number of streams (capped by `fanout.max_streams`), not the size of the outbox.
 pub fn list(db: &Db) -> Result<Vec<StreamInfo>, StreamError> {
     db.read(|c| {
         let rows = repo::fanout::streams(c)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let counts = repo::fanout::counts(c, &row.id)?;
-            let count = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-            out.push(StreamInfo {
-                pending: count("pending"),
-                delivered: count("delivered"),
-                dead: count("dead"),
-                row,
-            });
+        let mut counts = std::collections::HashMap::new();
+        for (stream, state, n) in repo::fanout::outbox_counts(c)? {
+            counts.insert((stream, state), n);
         }
-        Ok(out)
+        let count = |id: &str, states: &[&str]| -> i64 {
+            states
+                .iter()
+                .filter_map(|st| counts.get(&(id.to_owned(), (*st).to_owned())))
+                .sum()
+        };
+        Ok(rows
+            .into_iter()
+            .map(|row| StreamInfo {
+                pending: count(&row.id, &["queued", "retrying"]),
+                delivered: count(&row.id, &["delivered"]),
+                dead: count(&row.id, &["dead"]),
+                row,
+            })
+            .collect())
     })
+}
+
+/// One page of streams in id order, after the id `after`: those `owner` created, or every stream when `None`.
+pub fn page(
+    db: &Db,
+    owner: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<StreamRow>, StreamError> {
+    db.read(|c| repo::fanout::streams_page(c, owner, after, limit).map_err(StreamError::from))
 }
 
 /// Sets a stream's status: `enabled`, `paused` (SETs are kept and sent when it is enabled again) or `disabled`
@@ -283,8 +365,20 @@ impl std::fmt::Debug for StreamUpdate {
     }
 }
 
-/// Applies `update` to a push stream and returns it.
+/// Applies `update` to a push stream and returns it (push endpoints checked against the default policy: only
+/// public addresses).
 pub fn update(db: &Db, keys: &KeyStore, id: &str, update: &StreamUpdate) -> Result<StreamRow, StreamError> {
+    update_within(db, keys, id, update, &crate::outbound::AddressPolicy::default())
+}
+
+/// [`update`], with the addresses `network` allows for push endpoints.
+pub fn update_within(
+    db: &Db,
+    keys: &KeyStore,
+    id: &str,
+    update: &StreamUpdate,
+    network: &crate::outbound::AddressPolicy,
+) -> Result<StreamRow, StreamError> {
     let mut row = get(db, id)?;
     if let Some(events) = &update.events_requested {
         validate_events(events)?;
@@ -298,6 +392,7 @@ pub fn update(db: &Db, keys: &KeyStore, id: &str, update: &StreamUpdate) -> Resu
         validate_push(
             &endpoint_url,
             update.authorization_header.clone().flatten().as_deref(),
+            network,
         )?;
         // A header was meant for the endpoint it was given with: a new endpoint without a new header gets none.
         if row.endpoint_url.as_deref() != Some(endpoint_url.as_str()) && update.authorization_header.is_none()
@@ -443,10 +538,13 @@ mod tests {
 
     #[test]
     fn push_endpoints_are_https_or_loopback() {
+        let net = crate::outbound::AddressPolicy::default();
+        let validate = |n: &NewStream| validate(n, &net);
         assert!(validate(&push("https://svc.example.com/ssf")).is_ok());
         assert!(validate(&push("http://127.0.0.1:9000/events")).is_ok());
         assert!(validate(&push("http://svc.example.com/ssf")).is_err());
         assert!(validate(&push("https://")).is_err());
+        assert!(validate(&push("https://10.0.0.1/")).is_err());
         let mut bad_event = push("https://svc.example.com/ssf");
         bad_event.events_requested = vec!["https://example.com/nope".into()];
         assert!(validate(&bad_event).is_err(), "nothing offboard emits");

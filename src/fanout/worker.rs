@@ -103,6 +103,18 @@ fn wake_count() -> u64 {
     WAKE.0.lock().map_or(0, |n| *n)
 }
 
+/// How often the worker applies the outbox retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Most bytes of a receiver's answer the worker reads (an RFC 8935 error is a few hundred).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Most settled SETs one retention transaction removes.
+pub const PRUNE_BATCH: i64 = 1000;
+
+/// Most settled SETs one call of [`Worker::prune`] removes (20 transactions).
+pub const PRUNE_ROUND: usize = 20_000;
+
 /// The outcome of one push.
 #[derive(Debug)]
 enum Pushed {
@@ -124,6 +136,9 @@ pub struct Worker {
     config: Arc<Config>,
     keys: Arc<KeyStore>,
     stats: Arc<super::metrics::FanoutStats>,
+    /// What push endpoints may reach, and the client for `https://` pushes that enforces it at connect time.
+    network: crate::outbound::AddressPolicy,
+    client: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
 }
 
 /// A running worker thread; stops when dropped or on [`stop`](Self::stop).
@@ -163,11 +178,14 @@ impl Worker {
         keys: Arc<KeyStore>,
         stats: Arc<super::metrics::FanoutStats>,
     ) -> Self {
+        let network = super::streams::StreamCaps::from(&config.fanout).network;
         Self {
             db,
             config,
             keys,
             stats,
+            network,
+            client: std::sync::OnceLock::new(),
         }
     }
 
@@ -198,7 +216,25 @@ impl Worker {
 
     fn run(&self, stop: &AtomicBool) {
         tracing::debug!("fan-out worker started");
+        let mut pruned_at: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
+            if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(Instant::now());
+                match self.prune() {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(
+                            removed = n,
+                            "fan-out: removed {n} settled SETs past the retention"
+                        );
+                        // A round's budget spent: more may be due, so prune again after the next deliveries.
+                        if n >= PRUNE_ROUND {
+                            pruned_at = None;
+                        }
+                    }
+                    Err(e) => tracing::warn!("fan-out retention: {e}"),
+                }
+            }
             let seen = wake_count();
             match self.run_once() {
                 Ok(n) if n > 0 => continue,
@@ -210,6 +246,36 @@ impl Worker {
             wait(seen, sleep);
         }
         tracing::debug!("fan-out worker stopped");
+    }
+
+    /// Removes delivered and dead-lettered SETs queued more than `fanout.outbox_retention_days` ago (none when
+    /// 0), stream by stream, [`PRUNE_BATCH`] rows per transaction, so no transaction holds the writer long and the
+    /// outbox stays bounded by what the retention window holds; at most about [`PRUNE_ROUND`] rows per call, so a
+    /// large backlog (after an upgrade, or a raised retention) never holds up deliveries for long: the worker
+    /// calls it again after its next round. Returns how many rows it removed.
+    pub fn prune(&self) -> Result<usize, DbError> {
+        let days = self.config.fanout.outbox_retention_days;
+        if days == 0 {
+            return Ok(0);
+        }
+        let before =
+            now() - TimeDelta::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400_000).min(36_500));
+        let streams = self
+            .db
+            .read(|c| repo::fanout::streams(c).map_err(DbError::from))?;
+        let mut removed = 0;
+        for stream in &streams {
+            while removed < PRUNE_ROUND {
+                let n = self.db.write(|c| {
+                    repo::fanout::prune_settled(c, &stream.id, before, PRUNE_BATCH).map_err(DbError::from)
+                })?;
+                removed += n;
+                if i64::try_from(n).unwrap_or(0) < PRUNE_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn until_next_due(&self) -> Option<Duration> {
@@ -256,7 +322,10 @@ impl Worker {
                 });
             }
         });
-        let results = results.into_inner().unwrap_or_default();
+        let mut results = results.into_inner().unwrap_or_default();
+        // Settle in stream order: on PostgreSQL the outbox counters are then locked in the order every other
+        // writer locks them, so settling cannot deadlock with an enqueue.
+        results.sort_by(|a, b| a.0.stream_id.cmp(&b.0.stream_id));
         self.db.write(|c| {
             for (row, outcome, took) in &results {
                 self.settle(c, row, outcome, *took)?;
@@ -338,9 +407,26 @@ impl Worker {
             Ok(set) => set,
             Err(e) => return Pushed::Failed(format!("signing: {e}")),
         };
-        let client = match crate::outbound::client() {
-            Ok(c) => c,
-            Err(e) => return Pushed::Failed(e),
+        // Checked again at every push (the stream may predate the rules, or been written by hand): userinfo and
+        // refused IP literals fail here, before any connection; host names are checked when the push client
+        // resolves them.
+        if let Err(why) = self.network.check_endpoint(url) {
+            return Pushed::Failed(format!("endpoint refused: {why}"));
+        }
+        let client = if url.starts_with("https://") {
+            match self
+                .client
+                .get_or_init(|| crate::outbound::push_client(self.network.clone()))
+            {
+                Ok(c) => c,
+                Err(e) => return Pushed::Failed(e.clone()),
+            }
+        } else {
+            // `http://` to a loopback address (development, tests): nothing else passes the check above.
+            match crate::outbound::client() {
+                Ok(c) => c,
+                Err(e) => return Pushed::Failed(e),
+            }
         };
         let mut req = client
             .post(url)
@@ -361,12 +447,22 @@ impl Worker {
             Ok(res) if res.status().as_u16() == 202 || res.status().is_success() => Pushed::Delivered,
             Ok(res) => {
                 let status = res.status().as_u16();
-                // RFC 8935 §2.3: a 400 carries {"err": …, "description": …}.
-                let body: Value = res.json().unwrap_or(Value::Null);
+                // RFC 8935 §2.3: a 400 carries {"err": …, "description": …}. At most MAX_ANSWER_BYTES of it are
+                // read: a longer answer is no RFC 8935 error, and reading it whole would let a receiver fill
+                // the server's memory on every retry.
+                let (body, too_large) = match crate::outbound::read_capped(res, MAX_ANSWER_BYTES) {
+                    Ok(crate::outbound::Capped::Whole(b)) => {
+                        (serde_json::from_slice(&b).unwrap_or(Value::Null), false)
+                    }
+                    Ok(crate::outbound::Capped::TooLarge) => (Value::Null, true),
+                    Err(_) => (Value::Null, false),
+                };
                 let err = body.get("err").and_then(Value::as_str).unwrap_or("");
                 let description = body.get("description").and_then(Value::as_str).unwrap_or("");
                 let detail: String = format!("{err} {description}").trim().chars().take(200).collect();
-                let what = if detail.is_empty() {
+                let what = if too_large {
+                    format!("HTTP {status}: answer longer than {MAX_ANSWER_BYTES} bytes, not read")
+                } else if detail.is_empty() {
                     format!("HTTP {status}")
                 } else {
                     format!("HTTP {status}: {detail}")
@@ -382,8 +478,16 @@ impl Worker {
     }
 }
 
-/// A reqwest error without the URL (which may carry credentials in its userinfo or query).
+/// A reqwest error without the URL (which may carry credentials in its userinfo or query); a connection the
+/// address policy refused says why.
 fn without_url(e: &reqwest::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<crate::outbound::Refused>() {
+            return format!("endpoint refused: {refused}");
+        }
+        source = s.source();
+    }
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

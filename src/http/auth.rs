@@ -72,6 +72,20 @@ pub struct Authenticated<S> {
     scope: PhantomData<S>,
 }
 
+/// A copy to check again later (a long poll checks the credential once more before it answers).
+impl<S> Clone for Authenticated<S> {
+    fn clone(&self) -> Self {
+        Self {
+            presented: self.presented.clone(),
+            db: self.db.clone(),
+            usage: self.usage.clone(),
+            failures: self.failures.clone(),
+            path: self.path.clone(),
+            scope: PhantomData,
+        }
+    }
+}
+
 impl<S: RequiredScope> Authenticated<S> {
     /// Checks the credential and its scope, then runs `f` with the database and the client — one blocking hop.
     pub async fn run<T, F>(self, f: F) -> Result<T, AppError>

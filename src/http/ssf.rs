@@ -15,7 +15,8 @@ use super::auth::{Authenticated, SsfManage, SsfRead};
 use crate::db::models::StreamRow;
 use crate::error::AppError;
 use crate::fanout::EVENTS_SUPPORTED;
-use crate::fanout::streams::{self, Delivery, NewStream, StreamError, StreamUpdate};
+use crate::fanout::streams::{self, Delivery, NewStream, StreamCaps, StreamError, StreamUpdate};
+use crate::input;
 
 pub const PUSH: &str = "urn:ietf:rfc:8935";
 pub const POLL: &str = "urn:ietf:rfc:8936";
@@ -51,10 +52,20 @@ pub enum SsfError {
     BadRequest(String),
     #[error("no stream with that stream_id")]
     NotFound,
+    /// A cap on the number of streams is reached (SSF §8.1.1.1 answers 409 when the transmitter supports no more
+    /// streams for a receiver).
+    #[error("{0}")]
+    Limit(String),
     #[error("verification was requested less than {0} s ago")]
     TooMany(i64),
     #[error(transparent)]
     App(#[from] AppError),
+}
+
+impl From<input::InputError> for SsfError {
+    fn from(e: input::InputError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
 }
 
 impl From<StreamError> for SsfError {
@@ -62,6 +73,7 @@ impl From<StreamError> for SsfError {
         match e {
             StreamError::Invalid(m) => Self::BadRequest(m),
             StreamError::NotFound(_) => Self::NotFound,
+            StreamError::Limit(m) => Self::Limit(m),
             StreamError::Keys(k) => Self::App(AppError::internal(k)),
             StreamError::Db(d) => Self::App(d.into()),
         }
@@ -73,6 +85,7 @@ impl ResponseError for SsfError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Limit(_) => StatusCode::CONFLICT,
             Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::App(e) => e.status_code(),
         }
@@ -93,6 +106,7 @@ impl SsfError {
         match self {
             Self::BadRequest(_) => "invalid_request",
             Self::NotFound => "not_found",
+            Self::Limit(_) => "limit_exceeded",
             Self::TooMany(_) => "too_many_requests",
             Self::App(_) => "server_error",
         }
@@ -157,8 +171,18 @@ struct StreamIn {
     description: Option<String>,
 }
 
+/// Parses a JSON body after the shared input check: no NUL in any key or string, keys of at most `MAX_ID` and
+/// strings of at most `MAX_TEXT` characters (fields with a tighter limit are checked where they are read).
 fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, SsfError> {
-    serde_json::from_slice(bytes).map_err(|e| SsfError::BadRequest(format!("the body is not valid: {e}")))
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| SsfError::BadRequest(format!("the body is not valid: {e}")))?;
+    input::check_json("the body", &value, input::MAX_TEXT)?;
+    serde_json::from_value(value).map_err(|e| SsfError::BadRequest(format!("the body is not valid: {e}")))
+}
+
+/// A stream id from a query, a body or a path: no NUL, at most `MAX_ID` characters.
+fn stream_id(id: &str) -> Result<(), SsfError> {
+    Ok(input::check("stream_id", id, input::MAX_ID)?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,9 +190,35 @@ struct StreamQuery {
     stream_id: Option<String>,
 }
 
+/// The most streams one `GET /ssf/streams` returns, and the page size when `limit` is not given.
+pub const LIST_PAGE: i64 = 100;
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    stream_id: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
 fn required(id: Option<String>) -> Result<String, SsfError> {
-    id.filter(|s| !s.is_empty())
-        .ok_or_else(|| SsfError::BadRequest("stream_id is required".into()))
+    let id = id
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| SsfError::BadRequest("stream_id is required".into()))?;
+    stream_id(&id)?;
+    Ok(id)
+}
+
+/// The receiver-supplied fields of a stream with tighter limits than the body's: the endpoint and the event
+/// types are URLs.
+fn check_stream_in(input: &StreamIn) -> Result<(), SsfError> {
+    if let Some(d) = &input.delivery {
+        input::check_opt("delivery.endpoint_url", d.endpoint_url.as_deref(), input::MAX_URL)?;
+        input::check_opt("delivery.method", d.method.as_deref(), input::MAX_URL)?;
+    }
+    for e in input.events_requested.iter().flatten() {
+        input::check("events_requested", e, input::MAX_URL)?;
+    }
+    Ok(())
 }
 
 /// POST /ssf/streams — scope `ssf.manage`. `aud` is the creating credential's name (DECISIONS.md §28).
@@ -178,6 +228,7 @@ async fn create(
     bytes: web::Bytes,
 ) -> Result<HttpResponse, SsfError> {
     let input: StreamIn = body(&bytes)?;
+    check_stream_in(&input)?;
     // Without `delivery` the transmitter assumes poll (SSF §8.1.1).
     let delivery = match input.delivery {
         None => Delivery::Poll,
@@ -202,6 +253,7 @@ async fn create(
         }
     };
     let (keys, issuer) = (state.tokens.keys.clone(), state.config.issuer.clone());
+    let caps = StreamCaps::from(&state.config.fanout);
     let row = auth
         .run_as::<_, SsfError, _>(move |db, client| {
             let new = NewStream {
@@ -211,36 +263,66 @@ async fn create(
                 description: input.description,
                 created_by: client.name.clone(),
             };
-            Ok::<_, SsfError>(streams::create(db, &keys, &new)?)
+            Ok::<_, SsfError>(streams::create_within(db, &keys, &new, &caps)?)
         })
         .await?;
     Ok(HttpResponse::Created().json(stream_json(&row, &issuer)))
 }
 
-/// `GET /ssf/streams[?stream_id=]` — scope `ssf.read` or `ssf.manage`: one stream, or every stream of the
-/// caller (every stream for `admin`). `ssf.read` reads the streams the credential itself created.
+/// `GET /ssf/streams[?stream_id=]` — scope `ssf.read` or `ssf.manage`: one stream, or the streams of the caller
+/// (every stream for `admin`), one page at a time: `limit` (default and most [`LIST_PAGE`]) streams in `stream_id`
+/// order after `after` (a `stream_id`), with a `Link: <…>; rel="next"` header when there may be more. It reads the
+/// caller's streams by index, never the outbox. `ssf.read` reads the streams the credential itself created.
 async fn read(
     auth: Authenticated<SsfRead>,
     state: web::Data<AppState>,
-    q: web::Query<StreamQuery>,
+    q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, SsfError> {
     let issuer = state.config.issuer.clone();
-    let id = q.into_inner().stream_id;
-    let out = auth
-        .run_as::<_, SsfError, _>(move |db, client| match id {
-            Some(id) => Ok(stream_json(&owned(db, &id, client)?, &issuer)),
-            None => Ok(Value::from(
-                streams::list(db)?
-                    .iter()
-                    .filter(|s| {
-                        s.row.created_by == client.name || client.has(crate::credentials::Scope::Admin)
-                    })
-                    .map(|s| stream_json(&s.row, &issuer))
-                    .collect::<Vec<_>>(),
-            )),
+    let q = q.into_inner();
+    if let Some(id) = &q.stream_id {
+        stream_id(id)?;
+    }
+    input::check_opt("after", q.after.as_deref(), input::MAX_ID)?;
+    let limit = match q.limit.as_deref() {
+        None => LIST_PAGE,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| SsfError::BadRequest("limit must be a positive integer".into()))?
+            .min(LIST_PAGE),
+    };
+    if let Some(id) = q.stream_id {
+        let row = auth
+            .run_as::<_, SsfError, _>(move |db, client| owned(db, &id, client))
+            .await?;
+        return Ok(HttpResponse::Ok().json(stream_json(&row, &issuer)));
+    }
+    let after = q.after;
+    let page = auth
+        .run_as::<_, SsfError, _>(move |db, client| {
+            let owner = (!client.has(crate::credentials::Scope::Admin)).then(|| client.name.clone());
+            Ok::<_, SsfError>(streams::page(db, owner.as_deref(), after.as_deref(), limit)?)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(out))
+    let mut res = HttpResponse::Ok();
+    if i64::try_from(page.len()).unwrap_or(i64::MAX) >= limit
+        && let Some(last) = page.last()
+    {
+        res.insert_header((
+            "Link",
+            format!(
+                "<{issuer}/ssf/streams?after={}&limit={limit}>; rel=\"next\"",
+                last.id
+            ),
+        ));
+    }
+    Ok(res.json(
+        page.iter()
+            .map(|row| stream_json(row, &issuer))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 async fn update(
@@ -250,6 +332,7 @@ async fn update(
     replace: bool,
 ) -> Result<HttpResponse, SsfError> {
     let input: StreamIn = body(bytes)?;
+    check_stream_in(&input)?;
     let id = required(input.stream_id)?;
     let (endpoint_url, authorization_header) = match input.delivery {
         Some(d) => {
@@ -282,10 +365,11 @@ async fn update(
         },
     };
     let (keys, issuer) = (state.tokens.keys.clone(), state.config.issuer.clone());
+    let network = StreamCaps::from(&state.config.fanout).network;
     let row = auth
         .run_as::<_, SsfError, _>(move |db, client| {
             owned(db, &id, client)?;
-            Ok::<_, SsfError>(streams::update(db, &keys, &id, &change)?)
+            Ok::<_, SsfError>(streams::update_within(db, &keys, &id, &change, &network)?)
         })
         .await?;
     Ok(HttpResponse::Ok().json(stream_json(&row, &issuer)))
@@ -373,6 +457,15 @@ async fn subject(
 ) -> Result<HttpResponse, SsfError> {
     let input: SubjectIn = body(bytes)?;
     let id = required(input.stream_id)?;
+    for (member, max) in [
+        ("email", input::MAX_ID),
+        ("sub", input::MAX_ID),
+        ("format", input::MAX_ID),
+        ("iss", input::MAX_URL),
+    ] {
+        let value = input.subject.get(member).and_then(Value::as_str);
+        input::check_opt(&format!("subject.{member}"), value, max)?;
+    }
     let key = match input.subject.get("format").and_then(Value::as_str) {
         Some("email") => input
             .subject
@@ -460,10 +553,17 @@ async fn poll(
         body(&bytes)?
     };
     let (req, return_immediately) = crate::fanout::poll::parse(&body)?;
+    for jti in req.ack.iter().chain(req.set_errs.iter().map(|(jti, _)| jti)) {
+        input::check("ack", jti, input::MAX_ID)?;
+    }
     let max_events = req.max_events;
     let id = path.into_inner();
+    stream_id(&id)?;
     let (keys, config) = (state.tokens.keys.clone(), state.config.clone());
     let stream_id = id.clone();
+    // Kept to check the credential again before a long poll answers: it may have been revoked (or lost the
+    // stream) while the poll waited, and then must get no SETs.
+    let recheck = auth.clone();
     let mut answer = auth
         .run_as::<_, SsfError, _>(move |db, client| {
             owned(db, &stream_id, client)?;
@@ -482,17 +582,17 @@ async fn poll(
             actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
             let (db, s) = (state.db.clone(), stream.clone());
             if block(move || crate::fanout::poll::has_pending(&db, &s)).await? {
-                let (db, keys, config, sid) = (
-                    state.db.clone(),
-                    state.tokens.keys.clone(),
-                    state.config.clone(),
-                    id.clone(),
-                );
+                let (keys, config, sid) = (state.tokens.keys.clone(), state.config.clone(), id.clone());
                 let again = crate::fanout::poll::PollRequest {
                     max_events,
                     ..Default::default()
                 };
-                answer = block(move || crate::fanout::poll::poll(&db, &keys, &config, &sid, &again)).await?;
+                answer = recheck
+                    .run_as::<_, SsfError, _>(move |db, client| {
+                        owned(db, &sid, client)?;
+                        Ok(crate::fanout::poll::poll(db, &keys, &config, &sid, &again)?)
+                    })
+                    .await?;
                 break;
             }
         }

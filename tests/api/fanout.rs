@@ -643,7 +643,222 @@ async fn another_instance_wakes_the_worker(backend: Backend) {
     assert!(offboard::fanout::worker::wakes() > before);
 }
 
+/// The per-stream counts `/metrics` and `offboard streams list` show, as the outbox itself says (the reference the
+/// maintained counters must equal): `(queued, retrying, delivered, dead)`.
+fn counted(app: &TestApp, stream: &str) -> (i64, i64, i64, i64) {
+    let mut c = (0, 0, 0, 0);
+    for r in outbox(app, stream) {
+        match (r.status.as_str(), r.last_error.is_some()) {
+            ("pending", false) => c.0 += 1,
+            ("pending", true) => c.1 += 1,
+            ("delivered", _) => c.2 += 1,
+            _ => c.3 += 1,
+        }
+    }
+    c
+}
+
+async fn metric(app: &TestApp, stream: &str) -> (i64, i64, i64, i64) {
+    let text = app
+        .send(actix_web::test::TestRequest::get().uri("/metrics"))
+        .await
+        .text;
+    let get = |state: &str| -> i64 {
+        let key = format!("offboard_fanout_sets{{stream=\"{stream}\",state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    (get("queued"), get("retrying"), get("delivered"), get("dead"))
+}
+
+/// `/metrics` and the stream list read counters the outbox keeps itself (not a scan of the outbox): they follow
+/// every change of state (queued, failed, delivered, dead-lettered, queued again, removed by retention).
+async fn outbox_counters_follow_every_change(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.fanout.backoff_base_ms = 1;
+        c.fanout.max_attempts = 2;
+    })
+    .await;
+    let (rx_a, rx_b) = (receiver(), receiver());
+    let a = add_stream(&app, &rx_a, "svc-a");
+    let b = add_stream(&app, &rx_b, "svc-b");
+    rx_b.status.store(503, Ordering::SeqCst);
+    for i in 0..3 {
+        let id = app.create_user(&format!("count{i}@example.com")).await;
+        app.delete(&format!("/Users/{id}")).await;
+    }
+    for s in [&a, &b] {
+        assert_eq!(counted(&app, s), (6, 0, 0, 0));
+        assert_eq!(metric(&app, s).await, (6, 0, 0, 0));
+    }
+    worker(&app).run_once().unwrap();
+    assert_eq!(metric(&app, &a).await, counted(&app, &a));
+    assert_eq!(metric(&app, &b).await, (5, 1, 0, 0), "one failed push");
+    make_due(&app, &b);
+    while worker(&app).run_once().unwrap() > 0 {
+        make_due(&app, &b);
+    }
+    assert_eq!(metric(&app, &a).await, (0, 0, 6, 0));
+    assert_eq!(
+        metric(&app, &b).await,
+        (0, 0, 0, 6),
+        "dead-lettered after two attempts"
+    );
+    assert_eq!(streams::retry_dead(app.db(), &b).unwrap(), 6);
+    assert_eq!(metric(&app, &b).await, (6, 0, 0, 0), "queued again, as new");
+    let list = streams::list(app.db()).unwrap();
+    let info = list.iter().find(|s| s.row.id == b).unwrap();
+    assert_eq!((info.pending, info.delivered, info.dead), (6, 0, 0));
+    for s in [&a, &b] {
+        assert_eq!(metric(&app, s).await, counted(&app, s));
+    }
+    streams::remove(app.db(), &b).unwrap();
+    assert!(
+        !app.send(actix_web::test::TestRequest::get().uri("/metrics"))
+            .await
+            .text
+            .contains(&b)
+    );
+}
+
+/// Delivered and dead-lettered SETs older than `fanout.outbox_retention_days` are removed by the worker, in
+/// batches; pending and recent ones stay, and the counters follow.
+async fn settled_sets_are_pruned_after_the_retention(backend: Backend) {
+    use diesel::prelude::*;
+    use offboard::db::schema::outbox;
+    let app = TestApp::start_with(backend, |c| c.fanout.outbox_retention_days = 7).await;
+    let rx = receiver();
+    let s = add_stream(&app, &rx, "svc");
+    // More than one batch of old delivered SETs, some old dead ones, an old pending one and recent delivered ones.
+    let old = offboard::db::now() - chrono::TimeDelta::days(8);
+    let batch = usize::try_from(offboard::fanout::worker::PRUNE_BATCH).unwrap();
+    let mut id = 0;
+    let rows: Vec<(String, &str, chrono::NaiveDateTime)> = (0..batch + 10)
+        .map(|_| "delivered")
+        .chain(["dead"; 5])
+        .chain(["pending"])
+        .map(|st| (st, old))
+        .chain([("delivered", offboard::db::now())])
+        .map(|(st, at)| {
+            id += 1;
+            (format!("jti-{id}"), st, at)
+        })
+        .collect();
+    let stream = s.clone();
+    app.db()
+        .write(|c| {
+            for (jti, status, at) in &rows {
+                diesel::insert_into(outbox::table)
+                    .values((
+                        outbox::stream_id.eq(&stream),
+                        outbox::jti.eq(jti),
+                        outbox::txn.eq("t"),
+                        outbox::event_type.eq(ACCOUNT_DISABLED),
+                        outbox::payload.eq("{}"),
+                        outbox::status.eq(status),
+                        outbox::attempts.eq(1),
+                        outbox::next_attempt_at.eq(at),
+                        outbox::created.eq(at),
+                    ))
+                    .execute(c)?;
+            }
+            Ok::<_, offboard::db::DbError>(())
+        })
+        .unwrap();
+    let total = i64::try_from(batch).unwrap() + 11;
+    assert_eq!(metric(&app, &s).await, (1, 0, total, 5));
+    assert_eq!(worker(&app).prune().unwrap(), batch + 15);
+    let left = outbox(&app, &s);
+    assert_eq!(left.len(), 2, "the pending SET and the recent delivered one");
+    assert!(left.iter().any(|r| r.status == "pending"));
+    assert!(left.iter().any(|r| r.status == "delivered" && r.created > old));
+    assert_eq!(metric(&app, &s).await, (1, 0, 1, 0));
+    assert_eq!(worker(&app).prune().unwrap(), 0);
+}
+
+/// A receiver that answers an 8 MiB error body gets at most `MAX_ANSWER_BYTES` of it read: the push is a failed
+/// delivery (retried: a body that long is no RFC 8935 error), and the stored error stays short.
+async fn a_huge_error_answer_is_not_read(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.fanout.backoff_base_ms = 1).await;
+    let rx = receiver();
+    let s = add_stream(&app, &rx, "svc");
+    rx.status.store(400, Ordering::SeqCst);
+    *rx.err.lock().unwrap() = "invalid_request";
+    rx.description_bytes.store(8 << 20, Ordering::SeqCst);
+    let id = app.create_user("huge@example.com").await;
+    app.delete(&format!("/Users/{id}")).await;
+    assert_eq!(worker(&app).run_once().unwrap(), 1);
+    let rows = outbox(&app, &s);
+    assert_eq!(
+        rows[0].status, "pending",
+        "retried, not read as an RFC 8935 invalid_request"
+    );
+    let cap = offboard::fanout::worker::MAX_ANSWER_BYTES;
+    assert_eq!(
+        rows[0].last_error.as_deref(),
+        Some(format!("HTTP 400: answer longer than {cap} bytes, not read").as_str())
+    );
+    // An answer within the cap is still read: the same error, short, dead-letters the SET at once.
+    rx.description_bytes.store(100, Ordering::SeqCst);
+    make_due(&app, &s);
+    worker(&app).run_once().unwrap();
+    let rows = outbox(&app, &s);
+    assert_eq!(rows[0].status, "dead");
+    assert!(
+        rows[0].last_error.as_deref().unwrap().len() <= 220,
+        "{:?}",
+        rows[0].last_error
+    );
+}
+
+/// A push endpoint that reaches a non-public address is refused at push time too, before any connection: an IP
+/// literal by the check, a host name by the resolver (here `localhost`, resolved locally). Each is a failed
+/// delivery, and the receiver (a real one on loopback) never sees a request.
+async fn pushes_to_private_addresses_are_refused_before_connecting(backend: Backend) {
+    use diesel::prelude::*;
+    use offboard::db::schema::streams as table;
+    let app = TestApp::start_with(backend, |c| c.fanout.backoff_base_ms = 1).await;
+    let (rx_ip, rx_name) = (receiver(), receiver());
+    let by_ip = add_stream(&app, &rx_ip, "svc-ip");
+    let by_name = add_stream(&app, &rx_name, "svc-name");
+    // Written as a stream created before the rules existed would be (the API refuses these now).
+    let https_ip = rx_ip.url.replacen("http://", "https://", 1);
+    let port = rx_name.url.rsplit_once(':').unwrap().1.to_owned();
+    let https_name = format!("https://localhost:{port}");
+    for (id, url) in [(&by_ip, &https_ip), (&by_name, &https_name)] {
+        let (id, url) = (id.clone(), url.clone());
+        app.db()
+            .write(|c| {
+                diesel::update(table::table.filter(table::id.eq(&id)))
+                    .set(table::endpoint_url.eq(&url))
+                    .execute(c)
+                    .map_err(offboard::db::DbError::from)
+            })
+            .unwrap();
+    }
+    let id = app.create_user("private@example.com").await;
+    app.delete(&format!("/Users/{id}")).await;
+    assert_eq!(worker(&app).run_once().unwrap(), 2);
+    for (s, rx) in [(&by_ip, &rx_ip), (&by_name, &rx_name)] {
+        let rows = outbox(&app, s);
+        assert_eq!(rows[0].status, "pending", "a failed delivery, retried");
+        let error = rows[0].last_error.as_deref().unwrap();
+        assert!(error.contains("endpoint refused"), "{error}");
+        assert!(
+            !rx.seen_request.load(Ordering::SeqCst),
+            "no request reached the receiver"
+        );
+    }
+}
+
 both_backends!(
+    pushes_to_private_addresses_are_refused_before_connecting,
+    a_huge_error_answer_is_not_read,
+    outbox_counters_follow_every_change,
+    settled_sets_are_pruned_after_the_retention,
     deactivation_pushes_verified_sets_to_every_stream,
     every_change_that_ends_access_is_reported,
     a_refused_change_queues_nothing,

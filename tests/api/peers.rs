@@ -2,7 +2,7 @@
 //! answers as told, one thread per connection so a slow answer holds only its own push.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ pub struct Receiver {
     pub delay_ms: Arc<AtomicU64>,
     /// Set when any request has arrived (before its answer).
     pub seen_request: Arc<AtomicBool>,
+    /// When not 0, a 400's `description` is this many bytes long (a receiver that answers a huge error body).
+    pub description_bytes: Arc<AtomicUsize>,
 }
 
 pub fn receiver() -> Receiver {
@@ -37,6 +39,7 @@ pub fn receiver() -> Receiver {
         err: Arc::new(Mutex::new("invalid_key")),
         delay_ms: Arc::default(),
         seen_request: Arc::default(),
+        description_bytes: Arc::default(),
     };
     let shared = (
         rx.received.clone(),
@@ -44,6 +47,7 @@ pub fn receiver() -> Receiver {
         rx.err.clone(),
         rx.delay_ms.clone(),
         rx.seen_request.clone(),
+        rx.description_bytes.clone(),
     );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -61,9 +65,10 @@ type Shared = (
     Arc<Mutex<&'static str>>,
     Arc<AtomicU64>,
     Arc<AtomicBool>,
+    Arc<AtomicUsize>,
 );
 
-fn answer(mut stream: std::net::TcpStream, (log, status, err, delay, seen): &Shared) {
+fn answer(mut stream: std::net::TcpStream, (log, status, err, delay, seen, padding): &Shared) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut headers = Vec::new();
     loop {
@@ -92,7 +97,11 @@ fn answer(mut stream: std::net::TcpStream, (log, status, err, delay, seen): &Sha
             body: String::from_utf8_lossy(&body).into_owned(),
         });
     }
-    let reply = if code == 400 {
+    let padding = padding.load(Ordering::SeqCst);
+    let reply = if code == 400 && padding > 0 {
+        let e = *err.lock().unwrap();
+        format!(r#"{{"err":"{e}","description":"{}"}}"#, "x".repeat(padding))
+    } else if code == 400 {
         let e = *err.lock().unwrap();
         format!(r#"{{"err":"{e}","description":"unknown kid"}}"#)
     } else {

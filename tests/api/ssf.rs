@@ -479,7 +479,365 @@ async fn poll_delivery_serves_until_acknowledged(backend: Backend) {
     assert_eq!(res.status, 401);
 }
 
+/// `GET /ssf/streams` lists only the caller's streams (all of them for `admin`), a page at a time, with a `Link`
+/// to the next page; a credential that owns nothing gets an empty list.
+async fn stream_lists_are_the_callers_and_paged(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-a", &[Scope::SsfManage]);
+    let reader = app.credential("nobody", &[Scope::SsfRead]);
+    let admin = app.credential("ops", &[Scope::Admin, Scope::SsfRead]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(json!({}))).await;
+        assert_eq!(res.status, 201, "{}", res.text);
+        ids.push(res.body["stream_id"].as_str().unwrap().to_owned());
+    }
+    ids.sort();
+    let nothing = call(&app, "GET", "/ssf/streams", Some(&reader), None).await;
+    assert_eq!((nothing.status, nothing.body.clone()), (200, json!([])));
+    assert_eq!(nothing.header("link"), None);
+
+    let first = call(&app, "GET", "/ssf/streams?limit=2", Some(&manage), None).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let got: Vec<&str> = first
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[0].as_str(), ids[1].as_str()], "in stream_id order");
+    let link = first.header("link").expect("a next page").to_owned();
+    assert_eq!(
+        link,
+        format!("<{ISSUER}/ssf/streams?after={}&limit=2>; rel=\"next\"", ids[1])
+    );
+    let next = call(
+        &app,
+        "GET",
+        &format!("/ssf/streams?after={}&limit=2", ids[1]),
+        Some(&manage),
+        None,
+    )
+    .await;
+    let got: Vec<&str> = next
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[2].as_str()]);
+    assert_eq!(next.header("link"), None, "the last page");
+
+    // Someone else's streams are never listed; admin sees every stream.
+    let other = app.credential("svc-b", &[Scope::SsfManage]);
+    let res = call(&app, "POST", "/ssf/streams", Some(&other), Some(json!({}))).await;
+    assert_eq!(res.status, 201);
+    assert_eq!(
+        call(&app, "GET", "/ssf/streams", Some(&manage), None)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        call(&app, "GET", "/ssf/streams", Some(&admin), None)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    for bad in ["0", "-1", "x"] {
+        let res = call(
+            &app,
+            "GET",
+            &format!("/ssf/streams?limit={bad}"),
+            Some(&manage),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (res.status, res.body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "limit={bad}"
+        );
+    }
+}
+
+/// Streams are capped per credential (`fanout.max_streams_per_client`) and in all (`fanout.max_streams`): beyond,
+/// a create answers 409 and writes nothing.
+async fn streams_are_capped_per_credential_and_in_all(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.fanout.max_streams_per_client = 2;
+        c.fanout.max_streams = 3;
+    })
+    .await;
+    let a = app.credential("svc-a", &[Scope::SsfManage]);
+    let b = app.credential("svc-b", &[Scope::SsfManage]);
+    for _ in 0..2 {
+        assert_eq!(
+            call(&app, "POST", "/ssf/streams", Some(&a), Some(json!({})))
+                .await
+                .status,
+            201
+        );
+    }
+    let res = call(&app, "POST", "/ssf/streams", Some(&a), Some(json!({}))).await;
+    assert_eq!(res.status, 409, "{}", res.text);
+    assert_eq!(res.body["error"], "limit_exceeded");
+    assert!(
+        res.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("fanout.max_streams_per_client")
+    );
+    assert_eq!(
+        call(&app, "POST", "/ssf/streams", Some(&b), Some(json!({})))
+            .await
+            .status,
+        201
+    );
+    let res = call(&app, "POST", "/ssf/streams", Some(&b), Some(json!({}))).await;
+    assert_eq!(res.status, 409, "{}", res.text);
+    assert!(
+        res.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("fanout.max_streams ")
+    );
+    assert_eq!(offboard::fanout::streams::list(app.db()).unwrap().len(), 3);
+}
+
+/// A long poll begun before its credential was revoked answers 401, not the SETs queued after the revocation:
+/// the credential (and the stream's ownership) is checked again before the poll answers.
+async fn a_long_poll_of_a_revoked_credential_gets_no_sets(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-lp", &[Scope::SsfManage]);
+    let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(json!({}))).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let url = res.body["delivery"]["endpoint_url"].as_str().unwrap().to_owned();
+    let user = app.create_user("long-polled@example.com").await;
+    let waiting = poll(&app, &manage, &url, json!({"returnImmediately": false}));
+    let meanwhile = async {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+        // What `offboard credentials revoke svc-lp` does, then a change that queues SETs on the stream.
+        offboard::credentials::revoke(app.db(), "svc-lp").unwrap();
+        let res = app
+            .patch(
+                &format!("/Users/{user}"),
+                &patch_op("replace", Some("active"), &json!(false)),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text);
+    };
+    let (answer, ()) = futures::join!(waiting, meanwhile);
+    assert_eq!(answer.status, 401, "{}", answer.text);
+    assert!(!answer.text.contains("sets"), "{}", answer.text);
+}
+
+/// Push endpoints that name a non-public address, a loopback name or userinfo are refused (400) at create and at
+/// update; `http://` to a loopback address stays allowed (development).
+async fn push_endpoints_must_be_public(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-n", &[Scope::SsfManage]);
+    let push = |url: &str| json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}});
+    for url in [
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.1/",
+        "https://127.0.0.1/",
+        "https://[::1]/",
+        "https://0.0.0.0/",
+        "https://user:pw@example.com/",
+        "https://100.64.0.1/",
+        "https://[fd00::1]/",
+        "https://[fe80::1]/",
+        "https://[::ffff:192.168.0.1]/",
+        "https://0x7f.1/",
+        "https://localhost/",
+    ] {
+        let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(push(url))).await;
+        assert_eq!(res.status, 400, "{url}: {}", res.text);
+        assert_eq!(res.body["error"], "invalid_request", "{url}");
+        assert!(
+            !res.text.contains("pw@"),
+            "the password is not echoed: {}",
+            res.text
+        );
+    }
+    assert!(
+        offboard::fanout::streams::list(app.db()).unwrap().is_empty(),
+        "nothing written"
+    );
+    let ok = call(
+        &app,
+        "POST",
+        "/ssf/streams",
+        Some(&manage),
+        Some(push("http://127.0.0.1:9/events")),
+    )
+    .await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    let id = ok.body["stream_id"].as_str().unwrap();
+    for url in ["https://10.0.0.1/", "https://user:pw@example.com/"] {
+        let res = call(
+            &app,
+            "PATCH",
+            "/ssf/streams",
+            Some(&manage),
+            Some(json!({"stream_id": id, "delivery": {"endpoint_url": url}})),
+        )
+        .await;
+        assert_eq!(res.status, 400, "{url}: {}", res.text);
+    }
+}
+
+/// Every SSF input refuses a NUL character and an oversized value with 400 `invalid_request` (never a 500 from
+/// PostgreSQL, which cannot store a NUL): stream ids in query, body and path, description, endpoint, event types,
+/// status and reason, subjects, verification state, poll acknowledgements and errors.
+async fn ssf_inputs_refuse_nul_and_oversized_values(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let manage = app.credential("svc-i", &[Scope::SsfManage]);
+    let res = call(&app, "POST", "/ssf/streams", Some(&manage), Some(json!({}))).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let id = res.body["stream_id"].as_str().unwrap().to_owned();
+    for (method, path, body) in bad_ssf_inputs(&id) {
+        let res = call(&app, method, &path, Some(&manage), body.clone()).await;
+        assert_eq!(res.status, 400, "{method} {path} {body:?}: {}", res.text);
+        assert_eq!(
+            res.body["error"], "invalid_request",
+            "{method} {path}: {}",
+            res.text
+        );
+    }
+    // Nothing was written: still the one stream, enabled, with no SETs.
+    let list = offboard::fanout::streams::list(app.db()).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].row.status.as_str(), list[0].pending), ("enabled", 0));
+}
+
+/// A request to every SSF route with a NUL or an oversized value in each of its inputs (`id`: a stream the
+/// caller owns, for the inputs that are not the stream id).
+fn bad_ssf_inputs(id: &str) -> Vec<(&'static str, String, Option<Value>)> {
+    let long_id = "a".repeat(offboard::input::MAX_ID + 1);
+    let long_text = "d".repeat(offboard::input::MAX_TEXT + 1);
+    let long_url = format!("https://svc.example.com/{}", "u".repeat(offboard::input::MAX_URL));
+    let mut cases: Vec<(&str, String, Option<Value>)> = Vec::new();
+    for bad in ["a%00b", long_id.as_str()] {
+        for path in [
+            "/ssf/streams?stream_id=",
+            "/ssf/streams?after=",
+            "/ssf/status?stream_id=",
+        ] {
+            cases.push(("GET", format!("{path}{bad}"), None));
+        }
+        cases.push(("DELETE", format!("/ssf/streams?stream_id={bad}"), None));
+        cases.push((
+            "POST",
+            format!("/ssf/poll/{bad}"),
+            Some(json!({"returnImmediately": true})),
+        ));
+    }
+    for bad in [json!("a\u{0}b"), json!(long_id)] {
+        cases.push((
+            "PATCH",
+            "/ssf/streams".into(),
+            Some(json!({"stream_id": bad, "description": "x"})),
+        ));
+        cases.push(("PUT", "/ssf/streams".into(), Some(json!({"stream_id": bad}))));
+        cases.push((
+            "POST",
+            "/ssf/status".into(),
+            Some(json!({"stream_id": bad, "status": "paused"})),
+        ));
+        cases.push(("POST", "/ssf/verify".into(), Some(json!({"stream_id": bad}))));
+        for route in ["/ssf/subjects:add", "/ssf/subjects:remove"] {
+            let subjects = [
+                json!({"stream_id": bad, "subject": {"format": "email", "email": "a@example.com"}}),
+                json!({"stream_id": id, "subject": {"format": "email", "email": bad}}),
+                json!({"stream_id": id, "subject": {"format": "iss_sub", "iss": ISSUER, "sub": bad}}),
+            ];
+            for body in subjects {
+                cases.push(("POST", route.into(), Some(body)));
+            }
+        }
+        let poll = format!("/ssf/poll/{id}");
+        cases.push((
+            "POST",
+            poll.clone(),
+            Some(json!({"returnImmediately": true, "ack": [bad]})),
+        ));
+    }
+    let poll = format!("/ssf/poll/{id}");
+    for bad in [json!("a\u{0}b"), json!(long_text)] {
+        cases.push(("POST", "/ssf/streams".into(), Some(json!({"description": bad}))));
+        cases.push((
+            "PATCH",
+            "/ssf/streams".into(),
+            Some(json!({"stream_id": id, "description": bad})),
+        ));
+        cases.push((
+            "POST",
+            "/ssf/status".into(),
+            Some(json!({"stream_id": id, "status": "paused", "reason": bad})),
+        ));
+        cases.push((
+            "POST",
+            "/ssf/verify".into(),
+            Some(json!({"stream_id": id, "state": bad})),
+        ));
+        cases.push((
+            "POST",
+            poll.clone(),
+            Some(json!({"returnImmediately": true, "setErrs": {"j": {"err": "invalid_request", "description": bad}}})),
+        ));
+    }
+    cases.push((
+        "POST",
+        "/ssf/status".into(),
+        Some(json!({"stream_id": id, "status": "paused\u{0}"})),
+    ));
+    cases.push((
+        "POST",
+        poll.clone(),
+        Some(json!({"returnImmediately": true, "setErrs": {"j\u{0}": {}}})),
+    ));
+    bad_urls(id, &long_url, &mut cases);
+    cases
+}
+
+/// Oversized or NUL-carrying push endpoints and event types, at create and at update.
+fn bad_urls(id: &str, long_url: &str, cases: &mut Vec<(&'static str, String, Option<Value>)>) {
+    let push = |url: &str| json!({"method": "urn:ietf:rfc:8935", "endpoint_url": url});
+    for url in ["https://svc.example.com/a\u{0}b", long_url] {
+        cases.push((
+            "POST",
+            "/ssf/streams".into(),
+            Some(json!({"delivery": push(url)})),
+        ));
+        cases.push((
+            "PATCH",
+            "/ssf/streams".into(),
+            Some(json!({"stream_id": id, "delivery": push(url)})),
+        ));
+        cases.push((
+            "POST",
+            "/ssf/streams".into(),
+            Some(json!({"delivery": push("https://svc.example.com/"), "events_requested": [url]})),
+        ));
+    }
+}
+
 both_backends!(
+    ssf_inputs_refuse_nul_and_oversized_values,
+    push_endpoints_must_be_public,
+    a_long_poll_of_a_revoked_credential_gets_no_sets,
+    stream_lists_are_the_callers_and_paged,
+    streams_are_capped_per_credential_and_in_all,
     discovery_names_every_endpoint,
     streams_are_managed_with_ssf_scopes,
     streams_update_refuse_and_delete,

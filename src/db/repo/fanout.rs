@@ -7,7 +7,7 @@ use diesel::sql_types::{BigInt, Timestamp};
 
 use crate::db::DbConnection;
 use crate::db::models::{NewOutbox, OutboxRow, StreamRow};
-use crate::db::schema::{outbox, stream_exclusions, streams};
+use crate::db::schema::{outbox, outbox_counts, stream_exclusions, streams};
 
 pub fn insert_stream(conn: &mut DbConnection, row: &StreamRow) -> QueryResult<()> {
     diesel::insert_into(streams::table)
@@ -29,6 +29,70 @@ pub fn find_stream(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Stre
         .select(StreamRow::as_select())
         .load(conn)
         .map(super::unique)
+}
+
+/// One page of streams in id order: those `owner` created (every stream when `None`), after the id `after`.
+/// Reads the `streams_owner` index (or the primary key), never the outbox.
+pub fn streams_page(
+    conn: &mut DbConnection,
+    owner: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<StreamRow>> {
+    let mut q = streams::table.select(StreamRow::as_select()).into_boxed();
+    if let Some(owner) = owner {
+        q = q.filter(streams::created_by.eq(owner.to_owned()));
+    }
+    if let Some(after) = after {
+        q = q.filter(streams::id.gt(after.to_owned()));
+    }
+    q.order(streams::id.asc()).limit(limit).load(conn)
+}
+
+/// How many streams exist, or how many `owner` created.
+pub fn count_streams(conn: &mut DbConnection, owner: Option<&str>) -> QueryResult<i64> {
+    let mut q = streams::table.count().into_boxed();
+    if let Some(owner) = owner {
+        q = q.filter(streams::created_by.eq(owner.to_owned()));
+    }
+    q.get_result(conn)
+}
+
+/// The outbox counts of every stream, `(stream, state, count)`, from the counters the outbox triggers keep (one
+/// row per stream and state: `queued`, `retrying`, `delivered`, `dead`), never from the outbox itself.
+pub fn outbox_counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, String, i64)>> {
+    outbox_counts::table
+        .filter(outbox_counts::n.ne(0))
+        .select((outbox_counts::stream_id, outbox_counts::state, outbox_counts::n))
+        .load(conn)
+}
+
+/// Deletes up to `limit` settled (delivered or dead-lettered) SETs of one stream queued before `before`; returns
+/// how many. Reads the `outbox_settled` index.
+pub fn prune_settled(
+    conn: &mut DbConnection,
+    stream_id: &str,
+    before: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<usize> {
+    const SQL: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE stream_id = {1} \
+                       AND status <> 'pending' AND created < {2} ORDER BY created LIMIT {3})";
+    match conn {
+        DbConnection::Postgres(c) => {
+            diesel::sql_query(SQL.replace("{1}", "$1").replace("{2}", "$2").replace("{3}", "$3"))
+                .bind::<diesel::sql_types::Text, _>(stream_id)
+                .bind::<Timestamp, _>(before)
+                .bind::<BigInt, _>(limit)
+                .execute(c)
+        }
+        DbConnection::Sqlite(c) => {
+            diesel::sql_query(SQL.replace("{1}", "?").replace("{2}", "?").replace("{3}", "?"))
+                .bind::<diesel::sql_types::Text, _>(stream_id)
+                .bind::<Timestamp, _>(before)
+                .bind::<BigInt, _>(limit)
+                .execute(c)
+        }
+    }
 }
 
 /// Streams that receive events now or later: `enabled`, and `paused` ones (which hold them).
@@ -126,6 +190,21 @@ pub fn insert_outbox(conn: &mut DbConnection, row: &NewOutbox<'_>) -> QueryResul
         .values(row)
         .execute(conn)
         .map(drop)
+}
+
+/// Inserts many outbox rows (ids follow the slice order): one multi-row statement on PostgreSQL (one round
+/// trip); on SQLite, in-process, one cached statement per row.
+pub fn insert_outbox_many(conn: &mut DbConnection, rows: &[NewOutbox<'_>]) -> QueryResult<usize> {
+    match conn {
+        DbConnection::Postgres(c) => diesel::insert_into(outbox::table).values(rows).execute(c),
+        DbConnection::Sqlite(c) => {
+            let mut n = 0;
+            for row in rows {
+                n += diesel::insert_into(outbox::table).values(row).execute(c)?;
+            }
+            Ok(n)
+        }
+    }
 }
 
 /// Claims up to `limit` due SETs of enabled push streams, only the oldest pending SET of each stream (so a stream's
@@ -237,6 +316,7 @@ pub fn requeue_dead(conn: &mut DbConnection, stream_id: &str, at: NaiveDateTime)
         outbox::status.eq("pending"),
         outbox::attempts.eq(0),
         outbox::next_attempt_at.eq(at),
+        outbox::last_error.eq(None::<String>),
     ))
     .execute(conn)
 }
@@ -294,46 +374,11 @@ pub fn settle_by_jti(
     }
 }
 
-/// Outbox counts by stream, status and whether a push was tried before: `(stream, status, retried, count)`.
-pub fn status_counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, String, bool, i64)>> {
-    let rows: Vec<(String, String, i32, i64)> = outbox::table
-        .group_by((outbox::stream_id, outbox::status, outbox::attempts))
-        .select((
-            outbox::stream_id,
-            outbox::status,
-            outbox::attempts,
-            diesel::dsl::count_star(),
-        ))
-        .load(conn)?;
-    let mut out: Vec<(String, String, bool, i64)> = Vec::new();
-    for (stream, status, attempts, n) in rows {
-        // A pending SET was pushed before when it has an attempt that did not end in delivery.
-        let retried = status == "pending" && attempts > 0;
-        match out
-            .iter_mut()
-            .find(|(s, st, r, _)| *s == stream && *st == status && *r == retried)
-        {
-            Some(row) => row.3 += n,
-            None => out.push((stream, status, retried, n)),
-        }
-    }
-    Ok(out)
-}
-
 /// Outbox rows of one stream, oldest first (for status and tests).
 pub fn outbox_of(conn: &mut DbConnection, stream_id: &str) -> QueryResult<Vec<OutboxRow>> {
     outbox::table
         .filter(outbox::stream_id.eq(stream_id))
         .order(outbox::id.asc())
         .select(OutboxRow::as_select())
-        .load(conn)
-}
-
-/// Per status, how many SETs a stream has.
-pub fn counts(conn: &mut DbConnection, stream_id: &str) -> QueryResult<Vec<(String, i64)>> {
-    outbox::table
-        .filter(outbox::stream_id.eq(stream_id))
-        .group_by(outbox::status)
-        .select((outbox::status, diesel::dsl::count_star()))
         .load(conn)
 }

@@ -1,0 +1,329 @@
+//! What streams cost the rest of offboard, on SQLite and PostgreSQL:
+//!
+//! - **deactivation**: a SCIM `PATCH active=false` (answer time, over HTTP to the real server in-process) with 0,
+//!   50 and 1 000 streams subscribed, each receiving the two SETs of the change (written in the change's
+//!   transaction);
+//! - **stream list**: `GET /ssf/streams` of a credential that owns 50 streams, `/metrics`, and `offboard streams
+//!   list` (the library call), with 1 000 000 SETs in the outbox.
+//!
+//! ```text
+//! cargo bench --bench fanout_cost -- [--backend sqlite|postgres|both] [--rounds 100] [--outbox 1000000]
+//! ```
+//!
+//! The streams are poll streams, so no delivery runs while measuring (the outbox only grows). The outbox rows are
+//! written by one `INSERT … SELECT` (a recursive CTE on SQLite, `generate_series` on PostgreSQL), spread over the 50
+//! streams, 9 in 10 delivered, the rest pending.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser;
+use diesel::RunQueryDsl;
+use hdrhistogram::Histogram;
+use offboard::AppState;
+use offboard::config::{Config, SecretString};
+use offboard::credentials::{self, Scope};
+use offboard::db::{Backend, Db, DbConnection, DbError, DbOptions, DbUrl};
+use offboard::fanout::streams::{self, Delivery, NewStream, StreamCaps};
+use serde_json::{Value, json};
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{BenchDb, Which, backend_name, machine};
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "What streams cost a deactivation and a stream list (see the module doc of benches/fanout_cost.rs)"
+)]
+struct Args {
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    backend: Which,
+    /// Deactivations measured per stream count (and requests per list measure).
+    #[arg(long, default_value_t = 100)]
+    rounds: usize,
+    /// Outbox rows for the list measure.
+    #[arg(long, default_value_t = 1_000_000)]
+    outbox: u64,
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> ExitCode {
+    offboard::outbound::install_crypto_provider();
+    match run(&Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    println!("# offboard fan-out cost benchmark\n");
+    println!(
+        "`cargo bench --bench fanout_cost -- --backend {} --rounds {} --outbox {}`\n",
+        args.backend.flag(),
+        args.rounds,
+        args.outbox
+    );
+    println!("machine: {}\n", machine());
+    for &backend in args.backend.backends() {
+        println!("## {}\n", backend_name(backend));
+        println!("| streams | deactivation p50 ms | p99 ms | max ms |");
+        println!("| ---: | ---: | ---: | ---: |");
+        for n in [0, 50, 1000] {
+            let Some(app) = App::start(backend)? else {
+                return Ok(());
+            };
+            app.subscribe(n)?;
+            let h = app.deactivations(args.rounds)?;
+            println!(
+                "| {n} | {:.2} | {:.2} | {:.2} |",
+                ms(&h, 0.5),
+                ms(&h, 0.99),
+                ms(&h, 1.0)
+            );
+            app.stop()?;
+        }
+        println!();
+        let Some(app) = App::start(backend)? else {
+            return Ok(());
+        };
+        app.subscribe(50)?;
+        let took = Instant::now();
+        app.fill_outbox(args.outbox)?;
+        println!(
+            "{} outbox rows over 50 streams written in {:.1} s\n",
+            args.outbox,
+            took.elapsed().as_secs_f64()
+        );
+        println!(
+            "| with 50 streams and {} outbox rows | p50 ms | p99 ms | max ms |",
+            args.outbox
+        );
+        println!("| --- | ---: | ---: | ---: |");
+        let list = App::timed(args.rounds, |c| {
+            let res = c
+                .get(format!("{}/ssf/streams", app.base))
+                .bearer_auth(&app.ssf)
+                .send()?;
+            let n = res.json::<Value>()?.as_array().map_or(0, Vec::len);
+            if n != 50 {
+                bail!("the list has {n} streams");
+            }
+            Ok(())
+        })?;
+        row("`GET /ssf/streams` (the owner's 50)", &list);
+        let metrics = App::timed(args.rounds, |c| {
+            let text = c.get(format!("{}/metrics", app.base)).send()?.text()?;
+            if !text.contains("offboard_fanout_sets") {
+                bail!("no fan-out metrics");
+            }
+            Ok(())
+        })?;
+        row("`GET /metrics`", &metrics);
+        let cli = App::timed(args.rounds, |_| {
+            let n = streams::list(&app.db)?.len();
+            if n != 50 {
+                bail!("streams list has {n} streams");
+            }
+            Ok(())
+        })?;
+        row("`offboard streams list` (library call)", &cli);
+        println!();
+        app.stop()?;
+    }
+    Ok(())
+}
+
+fn row(what: &str, h: &Histogram<u64>) {
+    println!(
+        "| {what} | {:.2} | {:.2} | {:.2} |",
+        ms(h, 0.5),
+        ms(h, 0.99),
+        ms(h, 1.0)
+    );
+}
+
+#[expect(clippy::cast_precision_loss, reason = "latencies in µs are far below 2^52")]
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The real server in-process on a fresh database, with a `scim` and an `ssf.manage` credential.
+struct App {
+    db: Db,
+    state: AppState,
+    base: String,
+    scim: String,
+    ssf: String,
+    server: common::Server,
+    // Dropped last.
+    _bench_db: BenchDb,
+}
+
+impl App {
+    fn start(backend: Backend) -> anyhow::Result<Option<Self>> {
+        let Some(bench_db) = BenchDb::create(backend)? else {
+            return Ok(None);
+        };
+        let url = bench_db.url();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let mut config = Config {
+            database_url: url.clone(),
+            issuer: format!("http://{addr}"),
+            workers: 1,
+            ..Config::default()
+        };
+        config.keys.kek = Some(SecretString::new(common::BENCH_KEK));
+        config.fanout.max_streams_per_client = 1000;
+        let db = Db::open(
+            &DbUrl::parse(&url).map_err(|e| anyhow!(e))?,
+            &DbOptions::default(),
+        )?;
+        db.migrate()?;
+        let blocking = config.blocking_threads_per_worker(backend);
+        let state = AppState::open(db.clone(), config)?;
+        let scim = credentials::create(&db, "idp", &[Scope::Scim])?
+            .expose()
+            .to_owned();
+        let ssf = credentials::create(&db, "svc", &[Scope::SsfManage])?
+            .expose()
+            .to_owned();
+        let server = common::serve(state.clone(), listener, Some(blocking))?;
+        Ok(Some(Self {
+            db,
+            state,
+            base: format!("http://{addr}"),
+            scim,
+            ssf,
+            server,
+            _bench_db: bench_db,
+        }))
+    }
+
+    /// `n` poll streams created by the credential `svc`.
+    fn subscribe(&self, n: usize) -> anyhow::Result<()> {
+        let caps = StreamCaps::from(&self.state.config.fanout);
+        for i in 0..n {
+            streams::create_within(
+                &self.db,
+                &self.state.tokens.keys,
+                &NewStream {
+                    audience: format!("svc-{i}"),
+                    delivery: Delivery::Poll,
+                    events_requested: Vec::new(),
+                    description: None,
+                    created_by: "svc".into(),
+                },
+                &caps,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Creates a user and deactivates it, `rounds` times; the deactivations' answer times.
+    fn deactivations(&self, rounds: usize) -> anyhow::Result<Histogram<u64>> {
+        let client = reqwest::blocking::Client::new();
+        let base = format!("{}/scim/v2", self.base);
+        let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        // Warm-up: connections, statement caches.
+        for round in 0..rounds + 5 {
+            let res = client
+                .post(format!("{base}/Users"))
+                .bearer_auth(&self.scim)
+                .header("Content-Type", "application/scim+json")
+                .body(
+                    json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                           "userName": format!("leaver{round}@example.com")})
+                    .to_string(),
+                )
+                .send()?;
+            let id = res
+                .json::<Value>()?
+                .get("id")
+                .and_then(Value::as_str)
+                .context("no id")?
+                .to_owned();
+            let sent = Instant::now();
+            let res = client
+                .patch(format!("{base}/Users/{id}"))
+                .bearer_auth(&self.scim)
+                .header("Content-Type", "application/scim+json")
+                .body(
+                    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                           "Operations": [{"op": "replace", "path": "active", "value": false}]})
+                    .to_string(),
+                )
+                .send()?;
+            let took = sent.elapsed();
+            if res.status() != 200 {
+                bail!("deactivation answered {}", res.status());
+            }
+            if round >= 5 {
+                h.saturating_record(micros(took));
+            }
+        }
+        Ok(h)
+    }
+
+    /// `rows` outbox rows over the existing streams, in one statement.
+    fn fill_outbox(&self, rows: u64) -> anyhow::Result<()> {
+        const SELECT: &str = "SELECT s.id, 'bench-' || c.x, 'txn-' || c.x, \
+             'https://schemas.openid.net/secevent/caep/event-type/session-revoked', NULL, '{}', \
+             CASE WHEN c.x % 10 = 0 THEN 'pending' ELSE 'delivered' END, 1, {now}, {now} \
+             FROM c JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM streams) s \
+             ON s.k = c.x % (SELECT count(*) FROM streams)";
+        const INTO: &str = "INSERT INTO outbox (stream_id, jti, txn, event_type, user_id, payload, status, \
+                            attempts, next_attempt_at, created) ";
+        self.db.write(|conn| {
+            let sql = match conn {
+                DbConnection::Sqlite(_) => format!(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows}) {INTO}{}",
+                    SELECT.replace("{now}", "CURRENT_TIMESTAMP")
+                ),
+                DbConnection::Postgres(_) => format!(
+                    "{INTO}WITH c(x) AS (SELECT generate_series(1, {rows})) {}",
+                    SELECT.replace("{now}", "LOCALTIMESTAMP")
+                ),
+            };
+            diesel::sql_query(sql).execute(conn).map_err(DbError::from)?;
+            // Fresh statistics, as autovacuum (or SQLite's optimize) would gather after a load.
+            diesel::sql_query("ANALYZE").execute(conn).map_err(DbError::from)
+        })?;
+        Ok(())
+    }
+
+    /// `rounds` timed calls of `f` (after 3 unmeasured ones).
+    fn timed(
+        rounds: usize,
+        f: impl Fn(&reqwest::blocking::Client) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Histogram<u64>> {
+        let client = reqwest::blocking::Client::new();
+        let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        for i in 0..rounds + 3 {
+            let t = Instant::now();
+            f(&client)?;
+            if i >= 3 {
+                h.saturating_record(micros(t.elapsed()));
+            }
+        }
+        Ok(h)
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        actix_web::rt::System::new().block_on(self.server.handle().stop(true));
+        self.server.join()
+    }
+}
