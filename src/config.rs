@@ -318,6 +318,9 @@ pub struct Limits {
     /// `sortBy` on one); a request that would need more gets 400 `tooMany`.
     #[serde(deserialize_with = "lenient")]
     pub max_scan: usize,
+    /// Most operations one SCIM PATCH may carry; more is a 400 `tooMany` before the write begins.
+    #[serde(deserialize_with = "lenient")]
+    pub max_patch_operations: usize,
 }
 
 impl Default for Config {
@@ -386,6 +389,7 @@ impl Default for Limits {
             max_body_bytes: 2 * 1024 * 1024,
             max_results: 1000,
             max_scan: 100_000,
+            max_patch_operations: 1000,
         }
     }
 }
@@ -471,6 +475,12 @@ impl Config {
         }
         if self.limits.max_scan == 0 {
             return Err(ConfigError::invalid("limits.max_scan", "must be at least 1"));
+        }
+        if self.limits.max_patch_operations == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_patch_operations",
+                "must be at least 1",
+            ));
         }
         self.validate_tokens()?;
         Ok(self)

@@ -16,14 +16,14 @@ use crate::scim::schema::registry;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        super::resource("/Groups", "GET, POST")
+        super::scim_resource("/Groups", "GET, POST")
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
     // Before `/Groups/{id}`: actix tries resources in registration order.
-    .service(super::resource("/Groups/.search", "POST").route(web::post().to(search)))
+    .service(super::scim_resource("/Groups/.search", "POST").route(web::post().to(search)))
     .service(
-        super::resource("/Groups/{id}", "GET, PUT, PATCH, DELETE")
+        super::scim_resource("/Groups/{id}", "GET, PUT, PATCH, DELETE")
             .route(web::get().to(get))
             .route(web::put().to(replace))
             .route(web::patch().to(patch))
@@ -160,12 +160,20 @@ async fn patch(
     body: ScimJson,
 ) -> Result<HttpResponse, AppError> {
     let if_match = if_match(&req);
+    let max_ops = state.config.limits.max_patch_operations;
     let (view, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
             valid_id(&id, "group")?;
             Ok((
-                groups::patch(db, &id, &body.0, if_match.as_deref(), with_members(&proj))?,
+                groups::patch(
+                    db,
+                    &id,
+                    &body.0,
+                    if_match.as_deref(),
+                    with_members(&proj),
+                    max_ops,
+                )?,
                 proj,
             ))
         })

@@ -21,7 +21,7 @@ use crate::scim::projection::Projection;
 use crate::scim::schema::registry;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/.search", "POST").route(web::post().to(search_root)));
+    cfg.service(super::scim_resource("/.search", "POST").route(web::post().to(search_root)));
 }
 
 /// Reads a `SearchRequest` body into a list query and a projection. Call it inside `Authenticated::run`, so an

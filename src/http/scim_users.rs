@@ -15,14 +15,14 @@ use crate::scim::schema::registry;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        super::resource("/Users", "GET, POST")
+        super::scim_resource("/Users", "GET, POST")
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
     // Before `/Users/{id}`: actix tries resources in registration order.
-    .service(super::resource("/Users/.search", "POST").route(web::post().to(search)))
+    .service(super::scim_resource("/Users/.search", "POST").route(web::post().to(search)))
     .service(
-        super::resource("/Users/{id}", "GET, PUT, PATCH, DELETE")
+        super::scim_resource("/Users/{id}", "GET, PUT, PATCH, DELETE")
             .route(web::get().to(get))
             .route(web::put().to(replace))
             .route(web::patch().to(patch))
@@ -146,11 +146,15 @@ async fn patch(
     body: ScimJson,
 ) -> Result<HttpResponse, AppError> {
     let if_match = if_match(&req);
+    let max_ops = state.config.limits.max_patch_operations;
     let (user, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
             valid_id(&id, "user")?;
-            Ok((users::patch(db, &id, &body.0, if_match.as_deref())?, proj))
+            Ok((
+                users::patch(db, &id, &body.0, if_match.as_deref(), max_ops)?,
+                proj,
+            ))
         })
         .await?;
     Ok(resource_response(StatusCode::OK, &state, &user, &proj))

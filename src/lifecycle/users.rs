@@ -320,9 +320,16 @@ pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Resu
     })
 }
 
-/// PATCH /Users/{id}: all operations or none.
-pub fn patch(db: &Db, id: &str, body: &Value, if_match: Option<&str>) -> Result<UserView, AppError> {
-    let ops = patch::parse_request(body)?;
+/// PATCH /Users/{id}: all operations or none. The body is parsed (at most `max_ops` operations) before the
+/// write transaction begins.
+pub fn patch(
+    db: &Db,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+    max_ops: usize,
+) -> Result<UserView, AppError> {
+    let ops = patch::parse_request(body, max_ops)?;
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
         let current = current_resource(&before)?;

@@ -724,6 +724,72 @@ async fn too_many_only_past_the_scan_bound(backend: Backend) {
     assert_eq!(ids(&shallow.body).len(), 2);
 }
 
+/// Microsoft's SCIM test collection asks `GET /Users/?filter=…`: every collection (and each resource) answers with
+/// a trailing slash as without one.
+async fn collections_answer_with_a_trailing_slash(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = create(&app, &new_user("slash@example.com")).await;
+    let res = app
+        .post(
+            "/Groups/",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "slashers",
+                "members": [{"value": uid}]}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "POST /Groups/: {}", res.text);
+    let gid = res.body["id"].as_str().unwrap().to_owned();
+    let filter = enc("userName eq \"slash@example.com\"");
+    let res = app.get(&format!("/Users/?filter={filter}")).await;
+    assert_eq!(res.status, 200, "GET /Users/?filter: {}", res.text);
+    assert_eq!(ids(&res.body), vec![uid.clone()]);
+    let res = app
+        .get(&format!("/Groups/?filter={}", enc("displayName eq \"slashers\"")))
+        .await;
+    assert_eq!(res.status, 200, "GET /Groups/?filter: {}", res.text);
+    assert_eq!(ids(&res.body), vec![gid.clone()]);
+    let search = json!({"schemas": [SEARCH], "filter": "userName eq \"slash@example.com\""});
+    for path in ["/Users/.search/", "/.search/"] {
+        let res = app.post(path, &search).await;
+        assert_eq!(res.status, 200, "POST {path}: {}", res.text);
+        assert_eq!(ids(&res.body), vec![uid.clone()], "POST {path}");
+    }
+    let res = app
+        .post(
+            "/Groups/.search/",
+            &json!({"schemas": [SEARCH], "filter": "displayName eq \"slashers\""}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "POST /Groups/.search/: {}", res.text);
+    assert_eq!(ids(&res.body), vec![gid.clone()]);
+    for path in [
+        "/ServiceProviderConfig/",
+        "/ResourceTypes/",
+        "/ResourceTypes/User/",
+        "/Schemas/",
+        "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User/",
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status, 200, "GET {path}: {}", res.text);
+    }
+    let res = app.get(&format!("/Users/{uid}/")).await;
+    assert_eq!((res.status, res.body["id"].as_str()), (200, Some(uid.as_str())));
+    let res = app.get(&format!("/Groups/{gid}/")).await;
+    assert_eq!((res.status, res.body["id"].as_str()), (200, Some(gid.as_str())));
+    let res = app
+        .patch(
+            &format!("/Users/{uid}/"),
+            &patch_op("replace", Some("displayName"), &json!("Slash")),
+        )
+        .await;
+    assert_eq!(res.status, 200, "PATCH /Users/{{id}}/: {}", res.text);
+    assert_eq!(
+        app.scim("DELETE", &format!("/Groups/{gid}/"), None).await.status,
+        204
+    );
+    // Other methods still answer 405 there.
+    assert_eq!(app.scim("DELETE", "/Users/", None).await.status, 405);
+}
+
 both_backends!(
     user_name_order_is_case_insensitive_by_code_point,
     nullable_and_case_exact_columns_sort_missing_last,
@@ -737,4 +803,5 @@ both_backends!(
     searches_authenticate_before_reading_the_body,
     if_none_match_answers_304,
     too_many_only_past_the_scan_bound,
+    collections_answer_with_a_trailing_slash,
 );
