@@ -321,6 +321,13 @@ pub struct Limits {
     /// Most operations one SCIM PATCH may carry; more is a 400 `tooMany` before the write begins.
     #[serde(deserialize_with = "lenient")]
     pub max_patch_operations: usize,
+    /// Most comparisons in one SCIM filter; more is a 400 `tooMany` before any query runs.
+    #[serde(deserialize_with = "lenient")]
+    pub max_filter_terms: usize,
+    /// Most substring comparisons (`co`, `sw`, `ew`: each a scan no index serves) in one SCIM filter; more is a
+    /// 400 `tooMany` before any query runs.
+    #[serde(deserialize_with = "lenient")]
+    pub max_filter_substring_terms: usize,
 }
 
 impl Default for Config {
@@ -390,6 +397,8 @@ impl Default for Limits {
             max_results: 1000,
             max_scan: 100_000,
             max_patch_operations: 1000,
+            max_filter_terms: 50,
+            max_filter_substring_terms: 10,
         }
     }
 }
@@ -475,6 +484,12 @@ impl Config {
         }
         if self.limits.max_scan == 0 {
             return Err(ConfigError::invalid("limits.max_scan", "must be at least 1"));
+        }
+        if self.limits.max_filter_terms == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_filter_terms",
+                "must be at least 1",
+            ));
         }
         if self.limits.max_patch_operations == 0 {
             return Err(ConfigError::invalid(

@@ -65,7 +65,7 @@ async fn list(auth: Auth, state: web::Data<AppState>, params: Params) -> Result<
             let proj = projection(&params)?;
             let q = list_query(&params, limits.max_results)?;
             Ok((
-                groups::list(db, &q, with_members(&proj), limits.max_scan, &base)?,
+                groups::list(db, &q, with_members(&proj), (&limits).into(), &base)?,
                 proj,
             ))
         })
@@ -81,7 +81,7 @@ async fn search(auth: Auth, state: web::Data<AppState>, body: ScimBody) -> Resul
         .run(move |db, _| {
             let (q, proj) = search_request(&body, limits.max_results)?;
             Ok((
-                groups::list(db, &q, with_members(&proj), limits.max_scan, &base)?,
+                groups::list(db, &q, with_members(&proj), (&limits).into(), &base)?,
                 proj,
             ))
         })

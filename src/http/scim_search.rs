@@ -84,7 +84,7 @@ async fn search_root(
             let sources = root_sources(&proj);
             let sources: Vec<&dyn Searchable> = sources.iter().map(AsRef::as_ref).collect();
             Ok((
-                listing::search_root(db, &sources, &q, limits.max_scan, &base)?,
+                listing::search_root(db, &sources, &q, (&limits).into(), &base)?,
                 proj,
             ))
         })

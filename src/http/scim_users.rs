@@ -59,7 +59,7 @@ async fn list(auth: Auth, state: web::Data<AppState>, params: Params) -> Result<
         .run(move |db, _| {
             let proj = projection(&params)?;
             let q = list_query(&params, limits.max_results)?;
-            Ok((users::list(db, &q, limits.max_scan, &base)?, proj))
+            Ok((users::list(db, &q, (&limits).into(), &base)?, proj))
         })
         .await?;
     Ok(list_response(page, &proj))
@@ -72,7 +72,7 @@ async fn search(auth: Auth, state: web::Data<AppState>, body: ScimBody) -> Resul
     let (page, proj) = auth
         .run(move |db, _| {
             let (q, proj) = search_request(&body, limits.max_results)?;
-            Ok((users::list(db, &q, limits.max_scan, &base)?, proj))
+            Ok((users::list(db, &q, (&limits).into(), &base)?, proj))
         })
         .await?;
     Ok(list_response(page, &proj))

@@ -716,8 +716,8 @@ pub fn list(
     db: &Db,
     q: &ListQuery,
     with_members: bool,
-    max_scan: usize,
+    bounds: super::listing::Bounds,
     base_url: &str,
 ) -> Result<Page, AppError> {
-    super::listing::list(db, &Groups { with_members }, q, max_scan, base_url)
+    super::listing::list(db, &Groups { with_members }, q, bounds, base_url)
 }

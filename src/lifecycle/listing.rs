@@ -12,6 +12,12 @@
 //!   will not evaluate a filter (DECISIONS.md §14).
 //!
 //! Both ways give the same order (`scim::list`'s rules; the SQL side renders them in `db::repo::list`).
+//!
+//! Every list is bounded before it runs ([`Bounds`]): a filter with more comparisons than
+//! `limits.max_filter_terms`, or more substring comparisons (`co`, `sw`, `ew`, which no index serves: each one
+//! scans every row, and an `emails.value co` one every email of every row) than `limits.max_filter_substring_terms`,
+//! is a 400 `tooMany` before any query; the Rust-side work is bounded by `limits.max_scan`. Lists run on read
+//! connections, never on the writer.
 
 use std::collections::HashMap;
 
@@ -95,11 +101,64 @@ impl Order<'_> {
     }
 }
 
-/// Parses and validates a filter for `rt` (none when absent or blank).
-pub fn parse_filter(text: Option<&str>, rt: &ResourceType) -> Result<Option<Filter>, ScimError> {
+/// What a list may cost (from `limits.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Most candidates a Rust-side evaluation may scan (`limits.max_scan`).
+    pub max_scan: usize,
+    /// Most comparisons in a filter (`limits.max_filter_terms`).
+    pub max_filter_terms: usize,
+    /// Most `co`/`sw`/`ew` comparisons in a filter (`limits.max_filter_substring_terms`).
+    pub max_filter_substring_terms: usize,
+}
+
+impl From<&crate::config::Limits> for Bounds {
+    fn from(l: &crate::config::Limits) -> Self {
+        Self {
+            max_scan: l.max_scan,
+            max_filter_terms: l.max_filter_terms,
+            max_filter_substring_terms: l.max_filter_substring_terms,
+        }
+    }
+}
+
+impl Bounds {
+    /// 400 `tooMany` for a filter whose database cost is not bounded by these limits.
+    fn check(&self, f: &Filter) -> Result<(), ScimError> {
+        let terms = f.terms();
+        if terms.substring > self.max_filter_substring_terms {
+            return Err(ScimError::bad_request(
+                ScimType::TooMany,
+                format!(
+                    "the filter has {} substring comparisons (co, sw, ew), over limits.max_filter_substring_terms \
+                     ({}): no index serves them, each one scans every resource; split the search",
+                    terms.substring, self.max_filter_substring_terms
+                ),
+            ));
+        }
+        if terms.all > self.max_filter_terms {
+            return Err(ScimError::bad_request(
+                ScimType::TooMany,
+                format!(
+                    "the filter has {} comparisons, over limits.max_filter_terms ({}); split the search",
+                    terms.all, self.max_filter_terms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses, validates and bounds a filter for `rt` (none when absent or blank).
+pub fn parse_filter(
+    text: Option<&str>,
+    rt: &ResourceType,
+    bounds: &Bounds,
+) -> Result<Option<Filter>, ScimError> {
     match text.map(str::trim) {
         Some(text) if !text.is_empty() => {
             let f = filter::parse(text)?;
+            bounds.check(&f)?;
             filter::validate(&f, rt)?;
             Ok(Some(f))
         }
@@ -112,11 +171,12 @@ pub fn list<S: Source>(
     db: &Db,
     source: &S,
     q: &ListQuery,
-    max_scan: usize,
+    bounds: Bounds,
     base_url: &str,
 ) -> Result<Page, AppError> {
     let rt = source.rt();
-    let filter = parse_filter(q.filter.as_deref(), rt)?;
+    let filter = parse_filter(q.filter.as_deref(), rt, &bounds)?;
+    let max_scan = bounds.max_scan;
     let sort = q.sort.clone().unwrap_or_else(SortBy::default_order);
     let order = Order::Key(sort.resolve_for(rt)?);
     let window = Window {
@@ -349,11 +409,16 @@ pub fn search_root(
     db: &Db,
     sources: &[&dyn Searchable],
     q: &ListQuery,
-    max_scan: usize,
+    bounds: Bounds,
     base_url: &str,
 ) -> Result<Page, AppError> {
+    let max_scan = bounds.max_scan;
     let parsed = match q.filter.as_deref().map(str::trim) {
-        Some(text) if !text.is_empty() => Some(filter::parse(text)?),
+        Some(text) if !text.is_empty() => {
+            let f = filter::parse(text)?;
+            bounds.check(&f)?;
+            Some(f)
+        }
         _ => None,
     };
     let sort = q.sort.clone().unwrap_or_else(SortBy::default_order);

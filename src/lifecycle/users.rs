@@ -477,9 +477,14 @@ impl Source for Users {
 }
 
 /// GET /Users and POST /Users/.search: filtered, sorted (`sortBy`, default creation time), paged; ties by id so
-/// paging is stable. `max_scan` bounds a filter or sort evaluated in Rust (`limits.max_scan`).
-pub fn list(db: &Db, q: &ListQuery, max_scan: usize, base_url: &str) -> Result<Page, AppError> {
-    super::listing::list(db, &Users, q, max_scan, base_url)
+/// paging is stable. `bounds` limits the filter's size and a filter or sort evaluated in Rust (`limits.*`).
+pub fn list(
+    db: &Db,
+    q: &ListQuery,
+    bounds: super::listing::Bounds,
+    base_url: &str,
+) -> Result<Page, AppError> {
+    super::listing::list(db, &Users, q, bounds, base_url)
 }
 
 #[cfg(test)]

@@ -197,6 +197,37 @@ pub enum Filter {
     },
 }
 
+/// How many comparisons a filter holds: every `attr op value` and `attr pr`, value filters' inside included, and
+/// how many of them are substring matches (`co`, `sw`, `ew`), which no index serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Terms {
+    pub all: usize,
+    pub substring: usize,
+}
+
+impl Filter {
+    /// Counts the terms of the filter, without recursion.
+    pub fn terms(&self) -> Terms {
+        let mut terms = Terms::default();
+        let mut stack = vec![self];
+        while let Some(node) = stack.pop() {
+            match node {
+                Self::Compare { op, .. } => {
+                    terms.all += 1;
+                    terms.substring += usize::from(op.is_substring());
+                }
+                Self::Present(_) => terms.all += 1,
+                Self::And(a, b) | Self::Or(a, b) => {
+                    stack.push(a);
+                    stack.push(b);
+                }
+                Self::Not(a) | Self::ValuePath { filter: a, .. } => stack.push(a),
+            }
+        }
+        terms
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Parsing
 // ---------------------------------------------------------------------------------------------------------------
