@@ -328,6 +328,10 @@ pub struct Limits {
     /// 400 `tooMany` before any query runs.
     #[serde(deserialize_with = "lenient")]
     pub max_filter_substring_terms: usize,
+    /// PostgreSQL: longest a SCIM list or search statement may run (`statement_timeout`, milliseconds; 0: no
+    /// bound); beyond, the request gets 400 `tooMany`.
+    #[serde(deserialize_with = "lenient")]
+    pub list_statement_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -399,6 +403,7 @@ impl Default for Limits {
             max_patch_operations: 1000,
             max_filter_terms: 50,
             max_filter_substring_terms: 10,
+            list_statement_timeout_ms: 10_000,
         }
     }
 }

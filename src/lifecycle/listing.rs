@@ -16,8 +16,10 @@
 //! Every list is bounded before it runs ([`Bounds`]): a filter with more comparisons than
 //! `limits.max_filter_terms`, or more substring comparisons (`co`, `sw`, `ew`, which no index serves: each one
 //! scans every row, and an `emails.value co` one every email of every row) than `limits.max_filter_substring_terms`,
-//! is a 400 `tooMany` before any query; the Rust-side work is bounded by `limits.max_scan`. Lists run on read
-//! connections, never on the writer.
+//! is a 400 `tooMany` before any query; the Rust-side work is bounded by `limits.max_scan`. On PostgreSQL every
+//! statement of a list also runs under `statement_timeout` (`limits.list_statement_timeout_ms`), and one cut off
+//! is a 400 `tooMany` too (SQLite offers no such bound through diesel; the term limits bound it there). Lists run
+//! on read connections (on PostgreSQL in one read-only snapshot), never on SQLite's writer.
 
 use std::collections::HashMap;
 
@@ -28,7 +30,9 @@ use serde_json::Value;
 
 use crate::db::filter_sql::{Dialect, SqlFilter};
 use crate::db::repo::list::{self as sql, SortColumn, Table};
-use crate::db::{Db, DbConnection};
+use diesel::connection::SimpleConnection;
+
+use crate::db::{Backend, Db, DbConnection};
 use crate::error::AppError;
 use crate::scim::filter::{self, Filter};
 use crate::scim::list::{ListQuery, SortBy, SortKey, SortOrder, SortValue, compare};
@@ -110,6 +114,8 @@ pub struct Bounds {
     pub max_filter_terms: usize,
     /// Most `co`/`sw`/`ew` comparisons in a filter (`limits.max_filter_substring_terms`).
     pub max_filter_substring_terms: usize,
+    /// PostgreSQL `statement_timeout` of a list's statements in milliseconds (0: none).
+    pub statement_timeout_ms: u64,
 }
 
 impl From<&crate::config::Limits> for Bounds {
@@ -118,6 +124,7 @@ impl From<&crate::config::Limits> for Bounds {
             max_scan: l.max_scan,
             max_filter_terms: l.max_filter_terms,
             max_filter_substring_terms: l.max_filter_substring_terms,
+            statement_timeout_ms: l.list_statement_timeout_ms,
         }
     }
 }
@@ -147,6 +154,36 @@ impl Bounds {
         }
         Ok(())
     }
+}
+
+/// Runs a list's reads: on PostgreSQL in one read-only snapshot whose statements may run at most
+/// `bounds.statement_timeout_ms` each (a statement cut off answers 400 `tooMany`); on SQLite on a read connection.
+fn read_bounded<T>(
+    db: &Db,
+    bounds: &Bounds,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, AppError>,
+) -> Result<T, AppError> {
+    if db.backend() != Backend::Postgres || bounds.statement_timeout_ms == 0 {
+        return db.read(f);
+    }
+    let ms = bounds.statement_timeout_ms;
+    db.snapshot(|c| {
+        c.batch_execute(&format!("SET LOCAL statement_timeout = {ms}"))?;
+        f(c)
+    })
+    .map_err(|e| match e {
+        AppError::Internal(cause) if cause.contains("statement timeout") => {
+            tracing::warn!("a list statement ran over limits.list_statement_timeout_ms ({ms} ms): {cause}");
+            ScimError::bad_request(
+                ScimType::TooMany,
+                format!(
+                    "the search ran longer than limits.list_statement_timeout_ms ({ms} ms); narrow the filter"
+                ),
+            )
+            .into()
+        }
+        other => other,
+    })
 }
 
 /// Parses, validates and bounds a filter for `rt` (none when absent or blank).
@@ -185,7 +222,9 @@ pub fn list<S: Source>(
         max_scan,
         max_rows: usize::MAX,
     };
-    let (total, resources) = db.read(|c| select(c, source, filter.as_ref(), &order, window, base_url))?;
+    let (total, resources) = read_bounded(db, &bounds, |c| {
+        select(c, source, filter.as_ref(), &order, window, base_url)
+    })?;
     Ok(Page {
         total,
         start_index: q.start_index,
@@ -452,7 +491,7 @@ pub fn search_root(
         return Err(e.into());
     }
     let offset = q.start_index.saturating_sub(1);
-    let (total, mut merged) = db.read(|c| {
+    let (total, mut merged) = read_bounded(db, &bounds, |c| {
         // Past the first page, count first: a window past the end needs no rows at all.
         if offset > 0 || q.count == 0 {
             let counting = Window {

@@ -876,6 +876,64 @@ async fn filters_over_the_term_limits_are_too_many(backend: Backend) {
     assert_eq!(res.body["totalResults"], 2);
 }
 
+/// On PostgreSQL every list statement runs under `limits.list_statement_timeout_ms`: one cut off answers 400
+/// `tooMany` (here a 1 ms bound over 50 000 rows), and the server goes on answering. SQLite has no such bound
+/// (the term limits bound its filters), so the same list answers there.
+async fn slow_list_statements_are_cut_off_on_postgres(backend: Backend) {
+    use diesel::RunQueryDsl;
+    let app = TestApp::start_with(backend, |c| c.limits.list_statement_timeout_ms = 1).await;
+    app.db()
+        .write(|c| {
+            diesel::sql_query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \
+                 INSERT INTO users (id, user_name, user_name_folded, display_name, display_name_folded, active, \
+                 resource, token_generation, version, created, last_modified) \
+                 SELECT 'seed-' || i, 'seed' || i, 'seed' || i, 'Seed ' || i, 'seed ' || i, 1 = 1, '{}', 0, 1, \
+                 CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM n",
+            )
+            .execute(c)?;
+            Ok::<_, offboard::db::DbError>(())
+        })
+        .unwrap();
+    let slow = (0..10)
+        .map(|i| format!("displayName co \"zz{i}\""))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let res = app.get(&format!("/Users?filter={}", enc(&slow))).await;
+    match backend {
+        Backend::Postgres => {
+            assert_eq!(
+                (res.status, res.body["scimType"].as_str()),
+                (400, Some("tooMany")),
+                "{}",
+                res.text
+            );
+            assert!(
+                res.body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("list_statement_timeout_ms")
+            );
+            let res = app
+                .post("/.search", &json!({"schemas": [SEARCH], "filter": slow}))
+                .await;
+            assert_eq!(
+                (res.status, res.body["scimType"].as_str()),
+                (400, Some("tooMany")),
+                "{}",
+                res.text
+            );
+        }
+        Backend::Sqlite => {
+            assert_eq!(res.status, 200, "{}", res.text);
+            assert_eq!(res.body["totalResults"], 0);
+        }
+    }
+    // Reads and writes go on.
+    let id = create(&app, &new_user("after@example.com")).await;
+    assert_eq!(app.get(&format!("/Users/{id}")).await.status, 200);
+}
+
 both_backends!(
     user_name_order_is_case_insensitive_by_code_point,
     nullable_and_case_exact_columns_sort_missing_last,
@@ -891,4 +949,5 @@ both_backends!(
     too_many_only_past_the_scan_bound,
     collections_answer_with_a_trailing_slash,
     filters_over_the_term_limits_are_too_many,
+    slow_list_statements_are_cut_off_on_postgres,
 );
