@@ -281,32 +281,24 @@ fn record_update(action: &'static str, before: &Group, stored: &Value, delta: &M
         .get("displayName")
         .and_then(Value::as_str)
         .unwrap_or(&before.display_name);
-    audit::record(
-        group_entry(
-            action,
-            &before.id,
-            name,
-            Some(&before.resource),
-            Some(stored),
-            &delta.joined,
-            &delta.left,
-        )
-        .with_skipped(&delta.skipped),
+    let entry = group_entry(
+        action,
+        &before.id,
+        name,
+        Some(&before.resource),
+        Some(stored),
+        &delta.joined,
+        &delta.left,
     );
+    audit::record(with_skipped(entry, &delta.skipped));
 }
 
 /// `members_skipped` on a group write's audit entry, when the write skipped any.
-trait WithSkipped {
-    fn with_skipped(self, skipped: &[String]) -> Self;
-}
-
-impl WithSkipped for Entry {
-    fn with_skipped(self, skipped: &[String]) -> Self {
-        if skipped.is_empty() {
-            self
-        } else {
-            self.detail("members_skipped", skipped.to_vec())
-        }
+fn with_skipped(entry: Entry, skipped: &[String]) -> Entry {
+    if skipped.is_empty() {
+        entry
+    } else {
+        entry.detail("members_skipped", skipped.to_vec())
     }
 }
 
@@ -511,22 +503,20 @@ pub fn create(db: &Db, input: &Value, with_members: bool) -> Result<GroupView, A
             },
         )?;
         repo::groups::add_members(c, &id, &joined)?;
-        audit::record(
-            group_entry(
-                "scim.group.create",
-                &id,
-                &ix.display_name,
-                None,
-                serde_json::from_str::<Value>(&ix.resource).ok().as_ref(),
-                &joined,
-                &[],
-            )
-            .with_skipped(&skipped),
+        let entry = group_entry(
+            "scim.group.create",
+            &id,
+            &ix.display_name,
+            None,
+            serde_json::from_str::<Value>(&ix.resource).ok().as_ref(),
+            &joined,
+            &[],
         );
+        audit::record(with_skipped(entry, &skipped));
         load_view(c, &id, with_members)
     })?;
     log_skipped(&id, &skipped);
-    tracing::info!(group.id = %id, "created group {id} with {} members", ids.len() - skipped.len());
+    tracing::info!(group.id = %id, "created group {id} with {} members", ids.len().saturating_sub(skipped.len()));
     Ok(view)
 }
 

@@ -1025,9 +1025,30 @@ fn str_bool(s: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::scim::ScimType;
     use crate::scim::schema::{Mutability, Uniqueness, registry};
     use serde_json::json;
+
+    #[test]
+    fn terms_count_every_comparison_and_the_substring_ones() {
+        let t = |text: &str| parse(text).unwrap().terms();
+        assert_eq!(t(r#"userName eq "a""#), Terms { all: 1, substring: 0 });
+        assert_eq!(
+            t(
+                r#"emails[type eq "work" and value co "x"] or not (title pr) and userName sw "a" or displayName ew "z""#
+            ),
+            Terms { all: 5, substring: 3 }
+        );
+        let many = vec![r#"emails.value co "a""#; 363].join(" or ");
+        assert_eq!(
+            t(&many),
+            Terms {
+                all: 363,
+                substring: 363
+            }
+        );
+    }
 
     fn p(s: &str) -> Filter {
         parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))

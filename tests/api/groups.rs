@@ -467,7 +467,31 @@ async fn put_and_replace_skip_unknown_members(backend: Backend) {
     );
 }
 
+/// `remove` by a filter that is not a plain `value eq` list (it names `display`) is evaluated over the members as
+/// they are at that point of the PATCH, members added earlier in the same request included.
+async fn removal_by_a_filter_on_display(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 3).await;
+    let gid = create_group(&app, "web", &[&u[0], &u[1]]).await;
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "add", "path": "members", "value": [{"value": u[2]}, {"value": UNKNOWN}]},
+        {"op": "remove", "path": format!("members[display eq \"test user\" and (value eq \"{}\" or value eq \"{}\")]", u[0], u[2])}]});
+    let res = app.patch(&format!("/Groups/{gid}"), &body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(member_values(&res.body), vec![u[1].clone()]);
+    assert_eq!(
+        generations(&app, &u),
+        vec![1, 0, 0],
+        "u2 joined and left within the request: no change for it"
+    );
+    let details = last_details(&app, "scim.group.patch");
+    assert_eq!(details["members_removed"], json!([u[0]]));
+    assert_eq!(details["members_added"], json!([]));
+    assert_eq!(details["members_skipped"], json!([UNKNOWN]));
+}
+
 both_backends!(
+    removal_by_a_filter_on_display,
     an_unknown_member_never_blocks_a_removal,
     put_and_replace_skip_unknown_members,
     groups_sort_search_and_answer_304,
