@@ -1,9 +1,7 @@
 //! Discovery (RFC 7644 §4; RFC 7643 §5–7): `GET /ServiceProviderConfig`, `/ResourceTypes`, `/ResourceTypes/{id}`,
 //! `/Schemas` and `/Schemas/{id}`, served from the documents of the schema registry (`scim-schemas/`), the same
 //! ones the server enforces. Each document gets its `meta.location` from the SCIM base URL; the
-//! `ServiceProviderConfig` gets `filter.maxResults` from the `limits.max_results` config value, and
-//! `patch.maxOperations` (an extension, named like `bulk.maxOperations`; clients ignore attributes they do not
-//! know) from `limits.max_patch_operations`.
+//! `ServiceProviderConfig` gets `filter.maxResults` from the `limits.max_results` config value.
 //!
 //! No credential required, on purpose: RFC 7644 §4 does not ask for one, RFC 7643 §5 says the
 //! `authenticationSchemes` SHOULD be readable "without prior authentication", and these documents hold nothing
@@ -49,7 +47,6 @@ async fn get_service_provider_config(
     Ok(scim_json(&service_provider_config(
         &state.scim_base,
         state.config.limits.max_results,
-        state.config.limits.max_patch_operations,
     )))
 }
 
@@ -112,17 +109,14 @@ fn located(doc: &Value, location: String) -> Value {
     doc
 }
 
-/// The `ServiceProviderConfig` document with this server's `maxResults`, PATCH bound and location.
-fn service_provider_config(base: &str, max_results: usize, max_patch_operations: usize) -> Value {
+/// The `ServiceProviderConfig` document with this server's `maxResults` and location.
+fn service_provider_config(base: &str, max_results: usize) -> Value {
     let mut doc = located(
         registry().service_provider_config(),
         format!("{base}/ServiceProviderConfig"),
     );
     if let Some(filter) = doc.get_mut("filter").and_then(Value::as_object_mut) {
         filter.insert("maxResults".into(), json!(max_results));
-    }
-    if let Some(patch) = doc.get_mut("patch").and_then(Value::as_object_mut) {
-        patch.insert("maxOperations".into(), json!(max_patch_operations));
     }
     doc
 }
@@ -178,9 +172,8 @@ mod tests {
 
     #[test]
     fn service_provider_config_is_filled_in_at_request_time() {
-        let doc = service_provider_config("https://x.example/scim/v2", 37, 12);
+        let doc = service_provider_config("https://x.example/scim/v2", 37);
         assert_eq!(doc["filter"], json!({"supported": true, "maxResults": 37}));
-        assert_eq!(doc["patch"], json!({"supported": true, "maxOperations": 12}));
         assert_eq!(
             doc["meta"]["location"],
             "https://x.example/scim/v2/ServiceProviderConfig"
