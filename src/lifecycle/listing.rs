@@ -24,14 +24,13 @@
 use std::collections::HashMap;
 
 use diesel::QueryableByName;
+use diesel::connection::SimpleConnection;
 use diesel::pg::Pg;
 use diesel::sqlite::Sqlite;
 use serde_json::Value;
 
 use crate::db::filter_sql::{Dialect, SqlFilter};
 use crate::db::repo::list::{self as sql, SortColumn, Table};
-use diesel::connection::SimpleConnection;
-
 use crate::db::{Backend, Db, DbConnection};
 use crate::error::AppError;
 use crate::scim::filter::{self, Filter};
