@@ -350,6 +350,20 @@ pub struct Limits {
     /// `sortBy` on one); a request that would need more gets 400 `tooMany`.
     #[serde(deserialize_with = "lenient")]
     pub max_scan: usize,
+    /// Most operations one SCIM PATCH may carry; more is a 400 `tooMany` before the write begins.
+    #[serde(deserialize_with = "lenient")]
+    pub max_patch_operations: usize,
+    /// Most comparisons in one SCIM filter; more is a 400 `tooMany` before any query runs.
+    #[serde(deserialize_with = "lenient")]
+    pub max_filter_terms: usize,
+    /// Most substring comparisons (`co`, `sw`, `ew`: each a scan no index serves) in one SCIM filter; more is a
+    /// 400 `tooMany` before any query runs.
+    #[serde(deserialize_with = "lenient")]
+    pub max_filter_substring_terms: usize,
+    /// PostgreSQL: longest a SCIM list or search statement may run (`statement_timeout`, milliseconds; 0: no
+    /// bound); beyond, the request gets 400 `tooMany`.
+    #[serde(deserialize_with = "lenient")]
+    pub list_statement_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -418,6 +432,10 @@ impl Default for Limits {
             max_body_bytes: 2 * 1024 * 1024,
             max_results: 1000,
             max_scan: 100_000,
+            max_patch_operations: 1000,
+            max_filter_terms: 50,
+            max_filter_substring_terms: 10,
+            list_statement_timeout_ms: 10_000,
         }
     }
 }
@@ -503,6 +521,18 @@ impl Config {
         }
         if self.limits.max_scan == 0 {
             return Err(ConfigError::invalid("limits.max_scan", "must be at least 1"));
+        }
+        if self.limits.max_filter_terms == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_filter_terms",
+                "must be at least 1",
+            ));
+        }
+        if self.limits.max_patch_operations == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_patch_operations",
+                "must be at least 1",
+            ));
         }
         self.validate_tokens()?;
         Ok(self)

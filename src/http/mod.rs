@@ -125,7 +125,17 @@ async fn scim_not_found() -> Result<actix_web::HttpResponse, AppError> {
 /// A resource whose other methods answer 405 with `Allow` and a SCIM error body (RFC 9110 §15.5.6, RFC 7644
 /// §3.12), instead of actix's empty default.
 pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(move || async move {
+    answer_405(web::resource(path), allow)
+}
+
+/// [`resource`] for a SCIM endpoint, also at `path/`: Microsoft's SCIM validator and some clients send
+/// `GET /Users/?filter=…`, and a trailing slash names the same resource.
+pub(crate) fn scim_resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    answer_405(web::resource(vec![path.to_owned(), format!("{path}/")]), allow)
+}
+
+fn answer_405(resource: actix_web::Resource, allow: &'static str) -> actix_web::Resource {
+    resource.default_service(web::to(move || async move {
         actix_web::HttpResponse::MethodNotAllowed()
             .insert_header((actix_web::http::header::ALLOW, allow))
             .content_type(error::SCIM_JSON)

@@ -31,7 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// A resource that answers every method but the GET route added to it with 405.
 fn get_only(path: &str) -> actix_web::Resource {
-    super::resource(path, "GET")
+    super::scim_resource(path, "GET")
 }
 
 fn scim_json(body: &Value) -> HttpResponse {

@@ -16,14 +16,14 @@ use crate::scim::schema::registry;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        super::resource("/Groups", "GET, POST")
+        super::scim_resource("/Groups", "GET, POST")
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
     // Before `/Groups/{id}`: actix tries resources in registration order.
-    .service(super::resource("/Groups/.search", "POST").route(web::post().to(search)))
+    .service(super::scim_resource("/Groups/.search", "POST").route(web::post().to(search)))
     .service(
-        super::resource("/Groups/{id}", "GET, PUT, PATCH, DELETE")
+        super::scim_resource("/Groups/{id}", "GET, PUT, PATCH, DELETE")
             .route(web::get().to(get))
             .route(web::put().to(replace))
             .route(web::patch().to(patch))
@@ -65,7 +65,7 @@ async fn list(auth: Auth, state: web::Data<AppState>, params: Params) -> Result<
             let proj = projection(&params)?;
             let q = list_query(&params, limits.max_results)?;
             Ok((
-                groups::list(db, &q, with_members(&proj), limits.max_scan, &base)?,
+                groups::list(db, &q, with_members(&proj), (&limits).into(), &base)?,
                 proj,
             ))
         })
@@ -81,7 +81,7 @@ async fn search(auth: Auth, state: web::Data<AppState>, body: ScimBody) -> Resul
         .run(move |db, _| {
             let (q, proj) = search_request(&body, limits.max_results)?;
             Ok((
-                groups::list(db, &q, with_members(&proj), limits.max_scan, &base)?,
+                groups::list(db, &q, with_members(&proj), (&limits).into(), &base)?,
                 proj,
             ))
         })
@@ -160,12 +160,20 @@ async fn patch(
     body: ScimJson,
 ) -> Result<HttpResponse, AppError> {
     let if_match = if_match(&req);
+    let max_ops = state.config.limits.max_patch_operations;
     let (view, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
             valid_id(&id, "group")?;
             Ok((
-                groups::patch(db, &id, &body.0, if_match.as_deref(), with_members(&proj))?,
+                groups::patch(
+                    db,
+                    &id,
+                    &body.0,
+                    if_match.as_deref(),
+                    with_members(&proj),
+                    max_ops,
+                )?,
                 proj,
             ))
         })

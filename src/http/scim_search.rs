@@ -21,7 +21,7 @@ use crate::scim::projection::Projection;
 use crate::scim::schema::registry;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/.search", "POST").route(web::post().to(search_root)));
+    cfg.service(super::scim_resource("/.search", "POST").route(web::post().to(search_root)));
 }
 
 /// Reads a `SearchRequest` body into a list query and a projection. Call it inside `Authenticated::run`, so an
@@ -84,7 +84,7 @@ async fn search_root(
             let sources = root_sources(&proj);
             let sources: Vec<&dyn Searchable> = sources.iter().map(AsRef::as_ref).collect();
             Ok((
-                listing::search_root(db, &sources, &q, limits.max_scan, &base)?,
+                listing::search_root(db, &sources, &q, (&limits).into(), &base)?,
                 proj,
             ))
         })

@@ -15,14 +15,14 @@ use crate::scim::schema::registry;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        super::resource("/Users", "GET, POST")
+        super::scim_resource("/Users", "GET, POST")
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
     // Before `/Users/{id}`: actix tries resources in registration order.
-    .service(super::resource("/Users/.search", "POST").route(web::post().to(search)))
+    .service(super::scim_resource("/Users/.search", "POST").route(web::post().to(search)))
     .service(
-        super::resource("/Users/{id}", "GET, PUT, PATCH, DELETE")
+        super::scim_resource("/Users/{id}", "GET, PUT, PATCH, DELETE")
             .route(web::get().to(get))
             .route(web::put().to(replace))
             .route(web::patch().to(patch))
@@ -59,7 +59,7 @@ async fn list(auth: Auth, state: web::Data<AppState>, params: Params) -> Result<
         .run(move |db, _| {
             let proj = projection(&params)?;
             let q = list_query(&params, limits.max_results)?;
-            Ok((users::list(db, &q, limits.max_scan, &base)?, proj))
+            Ok((users::list(db, &q, (&limits).into(), &base)?, proj))
         })
         .await?;
     Ok(list_response(page, &proj))
@@ -72,7 +72,7 @@ async fn search(auth: Auth, state: web::Data<AppState>, body: ScimBody) -> Resul
     let (page, proj) = auth
         .run(move |db, _| {
             let (q, proj) = search_request(&body, limits.max_results)?;
-            Ok((users::list(db, &q, limits.max_scan, &base)?, proj))
+            Ok((users::list(db, &q, (&limits).into(), &base)?, proj))
         })
         .await?;
     Ok(list_response(page, &proj))
@@ -146,11 +146,15 @@ async fn patch(
     body: ScimJson,
 ) -> Result<HttpResponse, AppError> {
     let if_match = if_match(&req);
+    let max_ops = state.config.limits.max_patch_operations;
     let (user, proj) = auth
         .run(move |db, _| {
             let proj = projection(&params)?;
             valid_id(&id, "user")?;
-            Ok((users::patch(db, &id, &body.0, if_match.as_deref())?, proj))
+            Ok((
+                users::patch(db, &id, &body.0, if_match.as_deref(), max_ops)?,
+                proj,
+            ))
         })
         .await?;
     Ok(resource_response(StatusCode::OK, &state, &user, &proj))

@@ -5,7 +5,9 @@
 //!
 //! Members live in `group_members`: a PATCH touches only the rows that change, and the group document is stored
 //! without them. Removing members removes exactly the members named: Entra's
-//! `{"op":"Remove","path":"members","value":[…]}` removes the listed members, never the whole group.
+//! `{"op":"Remove","path":"members","value":[…]}` removes the listed members, never the whole group. A member
+//! id that is no live user is skipped (and named in the audit entry), never an error: a removal in the same
+//! request must not be blocked by an add the IdP got wrong.
 
 use std::collections::{HashMap, HashSet};
 
@@ -128,18 +130,29 @@ fn member_ids(value: &Value) -> Result<Vec<String>, ScimError> {
     Ok(ids)
 }
 
-/// Fails unless every id is a live user.
-fn require_users(c: &mut DbConnection, ids: &[String]) -> Result<(), AppError> {
+/// Splits the ids a client asks to make members into the live users among them (with their display strings) and
+/// the rest, which are skipped: an IdP may assign people offboard was never sent (or has deleted), and refusing
+/// the whole request would also refuse the removals it carries, leaving a leaver with the role.
+fn live_and_skipped(
+    c: &mut DbConnection,
+    ids: &[String],
+) -> Result<(HashMap<String, String>, Vec<String>), AppError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok((HashMap::new(), Vec::new()));
     }
-    let live: HashSet<String> = repo::groups::live_users_among(c, ids)?.into_iter().collect();
-    if let Some(missing) = ids.iter().find(|id| !live.contains(*id)) {
-        return Err(
-            ScimError::invalid_value(format!("member {missing} is not a user of this service")).into(),
-        );
+    let live: HashMap<String, String> = repo::groups::live_users_among(c, ids)?
+        .into_iter()
+        .map(|m| (m.user_id, m.display))
+        .collect();
+    let skipped = ids.iter().filter(|id| !live.contains_key(*id)).cloned().collect();
+    Ok((live, skipped))
+}
+
+/// Logs the member ids a write skipped (they are in its audit entry too).
+fn log_skipped(group: &str, skipped: &[String]) {
+    if !skipped.is_empty() {
+        tracing::info!(group.id = %group, count = skipped.len(), "skipped {} members of group {group} that are no users of this service", skipped.len());
     }
-    Ok(())
 }
 
 /// The user id of `members[value eq "…"]` filters (also `or`-ed), the form Okta and Entra send.
@@ -176,7 +189,8 @@ fn is_members(path: &AttrPath) -> bool {
             .is_none_or(|u| u.eq_ignore_ascii_case(GROUP_SCHEMA))
 }
 
-/// Splits a PATCH into member changes and operations on the group document.
+/// Splits a PATCH into member changes and operations on the group document. Needs no stored state, so it runs
+/// before the write transaction begins.
 fn split_ops(ops: Vec<PatchOp>) -> Result<(Vec<MemberChange>, Vec<PatchOp>), ScimError> {
     let mut members = Vec::new();
     let mut rest = Vec::new();
@@ -251,6 +265,8 @@ struct MemberDelta {
     left: Vec<String>,
     /// Users who are members after the change and were not before.
     joined: Vec<String>,
+    /// Ids an `add` or `replace` named that are no live user: skipped, never members.
+    skipped: Vec<String>,
 }
 
 impl MemberDelta {
@@ -265,7 +281,7 @@ fn record_update(action: &'static str, before: &Group, stored: &Value, delta: &M
         .get("displayName")
         .and_then(Value::as_str)
         .unwrap_or(&before.display_name);
-    audit::record(group_entry(
+    let entry = group_entry(
         action,
         &before.id,
         name,
@@ -273,7 +289,17 @@ fn record_update(action: &'static str, before: &Group, stored: &Value, delta: &M
         Some(stored),
         &delta.joined,
         &delta.left,
-    ));
+    );
+    audit::record(with_skipped(entry, &delta.skipped));
+}
+
+/// `members_skipped` on a group write's audit entry, when the write skipped any.
+fn with_skipped(entry: Entry, skipped: &[String]) -> Entry {
+    if skipped.is_empty() {
+        entry
+    } else {
+        entry.detail("members_skipped", skipped.to_vec())
+    }
 }
 
 /// The audit entry of a SCIM write to a group: attribute changes, and the members who joined and left.
@@ -295,97 +321,111 @@ fn group_entry(
         .received_now()
 }
 
-/// Applies member changes in order and returns their net effect. Each user's membership before the change is
-/// recorded when an operation first touches them, and compared with their membership at the end.
+/// Applies member changes in order and returns their net effect, in a constant number of statements whatever
+/// the number of operations: the membership the changes need is read once (the named ids, or the whole list when
+/// an operation replaces, empties or filters it), the changes run in memory, and the difference is written with
+/// one insert and one delete (chunked). Ids an `add` or `replace` names that are no live user are skipped and
+/// reported; removals always apply.
 fn apply_member_changes(
     c: &mut DbConnection,
     group_id: &str,
-    changes: Vec<MemberChange>,
+    changes: &[MemberChange],
 ) -> Result<MemberDelta, AppError> {
     if changes.is_empty() {
         return Ok(MemberDelta::default());
     }
-    let mut before: HashMap<String, bool> = HashMap::new();
-    let mut note = |ids: &[String], present: &HashSet<&String>| {
-        for id in ids {
-            before.entry(id.clone()).or_insert_with(|| present.contains(id));
+    let mut wanted = Vec::new();
+    let mut named = Vec::new();
+    let mut seen_wanted = HashSet::new();
+    let mut seen_named = HashSet::new();
+    let mut whole = false;
+    let mut by_filter = false;
+    for change in changes {
+        match change {
+            MemberChange::Add(ids) | MemberChange::Replace(ids) => {
+                whole |= matches!(change, MemberChange::Replace(_));
+                for id in ids {
+                    if seen_wanted.insert(id.as_str()) {
+                        wanted.push(id.clone());
+                    }
+                    if seen_named.insert(id.as_str()) {
+                        named.push(id.clone());
+                    }
+                }
+            }
+            MemberChange::Remove(ids) => {
+                for id in ids {
+                    if seen_named.insert(id.as_str()) {
+                        named.push(id.clone());
+                    }
+                }
+            }
+            MemberChange::RemoveAll => whole = true,
+            MemberChange::RemoveWhere(_) => {
+                whole = true;
+                by_filter = true;
+            }
         }
+    }
+    let (live, skipped) = live_and_skipped(c, &wanted)?;
+    // Display strings, for `remove` by a filter that may name `display`.
+    let mut displays: HashMap<String, String> = HashMap::new();
+    let before: HashSet<String> = if by_filter {
+        let current = repo::groups::members(c, group_id)?;
+        let ids = current.iter().map(|m| m.user_id.clone()).collect();
+        displays.extend(current.into_iter().map(|m| (m.user_id, m.display)));
+        displays.extend(live.iter().map(|(k, v)| (k.clone(), v.clone())));
+        ids
+    } else if whole {
+        repo::groups::member_ids(c, group_id)?.into_iter().collect()
+    } else {
+        repo::groups::members_among(c, group_id, &named)?
+            .into_iter()
+            .collect()
     };
+    let mut after = before.clone();
     for change in changes {
         match change {
             MemberChange::Add(ids) => {
-                require_users(c, &ids)?;
-                let present = repo::groups::members_among(c, group_id, &ids)?;
-                let present: HashSet<&String> = present.iter().collect();
-                note(&ids, &present);
-                let new: Vec<String> = ids.iter().filter(|id| !present.contains(id)).cloned().collect();
-                repo::groups::add_members(c, group_id, &new)?;
+                after.extend(ids.iter().filter(|id| live.contains_key(*id)).cloned());
             }
             MemberChange::Remove(ids) => {
-                let present = repo::groups::members_among(c, group_id, &ids)?;
-                note(&present, &present.iter().collect());
-                repo::groups::remove_members(c, group_id, &present)?;
+                for id in ids {
+                    after.remove(id);
+                }
             }
-            MemberChange::RemoveAll => {
-                let present = repo::groups::member_ids(c, group_id)?;
-                note(&present, &present.iter().collect());
-                repo::groups::remove_members(c, group_id, &present)?;
-            }
+            MemberChange::RemoveAll => after.clear(),
             MemberChange::RemoveWhere(f) => {
-                let path = AttrPath {
-                    urn: None,
-                    name: "members".into(),
-                    sub: None,
-                };
                 let value_path = Filter::ValuePath {
-                    path,
-                    filter: Box::new(f),
+                    path: AttrPath {
+                        urn: None,
+                        name: "members".into(),
+                        sub: None,
+                    },
+                    filter: Box::new(f.clone()),
                 };
-                let matching: Vec<String> = repo::groups::members(c, group_id)?
-                    .into_iter()
-                    .filter(|m| {
-                        let one =
-                            json!({"members": [{"value": m.user_id, "display": m.display, "type": "User"}]});
-                        filter::matches(&value_path, &one, rt())
-                    })
-                    .map(|m| m.user_id)
-                    .collect();
-                note(&matching, &matching.iter().collect());
-                repo::groups::remove_members(c, group_id, &matching)?;
+                after.retain(|id| {
+                    let display = displays.get(id).map_or("", String::as_str);
+                    let one = json!({"members": [{"value": id, "display": display, "type": "User"}]});
+                    !filter::matches(&value_path, &one, rt())
+                });
             }
             MemberChange::Replace(ids) => {
-                require_users(c, &ids)?;
-                let current = repo::groups::member_ids(c, group_id)?;
-                let present: HashSet<&String> = current.iter().collect();
-                note(&current, &present);
-                note(&ids, &present);
-                let wanted: HashSet<&String> = ids.iter().collect();
-                let gone: Vec<String> = current
-                    .iter()
-                    .filter(|id| !wanted.contains(id))
-                    .cloned()
-                    .collect();
-                let new: Vec<String> = ids.iter().filter(|id| !present.contains(id)).cloned().collect();
-                repo::groups::remove_members(c, group_id, &gone)?;
-                repo::groups::add_members(c, group_id, &new)?;
+                after = ids.iter().filter(|id| live.contains_key(*id)).cloned().collect();
             }
         }
     }
-    let touched: Vec<String> = before.keys().cloned().collect();
-    let after: HashSet<String> = repo::groups::members_among(c, group_id, &touched)?
-        .into_iter()
-        .collect();
-    let mut delta = MemberDelta::default();
-    for (id, was) in before {
-        match (was, after.contains(&id)) {
-            (true, false) => delta.left.push(id),
-            (false, true) => delta.joined.push(id),
-            _ => {}
-        }
-    }
-    delta.left.sort();
-    delta.joined.sort();
-    Ok(delta)
+    let mut joined: Vec<String> = after.difference(&before).cloned().collect();
+    let mut left: Vec<String> = before.difference(&after).cloned().collect();
+    joined.sort();
+    left.sort();
+    repo::groups::remove_members(c, group_id, &left)?;
+    repo::groups::add_members(c, group_id, &joined)?;
+    Ok(MemberDelta {
+        left,
+        joined,
+        skipped,
+    })
 }
 
 /// Ends the sessions of users who left a group.
@@ -441,8 +481,13 @@ pub fn create(db: &Db, input: &Value, with_members: bool) -> Result<GroupView, A
     let ix = indexed(stored)?;
     let id = uuid::Uuid::now_v7().to_string();
     let at = now();
+    let mut skipped = Vec::new();
     let view = db.write(|c| {
-        require_users(c, &ids)?;
+        let (live, unknown) = live_and_skipped(c, &ids)?;
+        let mut joined: Vec<String> = ids.iter().filter(|id| live.contains_key(*id)).cloned().collect();
+        joined.sort();
+        joined.dedup();
+        skipped = unknown;
         let folded = fold(&ix.display_name);
         repo::groups::insert(
             c,
@@ -457,11 +502,8 @@ pub fn create(db: &Db, input: &Value, with_members: bool) -> Result<GroupView, A
                 last_modified: at,
             },
         )?;
-        repo::groups::add_members(c, &id, &ids)?;
-        let mut joined = ids.clone();
-        joined.sort();
-        joined.dedup();
-        audit::record(group_entry(
+        repo::groups::add_members(c, &id, &joined)?;
+        let entry = group_entry(
             "scim.group.create",
             &id,
             &ix.display_name,
@@ -469,10 +511,12 @@ pub fn create(db: &Db, input: &Value, with_members: bool) -> Result<GroupView, A
             serde_json::from_str::<Value>(&ix.resource).ok().as_ref(),
             &joined,
             &[],
-        ));
+        );
+        audit::record(with_skipped(entry, &skipped));
         load_view(c, &id, with_members)
     })?;
-    tracing::info!(group.id = %id, "created group {id} with {} members", ids.len());
+    log_skipped(&id, &skipped);
+    tracing::info!(group.id = %id, "created group {id} with {} members", ids.len().saturating_sub(skipped.len()));
     Ok(view)
 }
 
@@ -534,27 +578,34 @@ pub fn replace(
     } else {
         Vec::new()
     };
-    db.write(|c| {
+    let mut skipped = Vec::new();
+    let view = db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
-        let delta = apply_member_changes(c, id, changes.clone())?;
+        let delta = apply_member_changes(c, id, &changes)?;
         record_update("scim.group.replace", &before, &stored, &delta);
         store(c, &before, stored.clone(), delta.changed())?;
         end_sessions_of_leavers(c, id, &delta.left, "removed from group")?;
+        skipped = delta.skipped;
         load_view(c, id, with_members)
-    })
+    })?;
+    log_skipped(id, &skipped);
+    Ok(view)
 }
 
-/// PATCH /Groups/{id}: member operations touch only the member rows that change; all or nothing.
+/// PATCH /Groups/{id}: member operations touch only the member rows that change; all or nothing. The body is
+/// parsed (at most `max_ops` operations) and split before the write transaction begins.
 pub fn patch(
     db: &Db,
     id: &str,
     body: &Value,
     if_match: Option<&str>,
     with_members: bool,
+    max_ops: usize,
 ) -> Result<GroupView, AppError> {
-    let ops = patch::parse_request(body)?;
-    db.write(|c| {
-        let (member_changes, doc_ops) = split_ops(ops.clone())?;
+    let ops = patch::parse_request(body, max_ops)?;
+    let (member_changes, doc_ops) = split_ops(ops)?;
+    let mut skipped = Vec::new();
+    let view = db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
         let current: Value = serde_json::from_str(&before.resource).map_err(AppError::internal)?;
         let stored = if doc_ops.is_empty() {
@@ -562,12 +613,15 @@ pub fn patch(
         } else {
             patch::apply(rt(), &current, &doc_ops)?
         };
-        let delta = apply_member_changes(c, id, member_changes)?;
+        let delta = apply_member_changes(c, id, &member_changes)?;
         record_update("scim.group.patch", &before, &stored, &delta);
         store(c, &before, stored, delta.changed())?;
         end_sessions_of_leavers(c, id, &delta.left, "removed from group")?;
+        skipped = delta.skipped;
         load_view(c, id, with_members)
-    })
+    })?;
+    log_skipped(id, &skipped);
+    Ok(view)
 }
 
 /// DELETE /Groups/{id}: every member loses the group, so every member's sessions end.
@@ -652,8 +706,8 @@ pub fn list(
     db: &Db,
     q: &ListQuery,
     with_members: bool,
-    max_scan: usize,
+    bounds: super::listing::Bounds,
     base_url: &str,
 ) -> Result<Page, AppError> {
-    super::listing::list(db, &Groups { with_members }, q, max_scan, base_url)
+    super::listing::list(db, &Groups { with_members }, q, bounds, base_url)
 }

@@ -12,17 +12,26 @@
 //!   will not evaluate a filter (DECISIONS.md §14).
 //!
 //! Both ways give the same order (`scim::list`'s rules; the SQL side renders them in `db::repo::list`).
+//!
+//! Every list is bounded before it runs ([`Bounds`]): a filter with more comparisons than
+//! `limits.max_filter_terms`, or more substring comparisons (`co`, `sw`, `ew`, which no index serves: each one
+//! scans every row, and an `emails.value co` one every email of every row) than `limits.max_filter_substring_terms`,
+//! is a 400 `tooMany` before any query; the Rust-side work is bounded by `limits.max_scan`. On PostgreSQL every
+//! statement of a list also runs under `statement_timeout` (`limits.list_statement_timeout_ms`), and one cut off
+//! is a 400 `tooMany` too (SQLite offers no such bound through diesel; the term limits bound it there). Lists run
+//! on read connections (on PostgreSQL in one read-only snapshot), never on SQLite's writer.
 
 use std::collections::HashMap;
 
 use diesel::QueryableByName;
+use diesel::connection::SimpleConnection;
 use diesel::pg::Pg;
 use diesel::sqlite::Sqlite;
 use serde_json::Value;
 
 use crate::db::filter_sql::{Dialect, SqlFilter};
 use crate::db::repo::list::{self as sql, SortColumn, Table};
-use crate::db::{Db, DbConnection};
+use crate::db::{Backend, Db, DbConnection};
 use crate::error::AppError;
 use crate::scim::filter::{self, Filter};
 use crate::scim::list::{ListQuery, SortBy, SortKey, SortOrder, SortValue, compare};
@@ -95,11 +104,97 @@ impl Order<'_> {
     }
 }
 
-/// Parses and validates a filter for `rt` (none when absent or blank).
-pub fn parse_filter(text: Option<&str>, rt: &ResourceType) -> Result<Option<Filter>, ScimError> {
+/// What a list may cost (from `limits.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Most candidates a Rust-side evaluation may scan (`limits.max_scan`).
+    pub max_scan: usize,
+    /// Most comparisons in a filter (`limits.max_filter_terms`).
+    pub max_filter_terms: usize,
+    /// Most `co`/`sw`/`ew` comparisons in a filter (`limits.max_filter_substring_terms`).
+    pub max_filter_substring_terms: usize,
+    /// PostgreSQL `statement_timeout` of a list's statements in milliseconds (0: none).
+    pub statement_timeout_ms: u64,
+}
+
+impl From<&crate::config::Limits> for Bounds {
+    fn from(l: &crate::config::Limits) -> Self {
+        Self {
+            max_scan: l.max_scan,
+            max_filter_terms: l.max_filter_terms,
+            max_filter_substring_terms: l.max_filter_substring_terms,
+            statement_timeout_ms: l.list_statement_timeout_ms,
+        }
+    }
+}
+
+impl Bounds {
+    /// 400 `tooMany` for a filter whose database cost is not bounded by these limits.
+    fn check(&self, f: &Filter) -> Result<(), ScimError> {
+        let terms = f.terms();
+        if terms.substring > self.max_filter_substring_terms {
+            return Err(ScimError::bad_request(
+                ScimType::TooMany,
+                format!(
+                    "the filter has {} substring comparisons (co, sw, ew), over limits.max_filter_substring_terms \
+                     ({}): no index serves them, each one scans every resource; split the search",
+                    terms.substring, self.max_filter_substring_terms
+                ),
+            ));
+        }
+        if terms.all > self.max_filter_terms {
+            return Err(ScimError::bad_request(
+                ScimType::TooMany,
+                format!(
+                    "the filter has {} comparisons, over limits.max_filter_terms ({}); split the search",
+                    terms.all, self.max_filter_terms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs a list's reads: on PostgreSQL in one read-only snapshot whose statements may run at most
+/// `bounds.statement_timeout_ms` each (a statement cut off answers 400 `tooMany`); on SQLite on a read connection.
+fn read_bounded<T>(
+    db: &Db,
+    bounds: &Bounds,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, AppError>,
+) -> Result<T, AppError> {
+    if db.backend() != Backend::Postgres || bounds.statement_timeout_ms == 0 {
+        return db.read(f);
+    }
+    let ms = bounds.statement_timeout_ms;
+    db.snapshot(|c| {
+        c.batch_execute(&format!("SET LOCAL statement_timeout = {ms}"))?;
+        f(c)
+    })
+    .map_err(|e| match e {
+        AppError::Internal(cause) if cause.contains("statement timeout") => {
+            tracing::warn!("a list statement ran over limits.list_statement_timeout_ms ({ms} ms): {cause}");
+            ScimError::bad_request(
+                ScimType::TooMany,
+                format!(
+                    "the search ran longer than limits.list_statement_timeout_ms ({ms} ms); narrow the filter"
+                ),
+            )
+            .into()
+        }
+        other => other,
+    })
+}
+
+/// Parses, validates and bounds a filter for `rt` (none when absent or blank).
+pub fn parse_filter(
+    text: Option<&str>,
+    rt: &ResourceType,
+    bounds: &Bounds,
+) -> Result<Option<Filter>, ScimError> {
     match text.map(str::trim) {
         Some(text) if !text.is_empty() => {
             let f = filter::parse(text)?;
+            bounds.check(&f)?;
             filter::validate(&f, rt)?;
             Ok(Some(f))
         }
@@ -112,11 +207,12 @@ pub fn list<S: Source>(
     db: &Db,
     source: &S,
     q: &ListQuery,
-    max_scan: usize,
+    bounds: Bounds,
     base_url: &str,
 ) -> Result<Page, AppError> {
     let rt = source.rt();
-    let filter = parse_filter(q.filter.as_deref(), rt)?;
+    let filter = parse_filter(q.filter.as_deref(), rt, &bounds)?;
+    let max_scan = bounds.max_scan;
     let sort = q.sort.clone().unwrap_or_else(SortBy::default_order);
     let order = Order::Key(sort.resolve_for(rt)?);
     let window = Window {
@@ -125,7 +221,9 @@ pub fn list<S: Source>(
         max_scan,
         max_rows: usize::MAX,
     };
-    let (total, resources) = db.read(|c| select(c, source, filter.as_ref(), &order, window, base_url))?;
+    let (total, resources) = read_bounded(db, &bounds, |c| {
+        select(c, source, filter.as_ref(), &order, window, base_url)
+    })?;
     Ok(Page {
         total,
         start_index: q.start_index,
@@ -349,11 +447,16 @@ pub fn search_root(
     db: &Db,
     sources: &[&dyn Searchable],
     q: &ListQuery,
-    max_scan: usize,
+    bounds: Bounds,
     base_url: &str,
 ) -> Result<Page, AppError> {
+    let max_scan = bounds.max_scan;
     let parsed = match q.filter.as_deref().map(str::trim) {
-        Some(text) if !text.is_empty() => Some(filter::parse(text)?),
+        Some(text) if !text.is_empty() => {
+            let f = filter::parse(text)?;
+            bounds.check(&f)?;
+            Some(f)
+        }
         _ => None,
     };
     let sort = q.sort.clone().unwrap_or_else(SortBy::default_order);
@@ -387,7 +490,7 @@ pub fn search_root(
         return Err(e.into());
     }
     let offset = q.start_index.saturating_sub(1);
-    let (total, mut merged) = db.read(|c| {
+    let (total, mut merged) = read_bounded(db, &bounds, |c| {
         // Past the first page, count first: a window past the end needs no rows at all.
         if offset > 0 || q.count == 0 {
             let counting = Window {

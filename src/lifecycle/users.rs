@@ -351,9 +351,16 @@ pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Resu
     })
 }
 
-/// PATCH /Users/{id}: all operations or none.
-pub fn patch(db: &Db, id: &str, body: &Value, if_match: Option<&str>) -> Result<UserView, AppError> {
-    let ops = patch::parse_request(body)?;
+/// PATCH /Users/{id}: all operations or none. The body is parsed (at most `max_ops` operations) before the
+/// write transaction begins.
+pub fn patch(
+    db: &Db,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+    max_ops: usize,
+) -> Result<UserView, AppError> {
+    let ops = patch::parse_request(body, max_ops)?;
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
         let current = current_resource(&before)?;
@@ -584,9 +591,14 @@ impl Source for Users {
 }
 
 /// GET /Users and POST /Users/.search: filtered, sorted (`sortBy`, default creation time), paged; ties by id so
-/// paging is stable. `max_scan` bounds a filter or sort evaluated in Rust (`limits.max_scan`).
-pub fn list(db: &Db, q: &ListQuery, max_scan: usize, base_url: &str) -> Result<Page, AppError> {
-    super::listing::list(db, &Users, q, max_scan, base_url)
+/// paging is stable. `bounds` limits the filter's size and a filter or sort evaluated in Rust (`limits.*`).
+pub fn list(
+    db: &Db,
+    q: &ListQuery,
+    bounds: super::listing::Bounds,
+    base_url: &str,
+) -> Result<Page, AppError> {
+    super::listing::list(db, &Users, q, bounds, base_url)
 }
 
 #[cfg(test)]

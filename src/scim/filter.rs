@@ -197,6 +197,37 @@ pub enum Filter {
     },
 }
 
+/// How many comparisons a filter holds: every `attr op value` and `attr pr`, value filters' inside included, and
+/// how many of them are substring matches (`co`, `sw`, `ew`), which no index serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Terms {
+    pub all: usize,
+    pub substring: usize,
+}
+
+impl Filter {
+    /// Counts the terms of the filter, without recursion.
+    pub fn terms(&self) -> Terms {
+        let mut terms = Terms::default();
+        let mut stack = vec![self];
+        while let Some(node) = stack.pop() {
+            match node {
+                Self::Compare { op, .. } => {
+                    terms.all += 1;
+                    terms.substring += usize::from(op.is_substring());
+                }
+                Self::Present(_) => terms.all += 1,
+                Self::And(a, b) | Self::Or(a, b) => {
+                    stack.push(a);
+                    stack.push(b);
+                }
+                Self::Not(a) | Self::ValuePath { filter: a, .. } => stack.push(a),
+            }
+        }
+        terms
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Parsing
 // ---------------------------------------------------------------------------------------------------------------
@@ -994,9 +1025,30 @@ fn str_bool(s: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::scim::ScimType;
     use crate::scim::schema::{Mutability, Uniqueness, registry};
     use serde_json::json;
+
+    #[test]
+    fn terms_count_every_comparison_and_the_substring_ones() {
+        let t = |text: &str| parse(text).unwrap().terms();
+        assert_eq!(t(r#"userName eq "a""#), Terms { all: 1, substring: 0 });
+        assert_eq!(
+            t(
+                r#"emails[type eq "work" and value co "x"] or not (title pr) and userName sw "a" or displayName ew "z""#
+            ),
+            Terms { all: 5, substring: 3 }
+        );
+        let many = vec![r#"emails.value co "a""#; 363].join(" or ");
+        assert_eq!(
+            t(&many),
+            Terms {
+                all: 363,
+                substring: 363
+            }
+        );
+    }
 
     fn p(s: &str) -> Filter {
         parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))

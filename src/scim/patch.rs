@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
@@ -20,7 +21,7 @@ use super::schema::{
     AttrType, AttributeDef, Mutability, Resolved, ResourceType, eq_fold, fold, is_unassigned, parse_datetime,
     single_primary, split_attr_key,
 };
-use super::{PATCH_OP_SCHEMA, ScimError, get_ci_map};
+use super::{PATCH_OP_SCHEMA, ScimError, ScimType, get_ci_map};
 
 /// Filters are already bounded by their parser (32 levels of brackets); this bounds the evaluation here
 /// independently of it. `and`/`or` chains are walked with a heap stack, so only `not` and brackets recurse.
@@ -60,8 +61,10 @@ pub struct PatchOp {
 }
 
 /// Parses a `PatchOp` message (RFC 7644 §3.5.2): `op` names case-insensitive, member names of the message and of
-/// each operation case-insensitive, unknown members ignored, paths parsed with `scim::path::parse`.
-pub fn parse_request(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
+/// each operation case-insensitive, unknown members ignored, paths parsed with `scim::path::parse`. More than
+/// `max_ops` operations (`limits.max_patch_operations`) is a 400 `tooMany` before any is parsed: a PATCH is
+/// applied inside the resource's write transaction, so its size bounds how long that transaction runs.
+pub fn parse_request(body: &Value, max_ops: usize) -> Result<Vec<PatchOp>, ScimError> {
     let Value::Object(message) = body else {
         return Err(ScimError::invalid_syntax(
             "a PATCH body must be a PatchOp JSON object",
@@ -83,6 +86,16 @@ pub fn parse_request(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
             "'Operations' must be an array of operations",
         ));
     };
+    if operations.len() > max_ops {
+        return Err(ScimError::bad_request(
+            ScimType::TooMany,
+            format!(
+                "a PATCH may carry at most {max_ops} operations (limits.max_patch_operations); this one has {}: \
+                 send them in several requests",
+                operations.len()
+            ),
+        ));
+    }
     operations
         .iter()
         .enumerate()
@@ -137,17 +150,110 @@ fn check_op(op: &PatchOp) -> Result<(), ScimError> {
 /// Applies the operations in order to a copy of `resource` (stored form) and returns the new stored form, or the
 /// first error (nothing is changed then). The result passes `ResourceType::finish` (required attributes,
 /// `schemas`).
+///
+/// The cost is linear in the operations and the values they carry: `add`s to a multi-valued attribute (Okta and
+/// attackers alike send one operation per value) are collected while the operations in between touch other
+/// attributes, and merged into the attribute in one pass when something else touches it or at the end; each merge
+/// finds duplicates and same-value elements through an index rather than by scanning the list per value.
 pub fn apply(rt: &ResourceType, resource: &Value, ops: &[PatchOp]) -> Result<Value, ScimError> {
     let mut doc = resource.as_object().cloned().unwrap_or_default();
+    let mut pending: Option<PendingAdds<'_>> = None;
     for op in ops {
         check_op(op)?;
+        if let Some((target, value)) = plain_add(rt, op) {
+            match &mut pending {
+                Some(p) if std::ptr::eq(p.target.attr, target.attr) => p.values.push(value),
+                _ => {
+                    if let Some(p) = pending.take() {
+                        p.merge(rt, &mut doc)?;
+                    }
+                    pending = Some(PendingAdds {
+                        target,
+                        values: vec![value],
+                    });
+                }
+            }
+            continue;
+        }
+        if pending.as_ref().is_some_and(|p| !p.untouched_by(rt, op))
+            && let Some(p) = pending.take()
+        {
+            p.merge(rt, &mut doc)?;
+        }
         match &op.path {
             None => apply_map(rt, &mut doc, op.op, op.value.as_ref().unwrap_or(&Value::Null))?,
             Some(path) => apply_path(rt, &mut doc, op.op, path, op.value.as_ref(), false)?,
         }
     }
+    if let Some(p) = pending {
+        p.merge(rt, &mut doc)?;
+    }
     rt.finish(&mut doc)?;
     Ok(Value::Object(doc))
+}
+
+/// The target and value of an `add` with a plain path (no filter, no sub-attribute) to a readWrite multi-valued
+/// attribute: the operations [`PendingAdds`] collects.
+fn plain_add<'r, 'o>(rt: &'r ResourceType, op: &'o PatchOp) -> Option<(Resolved<'r>, &'o Value)> {
+    let path = op.path.as_ref()?;
+    if op.op != OpKind::Add
+        || path.filter.is_some()
+        || path.sub.is_some()
+        || path.attr.sub.is_some()
+        || path.attr.name.eq_ignore_ascii_case("schemas")
+    {
+        return None;
+    }
+    let target = rt.resolve(&path.attr)?;
+    if !target.attr.multi_valued || target.attr.mutability != Mutability::ReadWrite {
+        return None;
+    }
+    Some((target, op.value.as_ref()?))
+}
+
+/// `add`s to one multi-valued attribute not merged yet. Merging them together gives what applying them one by one
+/// gives: each value is coerced on its own (so each keeps its own `primary`), then all are added in order, the
+/// last `primary: true` winning; the operations between them touched other attributes only.
+struct PendingAdds<'a> {
+    target: Resolved<'a>,
+    values: Vec<&'a Value>,
+}
+
+impl PendingAdds<'_> {
+    /// True when `op` certainly leaves the attribute alone: its path names another attribute. Anything else
+    /// (no path, an unknown path, a whole schema) merges the pending adds first.
+    fn untouched_by(&self, rt: &ResourceType, op: &PatchOp) -> bool {
+        op.path.as_ref().is_some_and(|path| {
+            let base = AttrPath {
+                urn: path.attr.urn.clone(),
+                name: path.attr.name.clone(),
+                sub: None,
+            };
+            rt.resolve(&base)
+                .is_some_and(|r| !std::ptr::eq(r.attr, self.target.attr))
+        })
+    }
+
+    fn merge(self, rt: &ResourceType, doc: &mut Map<String, Value>) -> Result<(), ScimError> {
+        let attr = self.target.attr;
+        let label = rt.label(&self.target);
+        let mut new = Vec::new();
+        for value in self.values {
+            match attr.coerce(value, &label)? {
+                Some(Value::Array(items)) => new.extend(items),
+                Some(one) => new.push(one),
+                None => {}
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        let container = rt.container_mut(doc, &self.target);
+        let mut items = take_elements(container, attr);
+        add_elements(attr, &mut items, Value::Array(new));
+        put_elements(container, attr, items);
+        Ok(())
+    }
 }
 
 /// add/replace without a path: every key of the value map is an attribute path (Entra sends `name.givenName`
@@ -450,31 +556,70 @@ fn whole(
 /// RFC 7644 §3.5.2.1 add to a multi-valued attribute: exact duplicates are skipped; a value with the same `value`
 /// (and compatible `type`) as an existing one is merged into it; `primary: true` on an added value clears it on
 /// the others.
+///
+/// Elements are indexed by [`identity_key`] once per call, so adding k values to n elements costs O(n + k), not
+/// O(n·k): an exact duplicate has the same key, and so does every element of the same identity.
 fn add_elements(attr: &AttributeDef, items: &mut Vec<Value>, new: Value) {
     let new_items = match new {
         Value::Array(a) => a,
         other => vec![other],
     };
+    let value_def = attr.sub("value");
+    // Positions by key, ascending (so the first match is the first element, as a scan would find it).
+    let mut index: HashMap<IdentityKey, Vec<usize>> = HashMap::new();
+    for (i, e) in items.iter().enumerate() {
+        index.entry(identity_key(value_def, e)).or_default().push(i);
+    }
     let mut keep = None;
     for item in new_items {
-        if items.contains(&item) {
+        let key = identity_key(value_def, &item);
+        let candidates = index.get(&key).map_or(&[][..], Vec::as_slice);
+        if candidates.iter().any(|&i| items.get(i) == Some(&item)) {
             continue;
         }
         let primary = is_primary(&item);
-        let index = if let Some(i) = items.iter().position(|e| same_identity(attr, e, &item)) {
+        let same = candidates
+            .iter()
+            .copied()
+            .find(|&i| items.get(i).is_some_and(|e| same_identity(attr, e, &item)));
+        let position = if let Some(i) = same {
             if let Some(existing) = items.get_mut(i) {
                 merge_into(existing, item);
             }
             i
         } else {
             items.push(item);
-            items.len() - 1
+            let i = items.len() - 1;
+            index.entry(key).or_default().push(i);
+            i
         };
         if primary {
-            keep = Some(index);
+            keep = Some(position);
         }
     }
     single_primary(items, keep);
+}
+
+/// What [`add_elements`] indexes elements by: the `value` as [`same_identity`] compares it (folded unless
+/// caseExact), or the whole element when it has no `value` (simple multi-valued attributes). A merge keeps an
+/// element's key: it only happens between elements of the same `value`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum IdentityKey {
+    Text(String),
+    Other(String),
+}
+
+fn identity_key(value_def: Option<&AttributeDef>, element: &Value) -> IdentityKey {
+    let value = if value_def.is_some() {
+        element.get("value").unwrap_or(element)
+    } else {
+        element
+    };
+    match value {
+        Value::String(s) if value_def.is_some_and(|d| !d.case_exact) => IdentityKey::Text(fold(s)),
+        Value::String(s) => IdentityKey::Text(s.clone()),
+        other => IdentityKey::Other(other.to_string()),
+    }
 }
 
 /// Two elements of a multi-valued complex attribute denote the same thing: equal `value` (honouring caseExact)
@@ -882,13 +1027,13 @@ mod tests {
     use serde_json::json;
 
     fn ops(body: &Value) -> Vec<PatchOp> {
-        parse_request(body).unwrap()
+        parse_request(body, 1000).unwrap()
     }
 
     fn patch(rt: &ResourceType, resource: &Value, operations: Value) -> Result<Value, ScimError> {
         let mut body = json!({"schemas": [PATCH_OP_SCHEMA]});
         body["Operations"] = operations;
-        apply(rt, resource, &parse_request(&body)?)
+        apply(rt, resource, &parse_request(&body, usize::MAX)?)
     }
 
     fn user_patch(resource: &Value, operations: Value) -> Result<Value, ScimError> {
@@ -938,7 +1083,7 @@ mod tests {
 
     #[test]
     fn parse_errors() {
-        let bad = |body: Value| parse_request(&body).unwrap_err();
+        let bad = |body: Value| parse_request(&body, 1000).unwrap_err();
         assert_eq!(bad(json!([])).scim_type, Some(ScimType::InvalidSyntax));
         assert_eq!(
             bad(json!({"schemas": [PATCH_OP_SCHEMA]})).scim_type,
@@ -1799,7 +1944,7 @@ mod tests {
             } else {
                 (registry().user(), &base_user)
             };
-            let ops = parse_request(&fixture["body"]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let ops = parse_request(&fixture["body"], 1000).unwrap_or_else(|e| panic!("{name}: {e}"));
             let out = apply(rt, base, &ops).unwrap_or_else(|e| panic!("{name}: {e}"));
             let expected = &fixture["expected_body_subset"];
             assert!(
@@ -1862,5 +2007,57 @@ mod tests {
             CompareOp::Gt,
             &s("2011-05-13T05:42:34+02:00")
         ));
+    }
+
+    /// 10 000 operations apply (one add run, then alternating kinds), and a run of adds gives what applying the
+    /// adds one at a time gives. Timing is in `benches/filter.rs`, not here.
+    #[test]
+    fn ten_thousand_operations_apply_and_runs_match_one_by_one() {
+        let user =
+            json!({"schemas": [USER_SCHEMA], "userName": "a", "emails": [{"value": "a@x", "primary": true}]});
+        let adds: Vec<Value> = (0..10_000)
+            .map(|i| json!({"op": "add", "path": "emails", "value": [{"value": format!("e{i}@x"), "type": "work"}]}))
+            .collect();
+        let out = user_patch(&user, Value::Array(adds)).unwrap();
+        assert_eq!(out["emails"].as_array().unwrap().len(), 10_001);
+        let mixed: Vec<Value> = (0..10_000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    json!({"op": "replace", "path": "displayName", "value": format!("n{i}")})
+                } else {
+                    json!({"op": "add", "path": "phoneNumbers", "value": [{"value": format!("+{i}")}]})
+                }
+            })
+            .collect();
+        let out = user_patch(&user, Value::Array(mixed)).unwrap();
+        assert_eq!(out["phoneNumbers"].as_array().unwrap().len(), 5_000);
+        assert_eq!(out["displayName"], "n9998");
+        let group = json!({"schemas": [GROUP_SCHEMA], "displayName": "g"});
+        let renames: Vec<Value> = (0..10_000)
+            .map(|i| json!({"op": "replace", "value": {"displayName": format!("g{i}")}}))
+            .collect();
+        assert_eq!(
+            group_patch(&group, Value::Array(renames)).unwrap()["displayName"],
+            "g9999"
+        );
+
+        let run = json!([
+            {"op": "add", "path": "emails", "value": [{"value": "B@x", "primary": true}, {"value": "c@x", "primary": true}]},
+            {"op": "add", "path": "emails", "value": {"value": "a@X", "type": "work"}},
+            {"op": "replace", "path": "displayName", "value": "between"},
+            {"op": "add", "path": "emails", "value": [{"value": "a@x", "type": "work"}]},
+            {"op": "add", "path": "phoneNumbers", "value": [{"value": "+1", "primary": true}]},
+            {"op": "add", "path": "emails", "value": [{"value": "d@x", "type": "home", "primary": true}]},
+            {"op": "add", "path": "emails", "value": [{"value": "b@x", "primary": false}, {"value": "e@x"}]},
+            {"op": "replace", "path": "emails[value eq \"e@x\"].type", "value": "other"},
+            {"op": "add", "path": "emails", "value": [{"value": "E@x", "type": "other", "primary": true}]}
+        ]);
+        let together = user_patch(&user, run.clone()).unwrap();
+        let mut one_by_one = user.clone();
+        for op in run.as_array().unwrap() {
+            one_by_one = user_patch(&one_by_one, json!([op])).unwrap();
+        }
+        assert_eq!(together, one_by_one);
+        assert_eq!(together["emails"].as_array().unwrap().len(), 5, "{together}");
     }
 }

@@ -2,9 +2,34 @@
 //! member who leaves (PATCH, PUT, group delete) gets a new token generation in the same transaction; nobody else
 //! does. Entra's `Remove` with a `value` list removes only the listed members.
 
+use offboard::credentials::Scope;
+use offboard::db::{DbError, repo};
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, TestApp, both_backends, patch_op};
+
+/// A user id offboard was never sent (Okta and Entra assign people before, or without, provisioning them).
+const UNKNOWN: &str = "0192e4a1-0000-7000-8000-000000000000";
+
+/// The details of the last audit entry with this action.
+fn last_details(app: &TestApp, action: &str) -> Value {
+    let all = app
+        .db()
+        .read(|c| repo::audit::after(c, 0, 1_000_000).map_err(DbError::from))
+        .unwrap();
+    let entry = all.iter().rev().find(|e| e.action == action).unwrap();
+    serde_json::from_str(&entry.details).unwrap()
+}
+
+/// Introspects `token` with a fresh `introspect` credential named `name`.
+async fn introspect(app: &TestApp, name: &str, token: &str) -> Value {
+    let secret = app.credential(name, &[Scope::Introspect]);
+    let res = app
+        .form("/oauth2/introspect", Some((name, &secret)), &[("token", token)])
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    res.body
+}
 
 async fn users(app: &TestApp, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -172,11 +197,12 @@ async fn a_failing_patch_changes_nothing(backend: Backend) {
     let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
         {"op": "replace", "path": "displayName", "value": "renamed"},
         {"op": "remove", "path": format!("members[value eq \"{}\"]", u[0])},
-        {"op": "add", "path": "members", "value": [{"value": "0192e4a1-0000-7000-8000-000000000000"}]}]});
+        {"op": "add", "path": "members", "value": [{"value": u[1]}]},
+        {"op": "replace", "path": "noSuchAttribute", "value": "x"}]});
     let res = app.patch(&path, &body).await;
     assert_eq!(
         (res.status, res.body["scimType"].as_str()),
-        (400, Some("invalidValue")),
+        (400, Some("invalidPath")),
         "{}",
         res.text
     );
@@ -327,7 +353,147 @@ async fn groups_sort_search_and_answer_304(backend: Backend) {
     assert!(res.text.is_empty());
 }
 
+/// Okta's PATCH that removes u2 and adds someone offboard does not know: the removal applies (u2's tokens die),
+/// the unknown member is skipped and recorded, and the answer is 200 without it. A retry changes nothing more.
+async fn an_unknown_member_never_blocks_a_removal(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 3).await;
+    let gid = create_group(&app, "prod", &[&u[0], &u[1]]).await;
+    let token = app.login("member1@example.com").access_token;
+    assert_eq!(introspect(&app, "rs1", &token).await["active"], true);
+    let path = format!("/Groups/{gid}");
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "remove", "path": format!("members[value eq \"{}\"]", u[1])},
+        {"op": "add", "path": "members", "value": [{"value": UNKNOWN, "display": "not provisioned"}, {"value": u[2]}]}]});
+    let res = app.patch(&path, &body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let mut want = vec![u[0].clone(), u[2].clone()];
+    want.sort();
+    assert_eq!(
+        member_values(&res.body),
+        want,
+        "u1 left, u2 joined, the unknown id is absent"
+    );
+    assert_eq!(
+        generations(&app, &u),
+        vec![0, 1, 0],
+        "only the removed member's sessions end"
+    );
+    assert_eq!(introspect(&app, "rs2", &token).await, json!({"active": false}));
+    let details = last_details(&app, "scim.group.patch");
+    assert_eq!(details["members_skipped"], json!([UNKNOWN]), "{details}");
+    assert_eq!(details["members_removed"], json!([u[1]]));
+    assert_eq!(details["members_added"], json!([u[2]]));
+    // The IdP retries: nothing left to change, still 200.
+    let res = app.patch(&path, &body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(member_values(&res.body), want);
+    assert_eq!(generations(&app, &u), vec![0, 1, 0]);
+    // Entra's shape: remove with a value list and add, in one request.
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "Add", "path": "members", "value": [{"value": UNKNOWN}]},
+        {"op": "Remove", "path": "members", "value": [{"value": u[0]}]}]});
+    let res = app.patch(&path, &body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(member_values(&res.body), vec![u[2].clone()]);
+    assert_eq!(generations(&app, &u), vec![1, 1, 0]);
+    assert_eq!(
+        last_details(&app, "scim.group.patch")["members_skipped"],
+        json!([UNKNOWN])
+    );
+}
+
+/// A PUT (and a POST, and a `replace` of members) naming an unknown member applies the rest of the member list:
+/// members not named leave, the unknown id is skipped and recorded.
+async fn put_and_replace_skip_unknown_members(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 3).await;
+    let res = app
+        .post(
+            "/Groups",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "ops",
+                "members": [{"value": u[0]}, {"value": u[1]}, {"value": UNKNOWN}]}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let mut want = vec![u[0].clone(), u[1].clone()];
+    want.sort();
+    assert_eq!(member_values(&res.body), want);
+    assert_eq!(
+        last_details(&app, "scim.group.create")["members_skipped"],
+        json!([UNKNOWN])
+    );
+    let gid = res.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/Groups/{gid}");
+    let res = app
+        .put(
+            &path,
+            &json!({"displayName": "ops", "members": [{"value": u[0]}, {"value": UNKNOWN}]}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(member_values(&res.body), vec![u[0].clone()]);
+    assert_eq!(
+        generations(&app, &u),
+        vec![0, 1, 0],
+        "u1, not named by the PUT, left"
+    );
+    let details = last_details(&app, "scim.group.replace");
+    assert_eq!(details["members_skipped"], json!([UNKNOWN]), "{details}");
+    assert_eq!(details["members_removed"], json!([u[1]]));
+    let res = app
+        .patch(
+            &path,
+            &patch_op(
+                "replace",
+                Some("members"),
+                &members(&[&u[2], &UNKNOWN.to_owned()]),
+            ),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(member_values(&res.body), vec![u[2].clone()]);
+    assert_eq!(generations(&app, &u), vec![1, 1, 0]);
+    // A deleted user is no user either.
+    assert_eq!(app.delete(&format!("/Users/{}", u[1])).await.status, 204);
+    let res = app
+        .patch(&path, &patch_op("add", Some("members"), &members(&[&u[1]])))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(member_values(&res.body), vec![u[2].clone()]);
+    assert_eq!(
+        last_details(&app, "scim.group.patch")["members_skipped"],
+        json!([u[1]])
+    );
+}
+
+/// `remove` by a filter that is not a plain `value eq` list (it names `display`) is evaluated over the members as
+/// they are at that point of the PATCH, members added earlier in the same request included.
+async fn removal_by_a_filter_on_display(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let u = users(&app, 3).await;
+    let gid = create_group(&app, "web", &[&u[0], &u[1]]).await;
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "add", "path": "members", "value": [{"value": u[2]}, {"value": UNKNOWN}]},
+        {"op": "remove", "path": format!("members[display eq \"test user\" and (value eq \"{}\" or value eq \"{}\")]", u[0], u[2])}]});
+    let res = app.patch(&format!("/Groups/{gid}"), &body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(member_values(&res.body), vec![u[1].clone()]);
+    assert_eq!(
+        generations(&app, &u),
+        vec![1, 0, 0],
+        "u2 joined and left within the request: no change for it"
+    );
+    let details = last_details(&app, "scim.group.patch");
+    assert_eq!(details["members_removed"], json!([u[0]]));
+    assert_eq!(details["members_added"], json!([]));
+    assert_eq!(details["members_skipped"], json!([UNKNOWN]));
+}
+
 both_backends!(
+    removal_by_a_filter_on_display,
+    an_unknown_member_never_blocks_a_removal,
+    put_and_replace_skip_unknown_members,
     groups_sort_search_and_answer_304,
     entra_remove_with_value_removes_only_the_listed_members,
     adding_and_renaming_end_no_sessions,

@@ -724,6 +724,216 @@ async fn too_many_only_past_the_scan_bound(backend: Backend) {
     assert_eq!(ids(&shallow.body).len(), 2);
 }
 
+/// Microsoft's SCIM test collection asks `GET /Users/?filter=…`: every collection (and each resource) answers with
+/// a trailing slash as without one.
+async fn collections_answer_with_a_trailing_slash(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = create(&app, &new_user("slash@example.com")).await;
+    let res = app
+        .post(
+            "/Groups/",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "slashers",
+                "members": [{"value": uid}]}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "POST /Groups/: {}", res.text);
+    let gid = res.body["id"].as_str().unwrap().to_owned();
+    let filter = enc("userName eq \"slash@example.com\"");
+    let res = app.get(&format!("/Users/?filter={filter}")).await;
+    assert_eq!(res.status, 200, "GET /Users/?filter: {}", res.text);
+    assert_eq!(ids(&res.body), vec![uid.clone()]);
+    let res = app
+        .get(&format!("/Groups/?filter={}", enc("displayName eq \"slashers\"")))
+        .await;
+    assert_eq!(res.status, 200, "GET /Groups/?filter: {}", res.text);
+    assert_eq!(ids(&res.body), vec![gid.clone()]);
+    let search = json!({"schemas": [SEARCH], "filter": "userName eq \"slash@example.com\""});
+    for path in ["/Users/.search/", "/.search/"] {
+        let res = app.post(path, &search).await;
+        assert_eq!(res.status, 200, "POST {path}: {}", res.text);
+        assert_eq!(ids(&res.body), vec![uid.clone()], "POST {path}");
+    }
+    let res = app
+        .post(
+            "/Groups/.search/",
+            &json!({"schemas": [SEARCH], "filter": "displayName eq \"slashers\""}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "POST /Groups/.search/: {}", res.text);
+    assert_eq!(ids(&res.body), vec![gid.clone()]);
+    for path in [
+        "/ServiceProviderConfig/",
+        "/ResourceTypes/",
+        "/ResourceTypes/User/",
+        "/Schemas/",
+        "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User/",
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status, 200, "GET {path}: {}", res.text);
+    }
+    let res = app.get(&format!("/Users/{uid}/")).await;
+    assert_eq!((res.status, res.body["id"].as_str()), (200, Some(uid.as_str())));
+    let res = app.get(&format!("/Groups/{gid}/")).await;
+    assert_eq!((res.status, res.body["id"].as_str()), (200, Some(gid.as_str())));
+    let res = app
+        .patch(
+            &format!("/Users/{uid}/"),
+            &patch_op("replace", Some("displayName"), &json!("Slash")),
+        )
+        .await;
+    assert_eq!(res.status, 200, "PATCH /Users/{{id}}/: {}", res.text);
+    assert_eq!(
+        app.scim("DELETE", &format!("/Groups/{gid}/"), None).await.status,
+        204
+    );
+    // Other methods still answer 405 there.
+    assert_eq!(app.scim("DELETE", "/Users/", None).await.status, 405);
+}
+
+/// Every filter the database decides has a bounded cost: `emails.value co` OR'ed 363 times (134 s on SQLite
+/// before) is a 400 `tooMany` on every list and search endpoint, as is a filter over `limits.max_filter_terms`
+/// comparisons; a handful of substring terms still works.
+async fn filters_over_the_term_limits_are_too_many(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut want = Vec::new();
+    for name in ["ann@a.example", "bob@b.example", "cy@c.example"] {
+        let id = create(&app, &new_user(name)).await;
+        if !name.starts_with("cy") {
+            want.push(id);
+        }
+    }
+    let cos = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("emails.value co \"x{i}\""))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let too_many = |res: &crate::harness::Resp, what: &str| {
+        assert_eq!(
+            (res.status, res.body["scimType"].as_str()),
+            (400, Some("tooMany")),
+            "{what}: {}",
+            res.text
+        );
+    };
+    let attack = cos(363);
+    let res = app.get(&format!("/Users?filter={}", enc(&attack))).await;
+    too_many(&res, "GET /Users");
+    assert!(
+        res.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_filter_substring_terms")
+    );
+    let search = json!({"schemas": [SEARCH], "filter": attack});
+    for path in ["/Users/.search", "/.search"] {
+        too_many(&app.post(path, &search).await, path);
+    }
+    let groups = (0..11)
+        .map(|i| format!("displayName co \"g{i}\""))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    too_many(
+        &app.get(&format!("/Groups?filter={}", enc(&groups))).await,
+        "GET /Groups",
+    );
+    too_many(
+        &app.post("/Groups/.search", &json!({"schemas": [SEARCH], "filter": groups}))
+            .await,
+        "POST /Groups/.search",
+    );
+    // A value filter's comparisons count too.
+    let inside = format!("emails[{}]", cos(11).replace("emails.value", "value"));
+    too_many(
+        &app.get(&format!("/Users?filter={}", enc(&inside))).await,
+        "value filter",
+    );
+    // Any kind of term: 51 `eq` terms are over limits.max_filter_terms (50).
+    let eqs = (0..51)
+        .map(|i| format!("userName eq \"u{i}\""))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let res = app.get(&format!("/Users?filter={}", enc(&eqs))).await;
+    too_many(&res, "51 eq terms");
+    assert!(res.body["detail"].as_str().unwrap().contains("max_filter_terms"));
+    // Within the limits: 10 substring terms, 50 terms in all.
+    let ok = format!(
+        "emails.value co \"@a.\" or emails.value ew \"b.example\" or {} or {}",
+        cos(8),
+        (0..40)
+            .map(|i| format!("userName eq \"u{i}\""))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    );
+    let mut got = ids(&list(&app, &[("filter", &ok)]).await);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let res = app
+        .post("/.search", &json!({"schemas": [SEARCH], "filter": ok}))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["totalResults"], 2);
+}
+
+/// On PostgreSQL every list statement runs under `limits.list_statement_timeout_ms`: one cut off answers 400
+/// `tooMany` (here a 1 ms bound over 50 000 rows), and the server goes on answering. SQLite has no such bound
+/// (the term limits bound its filters), so the same list answers there.
+async fn slow_list_statements_are_cut_off_on_postgres(backend: Backend) {
+    use diesel::RunQueryDsl;
+    let app = TestApp::start_with(backend, |c| c.limits.list_statement_timeout_ms = 1).await;
+    app.db()
+        .write(|c| {
+            diesel::sql_query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \
+                 INSERT INTO users (id, user_name, user_name_folded, display_name, display_name_folded, active, \
+                 resource, token_generation, version, created, last_modified) \
+                 SELECT 'seed-' || i, 'seed' || i, 'seed' || i, 'Seed ' || i, 'seed ' || i, 1 = 1, '{}', 0, 1, \
+                 CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM n",
+            )
+            .execute(c)?;
+            Ok::<_, offboard::db::DbError>(())
+        })
+        .unwrap();
+    let slow = (0..10)
+        .map(|i| format!("displayName co \"zz{i}\""))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let res = app.get(&format!("/Users?filter={}", enc(&slow))).await;
+    match backend {
+        Backend::Postgres => {
+            assert_eq!(
+                (res.status, res.body["scimType"].as_str()),
+                (400, Some("tooMany")),
+                "{}",
+                res.text
+            );
+            assert!(
+                res.body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("list_statement_timeout_ms")
+            );
+            let res = app
+                .post("/.search", &json!({"schemas": [SEARCH], "filter": slow}))
+                .await;
+            assert_eq!(
+                (res.status, res.body["scimType"].as_str()),
+                (400, Some("tooMany")),
+                "{}",
+                res.text
+            );
+        }
+        Backend::Sqlite => {
+            assert_eq!(res.status, 200, "{}", res.text);
+            assert_eq!(res.body["totalResults"], 0);
+        }
+    }
+    // Reads and writes go on.
+    let id = create(&app, &new_user("after@example.com")).await;
+    assert_eq!(app.get(&format!("/Users/{id}")).await.status, 200);
+}
+
 both_backends!(
     user_name_order_is_case_insensitive_by_code_point,
     nullable_and_case_exact_columns_sort_missing_last,
@@ -737,4 +947,7 @@ both_backends!(
     searches_authenticate_before_reading_the_body,
     if_none_match_answers_304,
     too_many_only_past_the_scan_bound,
+    collections_answer_with_a_trailing_slash,
+    filters_over_the_term_limits_are_too_many,
+    slow_list_statements_are_cut_off_on_postgres,
 );

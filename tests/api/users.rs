@@ -419,7 +419,65 @@ async fn wrong_methods_get_405_with_allow(backend: Backend) {
     }
 }
 
+/// A PATCH of more than `limits.max_patch_operations` operations is refused before the write begins (400
+/// `tooMany`, nothing written, the user's version unchanged); one at the limit applies. Groups too.
+async fn patches_over_the_operation_limit_are_too_many(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let id = app.create_user("many@example.com").await;
+    let path = format!("/Users/{id}");
+    let ops = |n: usize| -> Value {
+        let ops: Vec<Value> = (0..n)
+            .map(|i| json!({"op": "add", "path": "emails", "value": [{"value": format!("e{i}@example.com"), "type": "other"}]}))
+            .collect();
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
+    };
+    let res = app.patch(&path, &ops(1001)).await;
+    assert_eq!(
+        (res.status, res.body["scimType"].as_str()),
+        (400, Some("tooMany")),
+        "{}",
+        res.text
+    );
+    assert!(
+        res.body["detail"].as_str().unwrap().contains("1000"),
+        "{}",
+        res.text
+    );
+    let user = app.get(&path).await.body;
+    assert_eq!(user["meta"]["version"], "W/\"1\"", "nothing written");
+    assert_eq!(user["emails"].as_array().unwrap().len(), 1);
+    let res = app.patch(&path, &ops(1000)).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["emails"].as_array().unwrap().len(), 1001);
+    assert_eq!(
+        res.body["emails"][0]["primary"], true,
+        "the first email stays primary"
+    );
+    let res = app
+        .post(
+            "/Groups",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "g"}),
+        )
+        .await;
+    let group = format!("/Groups/{}", res.body["id"].as_str().unwrap());
+    let ops: Vec<Value> = (0..1001)
+        .map(|_| json!({"op": "add", "path": "members", "value": [{"value": id}]}))
+        .collect();
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+    let res = app.patch(&group, &body).await;
+    assert_eq!(
+        (res.status, res.body["scimType"].as_str()),
+        (400, Some("tooMany")),
+        "{}",
+        res.text
+    );
+    let res = app.get(&group).await;
+    assert_eq!(res.body["meta"]["version"], "W/\"1\"");
+    assert!(res.body.get("members").is_none());
+}
+
 both_backends!(
+    patches_over_the_operation_limit_are_too_many,
     removing_active_ends_access,
     wrong_methods_get_405_with_allow,
     create_returns_201_with_location_etag_and_meta,

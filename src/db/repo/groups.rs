@@ -113,17 +113,19 @@ pub fn members_among(conn: &mut DbConnection, group_id: &str, ids: &[String]) ->
     Ok(found)
 }
 
-/// Which of `ids` are live users.
-pub fn live_users_among(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<String>> {
+/// The live users among `ids`, as they would show as members (id and display string).
+pub fn live_users_among(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<Member>> {
     let mut found = Vec::new();
     for chunk in ids.chunks(CHUNK) {
-        found.extend(
-            users::table
-                .filter(users::id.eq_any(chunk))
-                .filter(users::deleted_at.is_null())
-                .select(users::id)
-                .load::<String>(conn)?,
-        );
+        let rows: Vec<(String, Option<String>, String)> = users::table
+            .filter(users::id.eq_any(chunk))
+            .filter(users::deleted_at.is_null())
+            .select((users::id, users::display_name, users::user_name))
+            .load(conn)?;
+        found.extend(rows.into_iter().map(|(user_id, display, user_name)| Member {
+            user_id,
+            display: display.unwrap_or(user_name),
+        }));
     }
     Ok(found)
 }
