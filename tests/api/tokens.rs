@@ -1407,10 +1407,16 @@ async fn bad_input_to_token_endpoints_is_invalid_request(backend: Backend) {
             let res = app.form(path, Some(("rs", "secret")), &params).await;
             invalid_request(&format!("{path} {params:?}"), &res);
         }
-        // A NUL or an oversized name in HTTP Basic (no credential needed to send it).
+        // A NUL or an oversized name in HTTP Basic (no credential needed to send it) is refused before any
+        // query, like any credential that cannot exist: 401 `invalid_client` (README "Security: what is bounded").
         for name in [nul, long.as_str()] {
             let res = app.form(path, Some((name, "secret")), &[("token", "t")]).await;
-            invalid_request(&format!("{path} Basic name"), &res);
+            assert_eq!(res.status, 401, "{path} Basic name: {}", res.text);
+            assert_eq!(
+                res.body["error"], "invalid_client",
+                "{path} Basic name: {}",
+                res.text
+            );
         }
     }
     // Global Token Revocation: the subject and the assertion's jti.
