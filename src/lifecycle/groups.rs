@@ -563,7 +563,7 @@ pub fn replace(
     if_match: Option<&str>,
     with_members: bool,
 ) -> Result<GroupView, AppError> {
-    let stored = rt().normalize(input)?;
+    let stored = rt().normalize_replacement(input)?;
     let asserted = input
         .as_object()
         .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case("members")));
@@ -581,6 +581,8 @@ pub fn replace(
     let mut skipped = Vec::new();
     let view = db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
+        let current: Value = serde_json::from_str(&before.resource).map_err(AppError::internal)?;
+        crate::scim::schema::check_indexed_changes(&stored, &current)?;
         let delta = apply_member_changes(c, id, &changes)?;
         record_update("scim.group.replace", &before, &stored, &delta);
         store(c, &before, stored.clone(), delta.changed())?;

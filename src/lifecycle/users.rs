@@ -334,9 +334,10 @@ fn store(
 
 /// PUT /Users/{id}: replaces every writable attribute. `active` left out keeps its current value.
 pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Result<UserView, AppError> {
-    let mut stored = rt().normalize(input)?;
+    let mut stored = rt().normalize_replacement(input)?;
     db.write(|c| {
         let before = load_for_update(c, id, if_match)?;
+        crate::scim::schema::check_indexed_changes(&stored, &current_resource(&before)?)?;
         let hold = repo::users::hold(c, id)?;
         let asked = stored.get("active").and_then(Value::as_bool);
         let held_wish = hold_write(c, hold.as_ref(), asked, &mut stored)?;

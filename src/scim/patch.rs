@@ -189,7 +189,9 @@ pub fn apply(rt: &ResourceType, resource: &Value, ops: &[PatchOp]) -> Result<Val
         p.merge(rt, &mut doc)?;
     }
     rt.finish(&mut doc)?;
-    Ok(Value::Object(doc))
+    let result = Value::Object(doc);
+    super::schema::check_indexed_changes(&result, resource)?;
+    Ok(result)
 }
 
 /// The target and value of an `add` with a plain path (no filter, no sub-attribute) to a readWrite multi-valued

@@ -774,6 +774,14 @@ impl ResourceType {
     /// extension attributes under their URN key, readOnly/writeOnly/unknown attributes dropped, values coerced,
     /// `schemas` rewritten, required attributes checked.
     pub fn normalize(&self, input: &Value) -> Result<Value, ScimError> {
+        let mut out = self.normalize_body(input)?;
+        self.finish(&mut out)?;
+        check_indexed(&out, None)?;
+        Ok(Value::Object(out))
+    }
+
+    /// The attributes of a POST/PUT body in stored form, before [`Self::finish`].
+    fn normalize_body(&self, input: &Value) -> Result<Map<String, Value>, ScimError> {
         let Value::Object(body) = input else {
             return Err(ScimError::invalid_syntax("the resource must be a JSON object"));
         };
@@ -801,6 +809,14 @@ impl ResourceType {
                 self.put_normalized(&mut out, &path, value)?;
             }
         }
+        Ok(out)
+    }
+
+    /// [`Self::normalize`] without the length bound of indexed attributes, for a replacement (PUT) whose stored
+    /// resource is not read yet: the caller applies [`check_indexed_changes`] against it, so a value stored before
+    /// the bound existed never blocks a write that ends access.
+    pub fn normalize_replacement(&self, input: &Value) -> Result<Value, ScimError> {
+        let mut out = self.normalize_body(input)?;
         self.finish(&mut out)?;
         Ok(Value::Object(out))
     }
@@ -910,7 +926,6 @@ impl ResourceType {
     /// invalidValue naming the first missing one).
     pub fn finish(&self, resource: &mut Map<String, Value>) -> Result<(), ScimError> {
         resource.retain(|_, v| !is_unassigned(v));
-        check_indexed(resource)?;
         let mut schemas = vec![Value::String(self.core.clone())];
         for ((urn, required), attrs) in self.extensions.iter().zip(&self.extension_attributes) {
             if let Some(Value::Object(ext)) = resource.get_mut(urn) {
@@ -959,22 +974,45 @@ const INDEXED: [&str; 3] = ["userName", "displayName", "externalId"];
 
 /// Refuses an indexed attribute longer than [`crate::input::MAX_INDEXED`] characters (400 `invalidValue`): a
 /// longer one would exceed PostgreSQL's index row limit. Checked on the stored form, so a POST, a PUT and the
-/// result of a PATCH are bound alike.
-fn check_indexed(resource: &Map<String, Value>) -> Result<(), ScimError> {
+/// result of a PATCH are bound alike. With `before` (the stored resource a PUT or PATCH changes), a value it
+/// holds already is let through: a resource stored before the bound existed (SQLite accepted longer values) can
+/// still be deactivated or lose a member.
+fn check_indexed(
+    resource: &Map<String, Value>,
+    before: Option<&Map<String, Value>>,
+) -> Result<(), ScimError> {
     use crate::input::{MAX_INDEXED, check};
     for name in INDEXED {
-        if let Some(Value::String(v)) = resource.get(name) {
+        if let Some(Value::String(v)) = resource.get(name)
+            && before.and_then(|b| b.get(name)).and_then(Value::as_str) != Some(v.as_str())
+        {
             check(&format!("'{name}'"), v, MAX_INDEXED)?;
         }
     }
-    if let Some(Value::Array(emails)) = resource.get("emails") {
-        for email in emails {
-            if let Some(Value::String(v)) = email.get("value") {
-                check("'emails.value'", v, MAX_INDEXED)?;
-            }
+    let emails = |r: &Map<String, Value>| -> Vec<String> {
+        r.get("emails")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("value").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    };
+    let known = before.map(emails).unwrap_or_default();
+    for v in emails(resource) {
+        if !known.contains(&v) {
+            check("'emails.value'", &v, MAX_INDEXED)?;
         }
     }
     Ok(())
+}
+
+/// The indexed-attribute bound of a replacement or a PATCH result against the resource it changes: only values
+/// that are new are checked (see [`ResourceType::normalize_replacement`]).
+pub fn check_indexed_changes(resource: &Value, before: &Value) -> Result<(), ScimError> {
+    match resource.as_object() {
+        Some(r) => check_indexed(r, before.as_object()),
+        None => Ok(()),
+    }
 }
 
 /// `null`, `""`, `[]`, `{}`: unassigned (RFC 7643 §2.5, and Entra's `""`).

@@ -1098,8 +1098,107 @@ async fn nul_in_the_request_target_gets_the_surface_error(backend: Backend) {
     assert_eq!(res.status, 200, "{}", res.text);
 }
 
+/// A value stored before the length bound existed (600 characters: SQLite took any length, PostgreSQL up to its
+/// index row limit) never blocks a write that ends access: a PATCH or PUT deactivation, a member removal. Only
+/// values a write brings in are bounded.
+async fn stored_long_values_never_block_an_ending(backend: Backend) {
+    use diesel::RunQueryDsl;
+    let app = TestApp::start(backend).await;
+    let id = app.create_user("legacy@example.com").await;
+    let long = "L".repeat(600);
+    let mut stored = app.get(&format!("/Users/{id}")).await.body;
+    stored["displayName"] = json!(long);
+    let resource: Value = serde_json::from_str(&app.user_row(&id).resource).unwrap();
+    let mut resource = resource;
+    resource["displayName"] = json!(long);
+    let (sql_id, sql_long, sql_resource) = (id.clone(), long.clone(), resource.to_string());
+    app.db()
+        .write(move |c| {
+            diesel::sql_query(format!(
+                "UPDATE users SET display_name = '{sql_long}', display_name_folded = '{}', resource = '{}' \
+                 WHERE id = '{sql_id}'",
+                sql_long.to_lowercase(),
+                sql_resource.replace('\'', "''")
+            ))
+            .execute(c)?;
+            Ok::<_, offboard::db::DbError>(())
+        })
+        .unwrap();
+    assert_eq!(
+        app.get(&format!("/Users/{id}")).await.body["displayName"],
+        long.as_str()
+    );
+
+    // A group keeps the user as a member, under a stored long name.
+    let res = app
+        .post(
+            "/Groups",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "legacy",
+                    "members": [{"value": id}]}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let gid = res.body["id"].as_str().unwrap().to_owned();
+    let (group_id, group_name) = (gid.clone(), long.clone());
+    app.db()
+        .write(move |c| {
+            diesel::sql_query(format!(
+                "UPDATE groups SET display_name = '{group_name}', display_name_folded = '{}' WHERE id = '{group_id}'",
+                group_name.to_lowercase()
+            ))
+            .execute(c)?;
+            Ok::<_, offboard::db::DbError>(())
+        })
+        .unwrap();
+
+    // A new long value is refused; the stored one passes through a PATCH and a PUT.
+    let res = app
+        .patch(
+            &format!("/Users/{id}"),
+            &patch_op("replace", Some("displayName"), &json!("N".repeat(600))),
+        )
+        .await;
+    assert_eq!(res.status, 400, "{}", res.text);
+    assert_eq!(res.body["scimType"], "invalidValue");
+    let res = app
+        .patch(
+            &format!("/Users/{id}"),
+            &patch_op("replace", Some("active"), &json!(false)),
+        )
+        .await;
+    assert_eq!(res.status, 200, "PATCH deactivation: {}", res.text);
+    assert_eq!(res.body["active"], false);
+    let mut put = stored.clone();
+    put["active"] = json!(false);
+    put["title"] = json!("gone");
+    let res = app.put(&format!("/Users/{id}"), &put).await;
+    assert_eq!(res.status, 200, "PUT with the stored value: {}", res.text);
+
+    // Removing the member from the group with a long stored name applies.
+    let res = app
+        .patch(
+            &format!("/Groups/{gid}"),
+            &patch_op(
+                "remove",
+                Some(&format!("members[value eq \"{id}\"]")),
+                &Value::Null,
+            ),
+        )
+        .await;
+    assert_eq!(res.status, 200, "member removal: {}", res.text);
+    let res = app.get(&format!("/Groups/{gid}")).await;
+    assert!(
+        res.body
+            .get("members")
+            .is_none_or(|m| m.as_array().is_some_and(Vec::is_empty)),
+        "{}",
+        res.text
+    );
+}
+
 both_backends!(
     no_route_answers_5xx_to_nul_or_oversized_input,
     scim_strings_are_bounded_at_the_documented_limits,
     nul_in_the_request_target_gets_the_surface_error,
+    stored_long_values_never_block_an_ending,
 );
