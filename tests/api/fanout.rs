@@ -724,11 +724,42 @@ async fn outbox_counters_follow_every_change(backend: Backend) {
     );
 }
 
+/// Every SET's `jti` is time-ordered (a version 7 UUID: the outbox's unique `jti` index then grows at its end, which keeps
+/// a change with many streams cheap on SQLite) and unique, so `jti` order is queue order on every stream, whichever
+/// path queued the SET (a change's fan-out, a verification); and the counters follow both paths.
+async fn set_ids_follow_queue_order_on_every_path(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (rx_a, rx_b) = (receiver(), receiver());
+    let a = add_stream(&app, &rx_a, "svc-a");
+    let b = add_stream(&app, &rx_b, "svc-b");
+    for i in 0..3 {
+        let id = app.create_user(&format!("order{i}@example.com")).await;
+        app.delete(&format!("/Users/{id}")).await;
+    }
+    assert!(streams::verify(app.db(), &a, Some("state")).unwrap());
+    let mut all = std::collections::HashSet::new();
+    for (s, n) in [(&a, 7), (&b, 6)] {
+        let rows = outbox(&app, s);
+        assert_eq!(rows.len(), n);
+        for r in &rows {
+            assert_eq!(r.jti.len(), 32);
+            assert!(r.jti.chars().all(|ch| ch.is_ascii_hexdigit()));
+            assert_eq!(r.jti.get(12..13), Some("7"), "a version 7 UUID");
+            assert!(all.insert(r.jti.clone()), "unique");
+        }
+        assert!(
+            rows.windows(2).all(|w| w[0].jti < w[1].jti),
+            "jti order is queue order: {:?}",
+            rows.iter().map(|r| &r.jti).collect::<Vec<_>>()
+        );
+        assert_eq!(metric(&app, s).await, (i64::try_from(n).unwrap(), 0, 0, 0));
+        assert_eq!(metric(&app, s).await, counted(&app, s));
+    }
+}
+
 /// Delivered and dead-lettered SETs older than `fanout.outbox_retention_days` are removed by the worker, in
 /// batches; pending and recent ones stay, and the counters follow.
 async fn settled_sets_are_pruned_after_the_retention(backend: Backend) {
-    use diesel::prelude::*;
-    use offboard::db::schema::outbox;
     let app = TestApp::start_with(backend, |c| c.fanout.outbox_retention_days = 7).await;
     let rx = receiver();
     let s = add_stream(&app, &rx, "svc");
@@ -748,23 +779,25 @@ async fn settled_sets_are_pruned_after_the_retention(backend: Backend) {
         })
         .collect();
     let stream = s.clone();
+    // Through the repository's insert, the one outbox insert path (on SQLite it also keeps the counters).
+    let new_rows: Vec<offboard::db::models::NewOutbox<'_>> = rows
+        .iter()
+        .map(|(jti, status, at)| offboard::db::models::NewOutbox {
+            stream_id: &stream,
+            jti,
+            txn: "t",
+            event_type: ACCOUNT_DISABLED,
+            user_id: None,
+            payload: "{}",
+            status,
+            attempts: 1,
+            next_attempt_at: *at,
+            created: *at,
+        })
+        .collect();
     app.db()
         .write(|c| {
-            for (jti, status, at) in &rows {
-                diesel::insert_into(outbox::table)
-                    .values((
-                        outbox::stream_id.eq(&stream),
-                        outbox::jti.eq(jti),
-                        outbox::txn.eq("t"),
-                        outbox::event_type.eq(ACCOUNT_DISABLED),
-                        outbox::payload.eq("{}"),
-                        outbox::status.eq(status),
-                        outbox::attempts.eq(1),
-                        outbox::next_attempt_at.eq(at),
-                        outbox::created.eq(at),
-                    ))
-                    .execute(c)?;
-            }
+            offboard::db::repo::fanout::insert_outbox_many(c, &new_rows)?;
             Ok::<_, offboard::db::DbError>(())
         })
         .unwrap();
@@ -858,6 +891,7 @@ both_backends!(
     pushes_to_private_addresses_are_refused_before_connecting,
     a_huge_error_answer_is_not_read,
     outbox_counters_follow_every_change,
+    set_ids_follow_queue_order_on_every_path,
     settled_sets_are_pruned_after_the_retention,
     deactivation_pushes_verified_sets_to_every_stream,
     every_change_that_ends_access_is_reported,
