@@ -15,7 +15,6 @@
 //! Every export must return exactly `--entries` lines (plus what set-up wrote) and verification must pass.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,13 +22,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
-use offboard::AppState;
 use offboard::audit::{self, Entry};
-use offboard::config::{Config, SecretString};
 use offboard::credentials::{self, Scope};
-use offboard::db::{Backend, Db, DbError, DbOptions, DbUrl};
+use offboard::db::{Backend, Db, DbError};
 use serde_json::json;
 
+#[path = "common/app.rs"]
+mod app;
 #[path = "common/mod.rs"]
 mod common;
 
@@ -47,14 +46,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    offboard::outbound::install_crypto_provider();
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    app::main(|| run(&Args::parse()))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -188,24 +180,14 @@ fn run_backend(backend: Backend, args: &Args) -> anyhow::Result<()> {
     let Some(bench_db) = BenchDb::create(backend)? else {
         return Ok(());
     };
-    let url = bench_db.url();
     println!("## {}\n", backend_name(backend));
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let mut config = Config {
-        database_url: url.clone(),
-        issuer: format!("http://{addr}"),
-        workers: 1,
-        ..Config::default()
-    };
-    config.keys.kek = Some(SecretString::new(common::BENCH_KEK));
-    let db = Db::open(
-        &DbUrl::parse(&url).map_err(|e| anyhow!(e))?,
-        &DbOptions::default(),
-    )?;
-    db.migrate()?;
-    let blocking = config.blocking_threads_per_worker(backend);
-    let state = AppState::open(db.clone(), config)?;
+    let app::Opened {
+        listener,
+        addr,
+        db,
+        state,
+        blocking,
+    } = app::open(backend, &bench_db.url(), |_| {})?;
     let secret = credentials::create(&db, "auditor", &[Scope::AuditRead])?
         .expose()
         .to_owned();

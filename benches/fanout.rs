@@ -23,12 +23,13 @@ use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use offboard::AppState;
-use offboard::config::{Config, SecretString};
 use offboard::credentials::{self, Scope};
-use offboard::db::{Backend, Db, DbOptions, DbUrl};
+use offboard::db::{Backend, Db};
 use offboard::fanout::streams::{self, Delivery, NewStream};
 use serde_json::{Value, json};
 
+#[path = "common/app.rs"]
+mod app;
 #[path = "common/mod.rs"]
 mod common;
 
@@ -51,14 +52,7 @@ struct Args {
 type Arrivals = Arc<Mutex<Vec<(String, String, Instant)>>>;
 
 fn main() -> ExitCode {
-    offboard::outbound::install_crypto_provider();
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    app::main(|| run(&Args::parse()))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -138,25 +132,14 @@ fn run_backend(backend: Backend, args: &Args) -> anyhow::Result<()> {
     let Some(bench_db) = BenchDb::create(backend)? else {
         return Ok(());
     };
-    let url = bench_db.url();
     println!("## {}\n", backend_name(backend));
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let mut config = Config {
-        database_url: url.clone(),
-        issuer: format!("http://{addr}"),
-        workers: 1,
-        ..Config::default()
-    };
-    config.keys.kek = Some(SecretString::new(common::BENCH_KEK));
-    config.fanout.concurrency = 32;
-    let db = Db::open(
-        &DbUrl::parse(&url).map_err(|e| anyhow!(e))?,
-        &DbOptions::default(),
-    )?;
-    db.migrate()?;
-    let blocking = config.blocking_threads_per_worker(backend);
-    let state = AppState::open(db.clone(), config)?;
+    let app::Opened {
+        listener,
+        addr,
+        db,
+        state,
+        blocking,
+    } = app::open(backend, &bench_db.url(), |config| config.fanout.concurrency = 32)?;
     let scim = credentials::create(&db, "idp", &[Scope::Scim])?
         .expose()
         .to_owned();

@@ -19,17 +19,18 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use clap::Parser;
 use diesel::RunQueryDsl;
 use hdrhistogram::Histogram;
 use offboard::AppState;
-use offboard::config::{Config, SecretString};
 use offboard::credentials::{self, Scope};
-use offboard::db::{Backend, Db, DbConnection, DbError, DbOptions, DbUrl};
+use offboard::db::{Backend, Db, DbConnection, DbError};
 use offboard::fanout::streams::{self, Delivery, NewStream, StreamCaps};
 use serde_json::{Value, json};
 
+#[path = "common/app.rs"]
+mod app;
 #[path = "common/mod.rs"]
 mod common;
 
@@ -60,14 +61,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    offboard::outbound::install_crypto_provider();
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    app::main(|| run(&Args::parse()))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -186,24 +180,15 @@ impl App {
         let Some(bench_db) = BenchDb::create(backend)? else {
             return Ok(None);
         };
-        let url = bench_db.url();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let mut config = Config {
-            database_url: url.clone(),
-            issuer: format!("http://{addr}"),
-            workers: 1,
-            ..Config::default()
-        };
-        config.keys.kek = Some(SecretString::new(common::BENCH_KEK));
-        config.fanout.max_streams_per_client = 1000;
-        let db = Db::open(
-            &DbUrl::parse(&url).map_err(|e| anyhow!(e))?,
-            &DbOptions::default(),
-        )?;
-        db.migrate()?;
-        let blocking = config.blocking_threads_per_worker(backend);
-        let state = AppState::open(db.clone(), config)?;
+        let app::Opened {
+            listener,
+            addr,
+            db,
+            state,
+            blocking,
+        } = app::open(backend, &bench_db.url(), |config| {
+            config.fanout.max_streams_per_client = 1000;
+        })?;
         let scim = credentials::create(&db, "idp", &[Scope::Scim])?
             .expose()
             .to_owned();
