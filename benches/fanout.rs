@@ -19,19 +19,21 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use offboard::AppState;
 use offboard::credentials::{self, Scope};
 use offboard::db::{Backend, Db};
 use offboard::fanout::streams::{self, Delivery, NewStream};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[path = "common/app.rs"]
 mod app;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/deactivate.rs"]
+mod deactivate;
 
 use common::{BenchDb, Which, backend_name, machine};
 
@@ -225,37 +227,7 @@ fn measure(
     let mut all = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut scim_ms = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for round in 0..rounds {
-        let res = client
-            .post(format!("{base}/Users"))
-            .bearer_auth(scim)
-            .header("Content-Type", "application/scim+json")
-            .body(
-                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                         "userName": format!("leaver{round}@example.com")})
-                .to_string(),
-            )
-            .send()?;
-        let id = res
-            .json::<Value>()?
-            .get("id")
-            .and_then(Value::as_str)
-            .context("no id")?
-            .to_owned();
-        let sent = Instant::now();
-        let res = client
-            .patch(format!("{base}/Users/{id}"))
-            .bearer_auth(scim)
-            .header("Content-Type", "application/scim+json")
-            .body(
-                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                         "Operations": [{"op": "replace", "path": "active", "value": false}]})
-                .to_string(),
-            )
-            .send()?;
-        if res.status() != 200 {
-            bail!("deactivation answered {}", res.status());
-        }
-        let answered = Instant::now();
+        let (id, sent, answered) = deactivate::create_and_deactivate(&client, base, scim, round)?;
         scim_ms.saturating_record(micros(answered - sent));
         let deadline = answered + Duration::from_secs(30);
         loop {

@@ -19,7 +19,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use diesel::RunQueryDsl;
 use hdrhistogram::Histogram;
@@ -27,12 +27,14 @@ use offboard::AppState;
 use offboard::credentials::{self, Scope};
 use offboard::db::{Backend, Db, DbConnection, DbError};
 use offboard::fanout::streams::{self, Delivery, NewStream, StreamCaps};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[path = "common/app.rs"]
 mod app;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/deactivate.rs"]
+mod deactivate;
 
 use common::{BenchDb, Which, backend_name, machine};
 
@@ -234,37 +236,8 @@ impl App {
         let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         // Warm-up: connections, statement caches.
         for round in 0..rounds + 5 {
-            let res = client
-                .post(format!("{base}/Users"))
-                .bearer_auth(&self.scim)
-                .header("Content-Type", "application/scim+json")
-                .body(
-                    json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                           "userName": format!("leaver{round}@example.com")})
-                    .to_string(),
-                )
-                .send()?;
-            let id = res
-                .json::<Value>()?
-                .get("id")
-                .and_then(Value::as_str)
-                .context("no id")?
-                .to_owned();
-            let sent = Instant::now();
-            let res = client
-                .patch(format!("{base}/Users/{id}"))
-                .bearer_auth(&self.scim)
-                .header("Content-Type", "application/scim+json")
-                .body(
-                    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                           "Operations": [{"op": "replace", "path": "active", "value": false}]})
-                    .to_string(),
-                )
-                .send()?;
-            let took = sent.elapsed();
-            if res.status() != 200 {
-                bail!("deactivation answered {}", res.status());
-            }
+            let (_, sent, answered) = deactivate::create_and_deactivate(&client, &base, &self.scim, round)?;
+            let took = answered - sent;
             if round >= 5 {
                 h.saturating_record(micros(took));
             }
