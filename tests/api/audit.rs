@@ -280,6 +280,16 @@ async fn every_action_leaves_exactly_its_entry(backend: Backend) {
 
 /// Runs raw SQL on the test database, with the append-only trigger out of the way, as an attacker with database
 /// access would.
+/// `GET uri` with `secret` as the bearer credential.
+async fn get_as(app: &TestApp, secret: &str, uri: &str) -> crate::harness::Resp {
+    app.send(
+        actix_web::test::TestRequest::get()
+            .uri(uri)
+            .insert_header(("Authorization", format!("Bearer {secret}"))),
+    )
+    .await
+}
+
 fn tamper(app: &TestApp, backend: Backend, sql: &str) {
     let disable = match backend {
         Backend::Sqlite => "DROP TRIGGER IF EXISTS audit_log_append_only",
@@ -416,31 +426,16 @@ fn recompute(line: &Value) -> String {
     hex::encode(h.finalize())
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one export session: formats, paging, filters and refusals"
-)]
 async fn export_streams_ndjson_and_csv_with_paging(backend: Backend) {
     let app = TestApp::start(backend).await;
     let auditor = app.credential("auditor", &[Scope::AuditRead]);
     for i in 0..5 {
         app.create_user(&format!("e{i}@example.com")).await;
     }
-    let get = |uri: String, secret: String| {
-        let app = &app;
-        async move {
-            app.send(
-                actix_web::test::TestRequest::get()
-                    .uri(&uri)
-                    .insert_header(("Authorization", format!("Bearer {secret}"))),
-            )
-            .await
-        }
-    };
     // The SCIM credential lacks audit:read.
-    assert_eq!(get("/audit/events".into(), app.token.clone()).await.status, 403);
+    assert_eq!(get_as(&app, &app.token, "/audit/events").await.status, 403);
 
-    let res = get("/audit/events".into(), auditor.clone()).await;
+    let res = get_as(&app, &auditor, "/audit/events").await;
     assert_eq!(res.status, 200, "{}", res.text);
     assert_eq!(res.header("content-type"), Some("application/x-ndjson"));
     let lines: Vec<Value> = res
@@ -465,7 +460,7 @@ async fn export_streams_ndjson_and_csv_with_paging(backend: Backend) {
     let mut uri = "/audit/events?action=scim.user.create&limit=2".to_owned();
     let mut seen = Vec::new();
     loop {
-        let res = get(uri.clone(), auditor.clone()).await;
+        let res = get_as(&app, &auditor, &uri).await;
         assert_eq!(res.status, 200, "{}", res.text);
         for l in res.text.lines() {
             let v: Value = serde_json::from_str(l).unwrap();
@@ -488,11 +483,7 @@ async fn export_streams_ndjson_and_csv_with_paging(backend: Backend) {
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
 
     // CSV: a header, then one record per entry; filtered by target name.
-    let res = get(
-        "/audit/events?format=csv&target=e3@example.com".into(),
-        auditor.clone(),
-    )
-    .await;
+    let res = get_as(&app, &auditor, "/audit/events?format=csv&target=e3@example.com").await;
     assert_eq!(res.status, 200);
     assert!(res.header("content-type").unwrap().starts_with("text/csv"));
     let mut reader = csv::Reader::from_reader(res.text.as_bytes());
@@ -505,7 +496,7 @@ async fn export_streams_ndjson_and_csv_with_paging(backend: Backend) {
     assert_eq!(&records[0][3], "scim.user.create");
 
     // Time window: everything is from today, nothing from before.
-    let res = get("/audit/events?until=2000-01-01".into(), auditor.clone()).await;
+    let res = get_as(&app, &auditor, "/audit/events?until=2000-01-01").await;
     assert_eq!(res.status, 200);
     assert!(res.text.is_empty());
 
@@ -517,12 +508,12 @@ async fn export_streams_ndjson_and_csv_with_paging(backend: Backend) {
         "colour=blue",
         "limit=1&limit=2",
     ] {
-        let res = get(format!("/audit/events?{bad}"), auditor.clone()).await;
+        let res = get_as(&app, &auditor, &format!("/audit/events?{bad}")).await;
         assert_eq!(res.status, 400, "{bad}: {}", res.text);
         assert_eq!(res.body["scimType"], "invalidValue", "{bad}");
     }
 
-    let res = get("/audit/verify".into(), auditor.clone()).await;
+    let res = get_as(&app, &auditor, "/audit/verify").await;
     assert_eq!(res.status, 200);
     assert_eq!(res.body["ok"], true);
     assert_eq!(res.body["first_bad_seq"], Value::Null);
@@ -549,19 +540,7 @@ async fn offboarding_report_proves_delivery(backend: Backend) {
         .await;
     assert_eq!(res.status, 200);
     drain(&app);
-    let get = |uri: String| {
-        let app = &app;
-        let auditor = auditor.clone();
-        async move {
-            app.send(
-                actix_web::test::TestRequest::get()
-                    .uri(&uri)
-                    .insert_header(("Authorization", format!("Bearer {auditor}"))),
-            )
-            .await
-        }
-    };
-    let res = get(format!("/audit/users/{id}/offboarding")).await;
+    let res = get_as(&app, &auditor, &format!("/audit/users/{id}/offboarding")).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let r = &res.body;
     assert_eq!(r["user"]["user_name"], "leaver@example.com");
@@ -581,7 +560,12 @@ async fn offboarding_report_proves_delivery(backend: Backend) {
         assert_eq!(d["status"], "delivered");
         assert!(d["latency_ms"].as_i64().unwrap() >= 0);
     }
-    let text = get(format!("/audit/users/{id}/offboarding?format=text")).await;
+    let text = get_as(
+        &app,
+        &auditor,
+        &format!("/audit/users/{id}/offboarding?format=text"),
+    )
+    .await;
     assert_eq!(text.status, 200);
     assert!(text.text.contains("deactivated (audit entry"), "{}", text.text);
     assert!(text.text.contains("2 of 2 SETs delivered"), "{}", text.text);
@@ -589,7 +573,12 @@ async fn offboarding_report_proves_delivery(backend: Backend) {
     // By userName, as the CLI asks; unknown users are a 404 / NotFound.
     let by_name = offboard::audit::report::for_user_name(app.db(), "LEAVER@example.com").unwrap();
     assert_eq!(by_name.user.id, id);
-    assert_eq!(get("/audit/users/nobody/offboarding".into()).await.status, 404);
+    assert_eq!(
+        get_as(&app, &auditor, "/audit/users/nobody/offboarding")
+            .await
+            .status,
+        404
+    );
 }
 
 async fn retention_prunes_and_keeps_verification(backend: Backend) {
@@ -769,18 +758,6 @@ async fn a_flood_of_bad_credentials_is_recorded_within_budget(backend: Backend) 
 async fn exports_and_reports_neutralise_hostile_names(backend: Backend) {
     let app = TestApp::start(backend).await;
     let auditor = app.credential("auditor", &[Scope::AuditRead]);
-    let get = |uri: String| {
-        let app = &app;
-        let auditor = auditor.clone();
-        async move {
-            app.send(
-                actix_web::test::TestRequest::get()
-                    .uri(&uri)
-                    .insert_header(("Authorization", format!("Bearer {auditor}"))),
-            )
-            .await
-        }
-    };
     let names = [
         "=HYPERLINK(\"https://evil.example\")",
         "+1+cmd|' /C calc'!A0",
@@ -794,7 +771,7 @@ async fn exports_and_reports_neutralise_hostile_names(backend: Backend) {
     for name in names {
         app.create_user(name).await;
     }
-    let res = get("/audit/events?format=csv&action=scim.user.create".into()).await;
+    let res = get_as(&app, &auditor, "/audit/events?format=csv&action=scim.user.create").await;
     assert_eq!(res.status, 200, "{}", res.text);
     let mut reader = csv::Reader::from_reader(res.text.as_bytes());
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -826,14 +803,14 @@ async fn exports_and_reports_neutralise_hostile_names(backend: Backend) {
     // The text report of a user whose name carries a newline and a terminal escape.
     let forged = "mallory@example.com\nOffboarding report for admin@example.com\u{1b}[2J";
     let id = app.create_user(forged).await;
-    let res = app
-        .patch(
-            &format!("/Users/{id}"),
-            &patch_op("replace", Some("active"), &json!(false)),
-        )
-        .await;
+    let res = app.deactivate(&id).await;
     assert_eq!(res.status, 200, "{}", res.text);
-    let text = get(format!("/audit/users/{id}/offboarding?format=text")).await;
+    let text = get_as(
+        &app,
+        &auditor,
+        &format!("/audit/users/{id}/offboarding?format=text"),
+    )
+    .await;
     assert_eq!(text.status, 200, "{}", text.text);
     assert!(!text.text.contains('\u{1b}'), "{}", text.text);
     assert_eq!(
@@ -852,7 +829,7 @@ async fn exports_and_reports_neutralise_hostile_names(backend: Backend) {
         text.text
     );
     // JSON keeps the stored value as it is.
-    let json = get(format!("/audit/users/{id}/offboarding")).await;
+    let json = get_as(&app, &auditor, &format!("/audit/users/{id}/offboarding")).await;
     assert_eq!(json.body["user"]["user_name"], forged);
 }
 

@@ -16,7 +16,7 @@ use offboard::config::{Config, SecretString};
 use offboard::credentials::{self, Scope};
 use offboard::db::{Db, DbOptions, DbUrl};
 use offboard::{AppState, configure};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -116,6 +116,17 @@ pub struct Resp {
     pub text: String,
     /// The body as JSON, or `Null` when it is empty or not JSON.
     pub body: Value,
+}
+
+/// Asserts `res` is a `400` `tooMany` SCIM error; `what` names the request in the failure message.
+#[track_caller]
+pub fn assert_too_many(res: &Resp, what: &str) {
+    assert_eq!(
+        (res.status, res.body["scimType"].as_str()),
+        (400, Some("tooMany")),
+        "{what}: {}",
+        res.text
+    );
 }
 
 impl Resp {
@@ -268,6 +279,15 @@ impl TestApp {
 
     pub async fn delete(&self, path: &str) -> Resp {
         self.scim("DELETE", path, None).await
+    }
+
+    /// Deactivates a user as an IdP does: `PATCH` `replace active` with `false`.
+    pub async fn deactivate(&self, id: &str) -> Resp {
+        self.patch(
+            &format!("/Users/{id}"),
+            &patch_op("replace", Some("active"), &json!(false)),
+        )
+        .await
     }
 
     /// Creates a user and returns its id.

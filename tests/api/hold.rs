@@ -9,7 +9,7 @@ use offboard::lifecycle::users::{self, Held, Released};
 use offboard::tokens::{CLI_CLIENT, TokenRequest, UserKey};
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, TestApp, both_backends, new_user, patch_op};
+use crate::harness::{Backend, TestApp, both_backends, new_user};
 
 fn entries(app: &TestApp, action: &str) -> Vec<AuditRow> {
     app.db()
@@ -147,12 +147,7 @@ async fn release_keeps_what_the_idp_asked_last(backend: Backend) {
     ));
     app.patch(&format!("/Users/{id}"), &entra_reactivate()).await;
     // Then the IdP deactivates the user itself (`remove active` too is a deactivation).
-    let res = app
-        .patch(
-            &format!("/Users/{id}"),
-            &patch_op("replace", Some("active"), &json!(false)),
-        )
-        .await;
+    let res = app.deactivate(&id).await;
     assert_eq!(res.status, 200, "{}", res.text);
     assert_eq!(
         users::release(app.db(), &id, "done").unwrap(),

@@ -8,13 +8,12 @@ use std::fmt::Write as _;
 use actix_web::test::TestRequest;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use offboard::config::{MappedAttribute, TrustedIssuer};
+use offboard::config::MappedAttribute;
 use offboard::credentials::Scope;
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, ISSUER, SCIM, TestApp, both_backends, new_user, patch_op};
+use crate::idp::{Idp, unix_now};
 
 /// Cases that still answer 5xx in this branch because their route is being fixed elsewhere (SSF routes, OAuth
 /// token exchange and Global Token Revocation). They are sent but their status is not asserted; each name must
@@ -130,58 +129,13 @@ fn form(pairs: &[(&str, &str)]) -> Body {
     )
 }
 
-/// A trusted issuer with an Ed25519 key, for token exchange and Global Token Revocation assertions.
-struct Idp {
-    _dir: tempfile::TempDir,
-    key: EncodingKey,
-    issuer: TrustedIssuer,
-}
-
 const IDP: &str = "https://idp.hostile.test";
 
+/// A trusted issuer for token exchange and Global Token Revocation assertions.
 fn idp() -> Idp {
-    let dir = tempfile::tempdir().unwrap();
-    let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(&aws_lc_rs::rand::SystemRandom::new())
-        .unwrap();
-    let key = EncodingKey::from_ed_der(pkcs8.as_ref());
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA).unwrap();
-    jwk.common.key_id = Some("k1".into());
-    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-    let path = dir.path().join("jwks.json");
-    std::fs::write(&path, json!({"keys": [jwk]}).to_string()).unwrap();
-    Idp {
-        _dir: dir,
-        key,
-        issuer: TrustedIssuer {
-            issuer: IDP.into(),
-            audience: "offboard".into(),
-            jwks_file: Some(path),
-            jwks_uri: None,
-            claim: "sub".into(),
-            attribute: MappedAttribute::ExternalId,
-            tenant_id: None,
-            global_token_revocation: true,
-            require_email_verified: true,
-            match_emails: vec!["primary".into()],
-        },
-    }
-}
-
-impl Idp {
-    fn sign(&self, claims: &Value) -> String {
-        let mut h = Header::new(Algorithm::EdDSA);
-        h.kid = Some("k1".into());
-        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
-    }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .try_into()
-        .unwrap()
+    let mut idp = Idp::new(IDP, "offboard", MappedAttribute::ExternalId, "sub");
+    idp.issuer.global_token_revocation = true;
+    idp
 }
 
 async fn send(app: &TestApp, c: &Case) -> crate::harness::Resp {

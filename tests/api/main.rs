@@ -17,6 +17,7 @@ mod fixtures;
 mod groups;
 mod hold;
 mod hostile;
+mod idp;
 mod lists;
 mod peers;
 mod ssf;

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use offboard::config::{MappedAttribute, TrustedIssuer};
+use offboard::config::MappedAttribute;
 use offboard::credentials::Scope;
 use offboard::tokens::AccessClaims;
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, ISSUER, TEST_KEK, TestApp, both_backends, new_user, patch_op};
+use crate::idp::{Idp, unix_now};
 
 /// A resource server's introspection credential on `app`.
 fn introspector(app: &TestApp) -> String {
@@ -50,7 +50,7 @@ fn header_of(token: &str) -> Header {
     jsonwebtoken::decode_header(token).unwrap()
 }
 
-fn sign(app: &TestApp, typ: &str, claims: &AccessClaims) -> String {
+fn sign(app: &TestApp, typ: &str, claims: &impl serde::Serialize) -> String {
     app.state
         .tokens
         .keys
@@ -58,10 +58,6 @@ fn sign(app: &TestApp, typ: &str, claims: &AccessClaims) -> String {
         .unwrap()
         .sign(typ, claims)
         .unwrap()
-}
-
-fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 const INACTIVE: &str = r#"{"active":false}"#;
@@ -920,7 +916,7 @@ async fn a_compromised_key_is_trusted_for_nothing_at_once(backend: Backend) {
     );
     // What a thief with the key can sign: an ID token naming the trusted IdP as its issuer.
     let now = unix_now();
-    let forged = sign_json(
+    let forged = sign(
         &app,
         "JWT",
         &json!({"iss": IDP, "sub": "ext-leak@example.com", "aud": "offboard-at-idp", "exp": now + 300}),
@@ -995,60 +991,14 @@ async fn a_compromised_key_is_trusted_for_nothing_at_once(backend: Backend) {
     );
 }
 
-fn sign_json(app: &TestApp, typ: &str, claims: &Value) -> String {
-    app.state
-        .tokens
-        .keys
-        .access_signer()
-        .unwrap()
-        .sign(typ, claims)
-        .unwrap()
-}
-
-/// A trusted IdP for token exchange and Global Token Revocation: an Ed25519 key and its JWKS file.
-struct Idp {
-    _dir: tempfile::TempDir,
-    key: EncodingKey,
-    issuer: TrustedIssuer,
-}
-
 const IDP: &str = "https://idp.test";
 
+/// A trusted IdP for token exchange and Global Token Revocation (off).
 fn idp(attribute: MappedAttribute, claim: &str) -> Idp {
-    let dir = tempfile::tempdir().unwrap();
-    let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(&aws_lc_rs::rand::SystemRandom::new())
-        .unwrap();
-    let key = EncodingKey::from_ed_der(pkcs8.as_ref());
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA).unwrap();
-    jwk.common.key_id = Some("idp-key-1".into());
-    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-    let path = dir.path().join("idp-jwks.json");
-    std::fs::write(&path, json!({"keys": [jwk]}).to_string()).unwrap();
-    Idp {
-        _dir: dir,
-        key,
-        issuer: TrustedIssuer {
-            issuer: IDP.into(),
-            audience: "offboard-at-idp".into(),
-            jwks_file: Some(path),
-            jwks_uri: None,
-            claim: claim.into(),
-            attribute,
-            tenant_id: None,
-            global_token_revocation: false,
-            require_email_verified: true,
-            match_emails: vec!["primary".into()],
-        },
-    }
+    Idp::new(IDP, "offboard-at-idp", attribute, claim)
 }
 
 impl Idp {
-    fn sign(&self, claims: &Value) -> String {
-        let mut h = Header::new(Algorithm::EdDSA);
-        h.kid = Some("idp-key-1".into());
-        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
-    }
-
     fn id_token(&self, sub: &str, aud: &str, exp_in: i64) -> String {
         let now = unix_now();
         self.sign(&json!({"iss": IDP, "sub": sub, "aud": aud, "iat": now, "exp": now + exp_in, "email": "x@example.com"}))
@@ -1122,26 +1072,13 @@ async fn token_exchange_accepts_only_trusted_id_tokens(backend: Backend) {
         assert_eq!(res.status, 400, "{what}: {}", res.text);
         assert_eq!(res.body["error"], "invalid_request", "{what}");
     }
-    app.patch(
-        &format!("/Users/{id}"),
-        &patch_op("replace", Some("active"), &json!(false)),
-    )
-    .await;
+    app.deactivate(&id).await;
     let res = exchange(&app, &subject).await;
     assert_eq!(
         res.body["error"], "invalid_request",
         "inactive user: {}",
         res.text
     );
-}
-
-impl Idp {
-    fn sign_typed(&self, typ: Option<&str>, claims: &Value) -> String {
-        let mut h = Header::new(Algorithm::EdDSA);
-        h.kid = Some("idp-key-1".into());
-        h.typ = typ.map(str::to_owned);
-        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
-    }
 }
 
 /// An ID token must be typed `JWT` or not at all: `application/at+jwt` and `application/secevent+jwt` (any
