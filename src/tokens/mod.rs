@@ -398,7 +398,7 @@ fn resolve_user(c: &mut DbConnection, key: &UserKey) -> Result<Option<User>, OAu
         }
         UserKey::Id(id) => repo::users::find_live(c, id)?.into_iter().collect(),
         UserKey::ExternalId(ext) => repo::users::find_live_by_external_id(c, ext)?,
-        UserKey::Email(email) => repo::users::find_live_by_email(c, &crate::scim::schema::fold(email))?,
+        UserKey::Email(email) => repo::users::live_with_email(c, &crate::scim::schema::fold(email), 2)?,
         UserKey::IssuerEmail { address, select } => {
             let address = address.to_ascii_lowercase();
             // The index holds Unicode-folded values, a superset of the exact matches: filter them here.

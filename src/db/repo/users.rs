@@ -75,20 +75,8 @@ pub fn find_live_by_external_id(conn: &mut DbConnection, external_id: &str) -> Q
         .load(conn)
 }
 
-/// Live users with an email of this folded value.
-pub fn find_live_by_email(conn: &mut DbConnection, folded: &str) -> QueryResult<Vec<User>> {
-    let ids = user_emails::table
-        .filter(user_emails::value_folded.eq(folded))
-        .select(user_emails::user_id);
-    users::table
-        .filter(users::id.eq_any(ids))
-        .filter(users::deleted_at.is_null())
-        .select(User::as_select())
-        .limit(2)
-        .load(conn)
-}
-
-/// Up to `limit` live users with an email of this folded value (candidates for a stricter match in Rust).
+/// Up to `limit` live users with an email of this folded value (a limit of 2 tells one from many; a larger one
+/// gives candidates for a stricter match in Rust).
 pub fn live_with_email(conn: &mut DbConnection, folded: &str, limit: i64) -> QueryResult<Vec<User>> {
     let ids = user_emails::table
         .filter(user_emails::value_folded.eq(folded))
