@@ -617,11 +617,6 @@ impl AttributeDef {
 fn coerce_scalar(kind: AttrType, value: &Value, label: &str) -> Result<Option<Value>, ScimError> {
     let mismatch = || ScimError::invalid_value(format!("'{label}' must be of type {}", kind.as_str()));
     if let Value::String(s) = value {
-        if s.contains('\0') {
-            return Err(ScimError::invalid_value(format!(
-                "'{label}' contains a NUL character"
-            )));
-        }
         crate::input::check(&format!("'{label}'"), s, crate::input::MAX_STRING)?;
         if s.is_empty() {
             return Ok(None);
