@@ -1,0 +1,51 @@
+//! The command groups of the `offboard` binary, one file each; `main.rs` parses the arguments and dispatches here.
+//! What the groups share: loading the configuration, opening (and migrating) the database, formatting times.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use offboard::config::{Config, Loaded};
+use offboard::db::{Db, DbOptions};
+use offboard::telemetry;
+
+pub mod audit;
+pub mod credentials;
+pub mod keys;
+pub mod migrate;
+pub mod receiver;
+pub mod serve;
+pub mod streams;
+pub mod token;
+pub mod users;
+
+pub fn load_config(path: Option<&std::path::Path>, serving: bool) -> anyhow::Result<Config> {
+    let Loaded { config, unknown_keys } = Config::load(path)?;
+    // The server logs at the configured level; one-shot commands print their own output and log only problems.
+    telemetry::init(
+        if serving { &config.log_level } else { "warn" },
+        config.log_format,
+    );
+    for key in unknown_keys {
+        tracing::warn!("ignoring unknown configuration key `{key}`");
+    }
+    Ok(config)
+}
+
+fn open_db(config: &Config, pool_size: u32) -> anyhow::Result<Db> {
+    let url = config.db_url();
+    let opts = DbOptions {
+        pool_size,
+        connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
+        sqlite_busy_timeout_ms: config.database.sqlite_busy_timeout_ms,
+    };
+    let db = Db::open(&url, &opts).with_context(|| format!("cannot open database {}", url.redacted()))?;
+    let applied = db.migrate()?;
+    for name in &applied {
+        tracing::info!("applied migration {name}");
+    }
+    Ok(db)
+}
+
+fn fmt_time(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
