@@ -59,7 +59,8 @@ pub struct Config {
     pub blocking_threads: usize,
     pub database: DatabaseConfig,
     pub limits: Limits,
-    /// The `aud` of tokens minted without an explicit audience; defaults to the issuer (DECISIONS.md §19).
+    /// The `aud` of tokens minted without an explicit audience; defaults to the issuer
+    /// (docs/decisions/0017-cli-client-and-default-audience.md).
     pub default_audience: Option<String>,
     pub tokens: TokenConfig,
     pub keys: KeyConfig,
@@ -615,8 +616,8 @@ impl Config {
         Ok(())
     }
 
-    /// Dev mode (DECISIONS.md §23): the issuer is an `http://` loopback URL. Only then may offboard create its own
-    /// key-encryption key.
+    /// Dev mode (docs/decisions/0021-dev-mode-key-encryption-key.md): the issuer is an `http://` loopback URL. Only
+    /// then may offboard create its own key-encryption key.
     pub fn dev_mode(&self) -> bool {
         is_loopback_http(&self.issuer)
     }

@@ -1,5 +1,6 @@
 //! API credentials: the OAuth clients that call offboard (the IdP's SCIM client, resource servers that
-//! introspect, auditors). Secrets are 256-bit random, shown once, stored only as SHA-256 (DECISIONS.md §17: a
+//! introspect, auditors). Secrets are 256-bit random, shown once, stored only as SHA-256
+//! (docs/decisions/0016-hashed-secrets.md: a
 //! password KDF would only cost CPU on every request for a secret this strong) and compared in constant time.
 //!
 //! This module owns creating, listing, revoking and authenticating credentials, and the throttled record of when
@@ -23,7 +24,7 @@ use crate::db::{Db, DbConnection, DbError, now, repo};
 /// LOUD: changing it invalidates nothing but breaks scanners and docs that match it; do not change it.
 pub const SECRET_PREFIX: &str = "ofb_";
 
-/// Scopes a credential can hold (DECISIONS.md §18).
+/// Scopes a credential can hold (docs/decisions/0015-credentials-and-scopes.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     Scim,

@@ -130,7 +130,8 @@ impl Receiver {
             .as_deref()
             .ok_or_else(|| refuse("invalid_key", "no kid"))?;
         let key = self.key(kid)?;
-        // RS256 pinned (the CAEP interop profile); SETs carry no `exp` (DECISIONS.md §27).
+        // RS256 pinned (the CAEP interop profile); SETs carry no `exp`
+        // (docs/decisions/0024-sets-signed-with-rs256.md).
         let mut v = Validation::new(Algorithm::RS256);
         v.validate_exp = false;
         v.set_required_spec_claims(&["iss", "aud"]);

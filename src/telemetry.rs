@@ -1,5 +1,5 @@
 //! tracing set-up: human-readable or JSON lines on stderr, filtered by `RUST_LOG` or the `log_level` config key.
-//! Nothing here decides what is logged; see STYLE.md (ids as fields, never secrets).
+//! Nothing here decides what is logged; see ARCHITECTURE.md, "Logging" (ids as fields, never secrets).
 //!
 //! In the human-readable format every field (the message included) has its control characters escaped
 //! ([`EscapedFields`]): a logged value that came from a client (a userName, a receiver's error description) with a

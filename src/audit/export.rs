@@ -1,6 +1,6 @@
 //! Export: the entries of a [`Selection`] in `seq` order as NDJSON (one entry per line) or CSV, produced in
-//! keyset batches so memory stays constant however many entries there are (DECISIONS.md §33). The HTTP
-//! endpoint streams one batch per blocking hop; the CLI writes them to a file.
+//! keyset batches so memory stays constant however many entries there are (docs/decisions/0028-keyset-export.md).
+//! The HTTP endpoint streams one batch per blocking hop; the CLI writes them to a file.
 
 use std::borrow::Cow;
 use std::str::FromStr;

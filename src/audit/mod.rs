@@ -1,4 +1,5 @@
-//! The tamper-evident audit log: what offboard did, who asked, and whether it worked (DESIGN.md invariants 6–7).
+//! The tamper-evident audit log: what offboard did, who asked, and whether it worked (ARCHITECTURE.md invariants
+//! 6–7).
 //!
 //! Use cases call [`record`] with an [`Entry`] while their write transaction is open; the entries are chained and
 //! inserted by a before-commit hook of that same transaction ([`crate::db::before_commit`]), so an entry exists
@@ -21,9 +22,9 @@
 //! carries every one of these fields, so anyone can recompute the chain without offboard.
 //!
 //! On SQLite the single writer orders appends already; on PostgreSQL the hook takes a transaction-scoped
-//! advisory lock just before reading the tail, so concurrent transactions never fork the chain (DECISIONS.md
-//! §32). The lock is taken as late as possible (at commit) and held only for the tail read, the insert and the
-//! commit.
+//! advisory lock just before reading the tail, so concurrent transactions never fork the chain
+//! (docs/decisions/0027-audit-chain-lock.md). The lock is taken as late as possible (at commit) and held only for
+//! the tail read, the insert and the commit.
 //!
 //! Nothing secret goes in: no token, no credential secret, no key material, no password (invariant 7).
 

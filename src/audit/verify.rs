@@ -1,5 +1,5 @@
 //! Verification: walks the whole log in `seq` order, in keyset batches (constant memory), recomputing every hash
-//! and naming the first entry that does not fit (DECISIONS.md §31).
+//! and naming the first entry that does not fit (docs/decisions/0026-audit-export-and-verification.md).
 //!
 //! An entry is bad when its `seq` is not the one after the previous entry's (an entry before it was deleted),
 //! when its `prev_hash` is not the previous entry's `hash` (the previous entry was altered and re-hashed), or when

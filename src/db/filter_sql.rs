@@ -9,7 +9,8 @@
 //! `1=1` and makes the result inexact. A `not` over an inexact branch also becomes `1=1` (negating a widened
 //! condition would narrow it).
 //!
-//! The rules follow DECISIONS.md §6-7 and mirror `matches` exactly: case-insensitive attributes compare their
+//! The rules follow docs/decisions/0005-case-folding-in-rust.md and docs/decisions/0006-substring-filters.md and
+//! mirror `matches` exactly: case-insensitive attributes compare their
 //! folded column with a [`fold`]ed value; `co`/`sw`/`ew` on them use `LIKE … ESCAPE '\'` with `%`, `_`, `\` escaped
 //! (both sides are lower-case, so SQLite's ASCII case folding in `LIKE` changes nothing); caseExact attributes never
 //! use `LIKE`: `instr`/`substr` (SQLite), `strpos`/`right` (PostgreSQL). Never SQL `lower()`/`ILIKE`. String order
@@ -410,7 +411,8 @@ impl Translator<'_> {
         )
     }
 
-    /// `co`/`sw`/`ew` on a caseExact column, without `LIKE` (DECISIONS.md §7). `needle` is not empty.
+    /// `co`/`sw`/`ew` on a caseExact column, without `LIKE` (docs/decisions/0006-substring-filters.md). `needle` is
+    /// not empty.
     fn substring_exact(&self, name: &str, op: CompareOp, needle: &str) -> Cond {
         let bind = || Bind::Text(needle.to_owned());
         match (self.dialect, op) {

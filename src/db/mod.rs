@@ -3,7 +3,8 @@
 //! only code that writes SQL.
 //!
 //! Writes go through [`Db::write`]: on SQLite a single writer connection that begins with `BEGIN IMMEDIATE`
-//! (DECISIONS.md §10: a deferred transaction that upgrades fails with `SQLITE_BUSY_SNAPSHOT`), retried while
+//! (docs/decisions/0008-sqlite-write-transactions.md: a deferred transaction that upgrades fails with
+//! `SQLITE_BUSY_SNAPSHOT`), retried while
 //! another process (the CLI) holds the lock; on PostgreSQL a plain transaction from the shared pool. Reads use
 //! [`Db::read`]. Both are synchronous: callers run them inside one `web::block` hop.
 
@@ -45,7 +46,7 @@ pub enum Backend {
     Postgres,
 }
 
-/// A parsed `database_url` (DECISIONS.md §12).
+/// A parsed `database_url` (docs/decisions/0010-database-url.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbUrl {
     pub backend: Backend,
@@ -139,7 +140,8 @@ impl r2d2::ManageConnection for Manager {
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.url.target)
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
-                // Order matters (DECISIONS.md §11): busy_timeout before WAL, never inside a transaction.
+                // Order matters (docs/decisions/0009-sqlite-pragmas-at-connect.md): busy_timeout before WAL, never
+                // inside a transaction.
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
                      PRAGMA synchronous = NORMAL;",
@@ -466,7 +468,8 @@ where
             })
             .map_err(TxError::Inner),
         DbConnection::Sqlite(c) => {
-            // Through diesel's transaction manager, so its depth stays right (DECISIONS.md §10).
+            // Through diesel's transaction manager, so its depth stays right
+            // (docs/decisions/0008-sqlite-write-transactions.md).
             if let Err(e) = AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE") {
                 return Err(if is_sqlite_busy(&e) {
                     TxError::Busy(e)

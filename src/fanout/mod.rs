@@ -1,14 +1,16 @@
 //! Revocation fan-out: offboard as an `OpenID` Shared Signals transmitter. Every change that ends (or restores)
 //! access writes one outbox row per event per receiving stream **in the transaction of the change**
 //! ([`enqueue`], called only from `lifecycle`), so the change and the news of it commit together or not at all
-//! (DESIGN.md invariant 1). After the commit the delivery worker is woken ([`worker`]); it signs each SET (RFC
+//! (ARCHITECTURE.md invariant 1). After the commit the delivery worker is woken ([`worker`]); it signs each SET
+//! (RFC
 //! 8417, `typ: secevent+jwt`, RS256 with the active key) when it sends it, so a transaction never waits for RSA.
 //!
 //! The row keeps what the SET says (event type, user, `txn`, the event's members including `min_tgen`) and its
 //! stable `jti`; the worker adds `iss`, `aud` (the stream's) and the subject (`iss_sub` of the user, or `complex`
 //! user + session when one login ended) from its configuration, so every retry sends the same claims.
 //!
-//! Events (DECISIONS.md §25): deactivate → `account-disabled` + `session-revoked`; delete → `account-purged` +
+//! Events (docs/decisions/0023-events-per-change.md): deactivate → `account-disabled` + `session-revoked`; delete →
+//! `account-purged` +
 //! `session-revoked`; reactivate → `account-enabled`; sessions ended with the account kept (group removal, Global
 //! Token Revocation, `users revoke-tokens`) → `session-revoked`; one login ended (refresh-token reuse, RFC 7009)
 //! → `session-revoked` for that session. Every event carries `min_tgen`, the generation now in force.
@@ -196,7 +198,7 @@ fn primary_email(conn: &mut DbConnection, user_id: &str) -> diesel::QueryResult<
         .or_else(|| emails.first().and_then(value)))
 }
 
-/// The audit entry of one delivery attempt of a SET: `delivered`, `retrying` or `dead_lettered` (DESIGN.md:
+/// The audit entry of one delivery attempt of a SET: `delivered`, `retrying` or `dead_lettered` (ARCHITECTURE.md:
 /// every delivery is recorded, so an auditor can prove each service was told). `latency_ms` runs from the change
 /// that queued the SET to this outcome.
 pub(crate) fn delivery_entry(

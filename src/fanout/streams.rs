@@ -1,5 +1,6 @@
 //! SSF streams (receivers): create, list, change status, remove. A push stream names its endpoint (`https://`,
-//! or `http://` to a loopback address: DECISIONS.md §28) and optionally the `Authorization` header offboard sends
+//! or `http://` to a loopback address: docs/decisions/0025-stream-management.md) and optionally the `Authorization`
+//! header offboard sends
 //! with each SET, which is sealed under the key-encryption key at rest. `aud` defaults to the creating client's
 //! name.
 

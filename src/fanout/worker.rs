@@ -7,7 +7,7 @@
 //!
 //! A claim is a lease: the row's next attempt moves `fanout.lease_secs` ahead before the push. If the process dies before it
 //! settles the row, the row is due again when the lease ends, so every SET is delivered at least once; receivers
-//! de-duplicate on `jti` (DESIGN.md invariant 5). The worker sleeps until the earliest due SET, at most
+//! de-duplicate on `jti` (ARCHITECTURE.md invariant 5). The worker sleeps until the earliest due SET, at most
 //! `fanout.idle_poll_ms`, and is woken at once by [`wake`] after any commit that wrote outbox rows in this
 //! process; on PostgreSQL the same commit sends `NOTIFY offboard_outbox`, which wakes every other instance's
 //! worker through its listener thread (and the CLI's writes wake the server's).

@@ -1,8 +1,8 @@
 //! Request input for SCIM endpoints: the JSON body (`application/scim+json` or `application/json`; IdPs are not
 //! always exact about the media type, so any is read as JSON) read under the configured size limit, and the list
 //! query parameters. Every failure is a SCIM error: too large → 413, malformed → 400 `invalidSyntax`, a NUL
-//! character in the body → 400 `invalidValue` (DECISIONS.md §8; one in the path or query string is refused for every route
-//! by `http::refuse_nul` before any extractor runs).
+//! character in the body → 400 `invalidValue` (docs/decisions/0011-nul-and-foreign-ids.md; one in the path or query
+//! string is refused for every route by `http::refuse_nul` before any extractor runs).
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -15,7 +15,8 @@ use crate::scim::list::ListQuery;
 use crate::scim::projection::Projection;
 use crate::scim::schema::ResourceType;
 
-/// A resource id that cannot be one of ours answers 404 without a query (DECISIONS.md §8).
+/// A resource id that cannot be one of ours answers 404 without a query
+/// (docs/decisions/0011-nul-and-foreign-ids.md).
 pub(super) fn valid_id(id: &str, what: &str) -> Result<(), AppError> {
     if uuid::Uuid::try_parse(id).is_ok() {
         Ok(())

@@ -150,7 +150,8 @@ async fn replace(
     Ok(resource_response(StatusCode::OK, &state, &view, &proj))
 }
 
-/// PATCH /Groups/{id} — answers 200 with the group (DECISIONS.md §13); honours `If-Match`.
+/// PATCH /Groups/{id} — answers 200 with the group (docs/decisions/0012-patch-answers-with-the-resource.md);
+/// honours `If-Match`.
 async fn patch(
     auth: Auth,
     req: HttpRequest,

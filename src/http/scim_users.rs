@@ -136,7 +136,8 @@ async fn replace(
     Ok(resource_response(StatusCode::OK, &state, &user, &proj))
 }
 
-/// PATCH /Users/{id} — answers 200 with the resource (DECISIONS.md §13); honours `If-Match`.
+/// PATCH /Users/{id} — answers 200 with the resource (docs/decisions/0012-patch-answers-with-the-resource.md);
+/// honours `If-Match`.
 async fn patch(
     auth: Auth,
     req: HttpRequest,

@@ -221,7 +221,8 @@ fn check_stream_in(input: &StreamIn) -> Result<(), SsfError> {
     Ok(())
 }
 
-/// POST /ssf/streams — scope `ssf.manage`. `aud` is the creating credential's name (DECISIONS.md §28).
+/// POST /ssf/streams — scope `ssf.manage`. `aud` is the creating credential's name
+/// (docs/decisions/0025-stream-management.md).
 async fn create(
     auth: Authenticated<SsfManage>,
     state: web::Data<AppState>,

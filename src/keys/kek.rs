@@ -1,7 +1,8 @@
 //! The key-encryption key (KEK) that seals signing keys at rest: AES-256-GCM, a fresh 96-bit nonce per seal, the
 //! key id as associated data (a sealed key moved to another row does not open). Where the KEK comes from: the
 //! config key `keys.kek` (env `OFFBOARD_KEYS__KEK`), else the file `keys.kek_file`, else, in dev mode only, a
-//! `0600` file `offboard.kek` in the working directory that offboard creates (DECISIONS.md §23).
+//! `0600` file `offboard.kek` in the working directory that offboard creates
+//! (docs/decisions/0021-dev-mode-key-encryption-key.md).
 
 use std::fmt;
 use std::io::Write;

@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::db::models::SigningKeyRow;
 use crate::db::{Db, DbError, now, repo};
 
-/// The verifier's clock leeway, seconds (DECISIONS.md §20; RFC 8725 asks for little).
+/// The verifier's clock leeway, seconds (docs/decisions/0018-when-a-token-is-active.md; RFC 8725 asks for little).
 pub const LEEWAY_SECS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
@@ -355,7 +355,8 @@ impl fmt::Debug for KeyStore {
     }
 }
 
-/// The algorithms a configuration signs with: RS256 always (SETs, DECISIONS.md §27), plus the access-token one.
+/// The algorithms a configuration signs with: RS256 always (SETs, docs/decisions/0024-sets-signed-with-rs256.md),
+/// plus the access-token one.
 pub fn needed_algs(config: &Config) -> Vec<KeyAlg> {
     let access = KeyAlg::from(config.tokens.algorithm);
     if access == KeyAlg::RS256 {

@@ -9,7 +9,7 @@
 //!   the filter selects are scanned by id in batches, each represented and checked with `filter::matches`; only the
 //!   sort value and id of each match are kept, sorted with `scim::list::compare`, and the page's rows loaded by id.
 //!   More than `limits.max_scan` candidates is a 400 `tooMany` before any row is read: the one case where offboard
-//!   will not evaluate a filter (DECISIONS.md §14).
+//!   will not evaluate a filter (docs/decisions/0013-list-paging.md).
 //!
 //! Both ways give the same order (`scim::list`'s rules; the SQL side renders them in `db::repo::list`).
 //!

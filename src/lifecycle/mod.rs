@@ -1,7 +1,8 @@
 //! Use cases for users and groups, one transaction each. This is the **only** place that bumps a user's token
 //! generation (`end_sessions`), ends access (`deprovision`) and queues the SETs that report it: a state change
 //! that ends access, its generation bump, the revocation of the user's logins and the outbox rows commit together
-//! or not at all (DESIGN.md invariant 1; DECISIONS.md §1–2), with the audit entry that records them.
+//! or not at all (ARCHITECTURE.md invariant 1; docs/decisions/0001-one-path-ends-access.md), with the audit entry
+//! that records them.
 
 pub mod groups;
 pub mod listing;
@@ -102,8 +103,8 @@ fn cut_off(conn: &mut DbConnection, user_id: &str, reason: &str) -> QueryResult<
 
 /// Ends every session of a user whose account stays as it is: the token generation goes up by one, so every token
 /// minted before stops validating, every refresh-token family of the user is revoked, and a `session-revoked`
-/// SET is queued for every stream, all in the caller's transaction (DECISIONS.md §1). `txn` links the SETs of
-/// one change.
+/// SET is queued for every stream, all in the caller's transaction (docs/decisions/0001-one-path-ends-access.md).
+/// `txn` links the SETs of one change.
 pub fn end_sessions(conn: &mut DbConnection, user_id: &str, reason: &str, txn: &str) -> QueryResult<Ended> {
     let ended = cut_off(conn, user_id, reason)?;
     let event = Event::SessionsRevoked {
@@ -116,7 +117,8 @@ pub fn end_sessions(conn: &mut DbConnection, user_id: &str, reason: &str, txn: &
 }
 
 /// Ends one session (a refresh-token family, the `sid` of its access tokens) and nothing else of the user:
-/// refresh-token reuse, RFC 7009 revocation of a refresh token (DECISIONS.md §3). Queues a `session-revoked` SET
+/// refresh-token reuse, RFC 7009 revocation of a refresh token
+/// (docs/decisions/0002-refresh-token-reuse-ends-one-session.md). Queues a `session-revoked` SET
 /// for that session, and records it as `action` (`token.reuse_detected`, `token.revoke`). Returns whether it was
 /// live.
 pub fn end_session(

@@ -8,7 +8,8 @@
 //! `emails[type eq "work"].value eq "x"` parses as `ValuePath { emails, And(type eq "work", value eq "x") }`.
 //! Unquoted string values (`externalId eq jyoung`, from an old Entra doc) are refused with `invalidFilter`: RFC
 //! values are JSON literals, and Entra sends quoted values. A NUL character in a string value is `invalidValue`
-//! (DECISIONS.md §8). The grammar pieces shared with PATCH paths (`attrPath`, value filters) are `pub(crate)` for
+//! (docs/decisions/0011-nul-and-foreign-ids.md). The grammar pieces shared with PATCH paths (`attrPath`, value
+//! filters) are `pub(crate)` for
 //! `scim::path`.
 //!
 //! Evaluation follows the schema: `caseExact` (else compare [`fold`]ed), multi-valued attributes match when any value
@@ -34,9 +35,9 @@ use super::schema::parse_datetime;
 use super::schema::{AttrType, AttributeDef, ResourceType, Returned, fold};
 use super::{ScimError, get_ci};
 
-/// Longest filter (and PATCH path) accepted, in bytes (DECISIONS.md §15).
+/// Longest filter (and PATCH path) accepted, in bytes (docs/decisions/0014-input-limits.md).
 pub const MAX_LEN: usize = 16 * 1024;
-/// Deepest nesting of `( … )`, `not ( … )` and `[ … ]` accepted (DECISIONS.md §15).
+/// Deepest nesting of `( … )`, `not ( … )` and `[ … ]` accepted (docs/decisions/0014-input-limits.md).
 pub const MAX_DEPTH: usize = 32;
 
 /// An attribute path as written by the client: `[urn ":"] name ["." sub]`.
@@ -281,7 +282,8 @@ pub(crate) fn check_input(input: &str, kind: Kind) -> Result<(), ScimError> {
     Ok(())
 }
 
-/// Marks the error raised for a NUL character in a string literal, reported as `invalidValue` (DECISIONS.md §8).
+/// Marks the error raised for a NUL character in a string literal, reported as `invalidValue`
+/// (docs/decisions/0011-nul-and-foreign-ids.md).
 const NUL_LABEL: &str = "a NUL character in a string value";
 
 /// Turns a winnow error into the client's `ScimError`.

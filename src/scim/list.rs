@@ -279,7 +279,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// Builds a query from its raw parts: `startIndex` below 1 reads as 1, a negative `count` as 0, a `count`
-    /// above `max` (or none) as `max` (DECISIONS.md §14).
+    /// above `max` (or none) as `max` (docs/decisions/0013-list-paging.md).
     fn new(
         filter: Option<String>,
         start_index: Option<i64>,

@@ -18,7 +18,7 @@ use super::filter::AttrPath;
 use super::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, ScimError, USER_SCHEMA};
 
 /// The one case-folding function of the project (Unicode lower-case): folded DB columns and filter evaluation of
-/// `caseExact: false` attributes both use it, so SQL and Rust agree (DECISIONS.md §6).
+/// `caseExact: false` attributes both use it, so SQL and Rust agree (docs/decisions/0005-case-folding-in-rust.md).
 pub fn fold(s: &str) -> String {
     s.to_lowercase()
 }

@@ -1,7 +1,8 @@
 //! RFC 7662 introspection of access and refresh tokens. An access token is active only if every check of
-//! DESIGN.md invariant 2 holds: signature under a published key of its own algorithm, `typ`, `iss`, `aud`,
+//! ARCHITECTURE.md invariant 2 holds: signature under a published key of its own algorithm, `typ`, `iss`, `aud`,
 //! `exp`, `nbf` (5 s leeway), the user live and active, `tgen` equal to the current generation, `jti` not
-//! revoked, `sid` family not revoked (DECISIONS.md §20), signing key not declared compromised. Everything but the signature is read in one indexed
+//! revoked, `sid` family not revoked (docs/decisions/0018-when-a-token-is-active.md), signing key not declared
+//! compromised. Everything but the signature is read in one indexed
 //! statement together with the caller's credential (§22), so there is no state cache to go stale: a change
 //! committed by any instance or by the CLI shows on the next call. Anything else answers `{"active": false}`
 //! and nothing more.
@@ -145,7 +146,7 @@ impl Authority {
     }
 
     /// A refresh token is active iff not rotated out, its family live and unexpired (absolute and idle), and its
-    /// user active at the family's generation (DECISIONS.md §21).
+    /// user active at the family's generation (docs/decisions/0019-refresh-token-introspection.md).
     fn introspect_refresh(&self, caller: &Presented, token: &str) -> Result<(Value, String), OAuthError> {
         let name = self.authenticate_introspector(caller)?;
         let hash = hash_secret(token);

@@ -2,7 +2,8 @@
 //! rotating refresh tokens with reuse detection (RFC 9700 §4.14.2), client-credentials service tokens, token
 //! exchange (RFC 8693), introspection (RFC 7662), revocation (RFC 7009) and Global Token Revocation.
 //!
-//! Invariants kept here (DESIGN.md 2–4): minting reads the user's active flag and generation in the transaction
+//! Invariants kept here (ARCHITECTURE.md invariants 2–4): minting reads the user's active flag and generation in
+//! the transaction
 //! that creates the login, so an inactive user gets no token and a token minted concurrently with a deactivation
 //! carries the old generation (dead at once); a refresh re-reads both and mints with the current generation; a
 //! rotated-out refresh token presented again ends its whole family through `lifecycle::end_session`. Access
@@ -38,7 +39,8 @@ use crate::db::{Db, DbConnection, DbError, now, repo};
 use crate::error::AppError;
 use crate::keys::{KeyError, KeyStore};
 
-/// The built-in public client of `offboard token mint` and developer CLIs (DECISIONS.md §19): no secret; it may
+/// The built-in public client of `offboard token mint` and developer CLIs
+/// (docs/decisions/0017-cli-client-and-default-audience.md): no secret; it may
 /// refresh and exchange, never use client credentials.
 pub const CLI_CLIENT: &str = "offboard-cli";
 

@@ -6,7 +6,8 @@
 //!
 //! Verified signatures are cached (SHA-256 of the token → claims and `kid`) until the token expires: a signature
 //! cannot become invalid, and the state checks (user, generation, revocations) are made on every call by the
-//! caller, so the cache never makes an answer stale (DECISIONS.md §22). A key can stop being trusted (its publish
+//! caller, so the cache never makes an answer stale (docs/decisions/0020-one-read-introspection.md). A key can stop
+//! being trusted (its publish
 //! window ends, or it is declared compromised): every hit checks that its `kid` is still among the keys in
 //! memory.
 

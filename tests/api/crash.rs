@@ -1,4 +1,5 @@
-//! Crash safety of the fan-out (DESIGN.md invariant 5), with the real `offboard serve` binary killed by SIGKILL:
+//! Crash safety of the fan-out (ARCHITECTURE.md invariant 5), with the real `offboard serve` binary killed by
+//! SIGKILL:
 //! between the commit of a deprovisioning and the delivery of its SETs, and while a push is in flight. After a
 //! restart every SET arrives at least once (same `jti`), in order, and none is lost.
 

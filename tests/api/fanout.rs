@@ -53,7 +53,7 @@ fn outbox(app: &TestApp, stream: &str) -> Vec<OutboxRow> {
 }
 
 /// Verifies a SET the way a receiver must: against the JWKS, RS256 pinned, `typ` secevent+jwt, our `iss`, its
-/// `aud`; no `exp` (DECISIONS.md §27).
+/// `aud`; no `exp` (docs/decisions/0024-sets-signed-with-rs256.md).
 fn verify(app: &TestApp, set: &str, audience: &str) -> Value {
     let header = jsonwebtoken::decode_header(set).unwrap();
     assert_eq!(header.typ.as_deref(), Some("secevent+jwt"));

@@ -153,7 +153,7 @@ pub const ISSUER: &str = "http://offboard.test";
 pub const TEST_KEK: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 
 /// A PEM file of RSA keys generated once per test process, so no test waits for RSA key generation
-/// (DECISIONS.md §24): each app takes its keys from it in order.
+/// (docs/decisions/0022-one-test-signing-key.md): each app takes its keys from it in order.
 pub fn test_keys_file() -> &'static std::path::Path {
     static FILE: OnceLock<(tempfile::TempDir, std::path::PathBuf)> = OnceLock::new();
     let (_, path) = FILE.get_or_init(|| {

@@ -2,7 +2,7 @@
 CREATE TABLE users (
     id TEXT PRIMARY KEY NOT NULL,
     user_name TEXT NOT NULL,
-    -- userName folded in Rust (Unicode lower-case); SQL never folds (DECISIONS.md §6).
+    -- userName folded in Rust (Unicode lower-case); SQL never folds (docs/decisions/0005-case-folding-in-rust.md).
     user_name_folded TEXT NOT NULL,
     external_id TEXT,
     display_name TEXT,

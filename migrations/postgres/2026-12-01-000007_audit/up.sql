@@ -1,4 +1,4 @@
--- The tamper-evident audit log (DESIGN.md invariant 6). SQLite twin: migrations/sqlite/<same folder>.
+-- The tamper-evident audit log (ARCHITECTURE.md invariant 6). SQLite twin: migrations/sqlite/<same folder>.
 -- `seq` is assigned by offboard under the chain lock, so it has no gaps: a missing number is a deleted entry.
 -- hash = SHA-256(prev_hash || canonical(entry)); the canonical encoding is documented in src/audit/mod.rs.
 CREATE TABLE audit_log (

@@ -2,7 +2,8 @@
 CREATE TABLE groups (
     id TEXT PRIMARY KEY NOT NULL,
     display_name TEXT NOT NULL,
-    -- displayName folded in Rust (Unicode lower-case); SQL never folds (DECISIONS.md §6).
+    -- displayName folded in Rust (Unicode lower-case); SQL never folds
+    -- (docs/decisions/0005-case-folding-in-rust.md).
     display_name_folded TEXT NOT NULL,
     external_id TEXT,
     -- The stored SCIM resource without members (they live in group_members), as JSON text.

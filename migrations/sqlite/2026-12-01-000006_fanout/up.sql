@@ -20,7 +20,7 @@ CREATE TABLE streams (
     updated TIMESTAMP NOT NULL
 );
 
--- One row per event per stream, written in the transaction of the change it reports (DESIGN.md invariant 1).
+-- One row per event per stream, written in the transaction of the change it reports (ARCHITECTURE.md invariant 1).
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     stream_id TEXT NOT NULL REFERENCES streams (id) ON DELETE CASCADE,

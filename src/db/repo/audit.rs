@@ -1,5 +1,6 @@
 //! SQL for the audit log: the chain's tail, appends, keyset-batched reads for export and verification, and the
-//! retention delete. Every read walks `seq` in order through the primary key (DECISIONS.md §33).
+//! retention delete. Every read walks `seq` in order through the primary key
+//! (docs/decisions/0028-keyset-export.md).
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;

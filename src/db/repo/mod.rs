@@ -26,7 +26,8 @@ pub(crate) fn unique<T>(rows: Vec<T>) -> Option<T> {
     rows.into_iter().next()
 }
 
-/// Serialises read-modify-write of one resource until the transaction ends (DECISIONS.md §9). On SQLite the
+/// Serialises read-modify-write of one resource until the transaction ends
+/// (docs/decisions/0007-write-serialisation.md). On SQLite the
 /// single writer already serialises; on PostgreSQL this takes a transaction-scoped advisory lock on `kind:id`.
 pub fn advisory_lock(conn: &mut DbConnection, kind: &str, id: &str) -> diesel::QueryResult<()> {
     use diesel::RunQueryDsl;

@@ -1,5 +1,5 @@
 //! SQL for refresh-token families and tokens, revoked access-token ids, seen assertion ids, token activity, and
-//! the one-statement introspection read (DECISIONS.md §22).
+//! the one-statement introspection read (docs/decisions/0020-one-read-introspection.md).
 
 use crate::db::DbConnection;
 use crate::db::models::{RefreshFamily, RefreshTokenRow, TokenActivity};

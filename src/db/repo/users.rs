@@ -90,7 +90,8 @@ pub fn live_with_email(conn: &mut DbConnection, folded: &str, limit: i64) -> Que
         .load(conn)
 }
 
-/// Serialises read-modify-write of one user until the transaction ends (DECISIONS.md §9).
+/// Serialises read-modify-write of one user until the transaction ends
+/// (docs/decisions/0007-write-serialisation.md).
 pub fn lock(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
     super::advisory_lock(conn, "user", id)
 }
