@@ -1,7 +1,7 @@
 //! API credentials: the OAuth clients that call offboard (the IdP's SCIM client, resource servers that
 //! introspect, auditors). Secrets are 256-bit random, shown once, stored only as SHA-256
-//! (docs/decisions/0016-hashed-secrets.md: a
-//! password KDF would only cost CPU on every request for a secret this strong) and compared in constant time.
+//! (docs/decisions/0016-hashed-secrets.md: a password KDF would only cost CPU on every request for a secret this
+//! strong) and compared in constant time.
 //!
 //! This module owns creating, listing, revoking and authenticating credentials, and the throttled record of when
 //! each was last used. It knows nothing of HTTP.

@@ -1,5 +1,5 @@
-//! The tamper-evident audit log: what offboard did, who asked, and whether it worked (ARCHITECTURE.md invariants
-//! 6–7).
+//! The tamper-evident audit log (ARCHITECTURE.md invariants 6–7): what offboard did, who asked, and whether it
+//! worked.
 //!
 //! Use cases call [`record`] with an [`Entry`] while their write transaction is open; the entries are chained and
 //! inserted by a before-commit hook of that same transaction ([`crate::db::before_commit`]), so an entry exists
@@ -393,18 +393,8 @@ pub fn canonical_json(v: &Value) -> String {
 /// The entries' time format: RFC 3339, UTC, milliseconds (the same as every stored time offboard shows).
 pub use crate::db::format_time;
 
-pub fn serialize_time<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_time(*t))
-}
-
-/// Embeds stored JSON text as JSON (not as a string), byte for byte.
-pub fn serialize_raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
-    use serde::Serialize;
-    match serde_json::value::RawValue::from_string(text.to_owned()) {
-        Ok(raw) => raw.serialize(s),
-        Err(_) => s.serialize_str(text),
-    }
-}
+/// How an entry's time and details serialise (they live beside the row type, so `db` needs nothing from here).
+pub use crate::db::models::{serialize_raw_json, serialize_time};
 
 /// Changed top-level attributes of a SCIM resource, `{"attr": {"old": …, "new": …}}`, secrets redacted.
 pub fn changes(before: Option<&Value>, after: Option<&Value>) -> Value {

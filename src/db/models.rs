@@ -287,7 +287,7 @@ pub struct NewOutbox<'a> {
 #[diesel(table_name = audit_log)]
 pub struct AuditRow {
     pub seq: i64,
-    #[serde(serialize_with = "crate::audit::serialize_time")]
+    #[serde(serialize_with = "serialize_time")]
     pub time: NaiveDateTime,
     pub actor: String,
     pub action: String,
@@ -297,8 +297,22 @@ pub struct AuditRow {
     pub subject: Option<String>,
     pub request_id: Option<String>,
     pub outcome: String,
-    #[serde(serialize_with = "crate::audit::serialize_raw_json")]
+    #[serde(serialize_with = "serialize_raw_json")]
     pub details: String,
     pub prev_hash: String,
     pub hash: String,
+}
+
+/// An entry's time as the audit log writes it: RFC 3339, UTC, milliseconds ([`super::format_time`]).
+pub fn serialize_time<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::format_time(*t))
+}
+
+/// Embeds stored JSON text as JSON (not as a string), byte for byte.
+pub fn serialize_raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    match serde_json::value::RawValue::from_string(text.to_owned()) {
+        Ok(raw) => raw.serialize(s),
+        Err(_) => s.serialize_str(text),
+    }
 }

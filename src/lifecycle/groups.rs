@@ -1,8 +1,8 @@
 //! SCIM Group use cases: create, read, list, replace (PUT), patch, delete. Group membership is the RBAC input of
 //! the tokens (`groups` claim), so the rules of docs/decisions/0003-group-changes-and-sessions.md apply here:
-//! adding a member or renaming a group
-//! ends nobody's sessions; a member who leaves (by PATCH, PUT or group delete) has their sessions ended through
-//! [`super::end_sessions`] in the same transaction, so a removed role never survives in an old token.
+//! adding a member or renaming a group ends nobody's sessions; a member who leaves (by PATCH, PUT or group delete)
+//! has their sessions ended through [`super::end_sessions`] in the same transaction, so a removed role never
+//! survives in an old token.
 //!
 //! Members live in `group_members`: a PATCH touches only the rows that change, and the group document is stored
 //! without them. Removing members removes exactly the members named: Entra's

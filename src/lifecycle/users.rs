@@ -1,8 +1,7 @@
 //! SCIM User use cases: create, read, list, replace (PUT), patch, delete. Each write is one transaction that
 //! serialises on the user (docs/decisions/0007-write-serialisation.md), and any transition that ends access goes
-//! through
-//! [`super::deprovision`] in that same transaction. Only real transitions count: IdPs re-send `active: true` and
-//! unchanged values on every sync cycle, and a PUT without `active` keeps the current value.
+//! through [`super::deprovision`] in that same transaction. Only real transitions count: IdPs re-send `active:
+//! true` and unchanged values on every sync cycle, and a PUT without `active` keeps the current value.
 
 use serde_json::{Map, Value, json};
 

@@ -9,8 +9,7 @@
 //! Unquoted string values (`externalId eq jyoung`, from an old Entra doc) are refused with `invalidFilter`: RFC
 //! values are JSON literals, and Entra sends quoted values. A NUL character in a string value is `invalidValue`
 //! (docs/decisions/0011-nul-and-foreign-ids.md). The grammar pieces shared with PATCH paths (`attrPath`, value
-//! filters) are `pub(crate)` for
-//! `scim::path`.
+//! filters) are `pub(crate)` for `scim::path`.
 //!
 //! Evaluation follows the schema: `caseExact` (else compare [`fold`]ed), multi-valued attributes match when any value
 //! does (a complex one without a sub-attribute compares its `value`), dateTime as instants, numbers as numbers,

@@ -1,7 +1,6 @@
 //! Crash safety of the fan-out (ARCHITECTURE.md invariant 5), with the real `offboard serve` binary killed by
-//! SIGKILL:
-//! between the commit of a deprovisioning and the delivery of its SETs, and while a push is in flight. After a
-//! restart every SET arrives at least once (same `jti`), in order, and none is lost.
+//! SIGKILL: between the commit of a deprovisioning and the delivery of its SETs, and while a push is in flight.
+//! After a restart every SET arrives at least once (same `jti`), in order, and none is lost.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;

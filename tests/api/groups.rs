@@ -1,7 +1,6 @@
-//! SCIM Groups and the RBAC rules of docs/decisions/0003-group-changes-and-sessions.md: adding a member or renaming
-//! ends nobody's sessions; a
-//! member who leaves (PATCH, PUT, group delete) gets a new token generation in the same transaction; nobody else
-//! does. Entra's `Remove` with a `value` list removes only the listed members.
+//! SCIM Groups and the RBAC rules of docs/decisions/0003-group-changes-and-sessions.md: adding a member or
+//! renaming ends nobody's sessions; a member who leaves (PATCH, PUT, group delete) gets a new token generation in
+//! the same transaction; nobody else does. Entra's `Remove` with a `value` list removes only the listed members.
 
 use offboard::credentials::Scope;
 use offboard::db::{DbError, repo};
