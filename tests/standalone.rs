@@ -234,9 +234,9 @@ struct Entry {
     never: BTreeSet<String>,
 }
 
-/// The entries of ARCHITECTURE.md's code map: level-3 headings naming a path in backticks, each followed by prose and optionally
-/// `- Imports:` and `- Never:` lines (continued on lines indented by two spaces) listing `crate::module`s and
-/// external crates in backticks.
+/// The entries of ARCHITECTURE.md's code map: level-3 headings naming a path in backticks, each followed by
+/// prose and optionally `- Imports:` and `- Never:` lines (continued on lines indented by two spaces) listing
+/// `crate::module`s and external crates in backticks.
 fn code_map() -> Vec<Entry> {
     let doc = read("ARCHITECTURE.md");
     let mut entries: Vec<Entry> = Vec::new();
