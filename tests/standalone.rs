@@ -14,7 +14,8 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The repository's text files: those git tracks when git can say, else every file outside `target/` and `.git/`.
+/// The repository's text files: those git tracks when git can say, else every file outside `target/`, `.git/` and
+/// `scratch/`.
 fn text_files() -> Vec<(String, String)> {
     let tracked = std::process::Command::new("git")
         .args(["ls-files", "-z"])
@@ -50,7 +51,8 @@ fn walk(dir: &Path, out: &mut Vec<String>) {
     for entry in entries.flatten() {
         let path = entry.path();
         let rel = relative(&path);
-        if rel == "target" || rel == ".git" {
+        // What .gitignore keeps out of the repository: build output and the local scratch folder.
+        if matches!(rel.as_str(), "target" | ".git" | "scratch") {
             continue;
         }
         if path.is_dir() {
