@@ -469,3 +469,39 @@ fn main_only_parses_and_dispatches() {
     );
     assert!(!main.contains("fn serve"), "src/main.rs runs a command itself");
 }
+
+/// Files under `src/` that mention `needle` outside comments.
+fn code_mentions(needle: &str) -> BTreeSet<String> {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    files
+        .into_iter()
+        .filter(|f| {
+            read(f)
+                .lines()
+                .any(|l| !l.trim_start().starts_with("//") && l.contains(needle))
+        })
+        .collect()
+}
+
+/// ARCHITECTURE.md invariant 1, the part grep can see: the generation is raised by one repository function,
+/// called from `lifecycle/mod.rs` only, and SETs about a user are queued from `lifecycle/mod.rs` only.
+#[test]
+fn access_ends_in_one_place() {
+    let bump = code_mentions("bump_generation(");
+    assert_eq!(
+        bump,
+        BTreeSet::from([
+            "src/db/repo/users.rs".to_owned(),
+            "src/lifecycle/mod.rs".to_owned()
+        ]),
+        "only lifecycle may raise a user's token generation"
+    );
+    let mut enqueue = code_mentions("fanout::enqueue(");
+    enqueue.extend(code_mentions("pub fn enqueue("));
+    assert_eq!(
+        enqueue,
+        BTreeSet::from(["src/fanout/mod.rs".to_owned(), "src/lifecycle/mod.rs".to_owned()]),
+        "only lifecycle may queue the SETs that report a change of access"
+    );
+}
