@@ -636,6 +636,7 @@ fn streams_command(db: &Db, config: Config, cmd: StreamsCommand) -> anyhow::Resu
             }
         }
         StreamsCommand::Show { id } => {
+            offboard::fanout::pending::expand(db)?;
             let rows =
                 db.read(|c| offboard::db::repo::fanout::outbox_of(c, &id).map_err(anyhow::Error::from))?;
             let open: Vec<_> = rows.iter().filter(|r| r.status != "delivered").collect();

@@ -213,6 +213,7 @@ fn build(db: &Db, user: User) -> Result<Report, ReportError> {
 /// Every SET of change `txn`: its last recorded outcome, or its outbox state when none was recorded yet.
 fn deliveries(db: &Db, rows: &[AuditRow], txn: &str) -> Result<Vec<Delivery>, ReportError> {
     let mut by_jti: BTreeMap<String, Delivery> = BTreeMap::new();
+    crate::fanout::pending::expand(db)?;
     let queued = db.read(|c| repo::fanout::outbox_of_txn(c, txn).map_err(ReportError::from))?;
     let mut order = Vec::new();
     for o in queued {

@@ -287,9 +287,11 @@ impl Worker {
         Some((due - now()).to_std().unwrap_or(Duration::ZERO))
     }
 
-    /// Claims what is due, pushes it (up to `fanout.concurrency` at once) and settles it. Returns the SETs
+    /// Writes waiting changes to the outbox ([`super::pending::expand`]), then claims what is due, pushes it (up to `fanout.concurrency` at once) and settles it. Returns the SETs
     /// settled (delivered, retried or dead-lettered).
     pub fn run_once(&self) -> Result<usize, DbError> {
+        // Changes committed since the last round (or before a restart) become outbox rows first.
+        super::pending::expand(&self.db)?;
         let at = now();
         let lease = at + TimeDelta::seconds(i64::try_from(self.config.fanout.lease_secs).unwrap_or(30));
         // At most one SET per thread per round.
