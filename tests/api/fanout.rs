@@ -1,6 +1,6 @@
-//! Revocation fan-out: the outbox rows a change writes (in its own transaction), the SETs the worker pushes to a
-//! real HTTP receiver on loopback (verified against the JWKS), retries, dead-lettering, paused and disabled
-//! streams, ordering, redelivery after a lost claim, and the wake-up after a commit.
+//! Revocation fan-out: the outbox rows a change queues (recorded in its own transaction), the SETs the worker
+//! pushes to a real HTTP receiver on loopback (verified against the JWKS), retries, dead-lettering, paused and
+//! disabled streams, ordering, redelivery after a lost claim, and the wake-up after a commit.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
