@@ -1,8 +1,10 @@
 //! What streams cost the rest of offboard, on SQLite and PostgreSQL:
 //!
 //! - **deactivation**: a SCIM `PATCH active=false` (answer time, over HTTP to the real server in-process) with 0,
-//!   50 and 1 000 streams subscribed, each receiving the two SETs of the change (written in the change's
-//!   transaction);
+//!   50 and 1 000 streams subscribed, each receiving the two SETs of the change (recorded as one waiting row in
+//!   the change's transaction), and the expansion of that row into the per-stream outbox rows
+//!   (`fanout::pending::expand`, which the worker or the next poll runs after the answer; here run and timed
+//!   after each deactivation, alone);
 //! - **stream list**: `GET /ssf/streams` of a credential that owns 50 streams, `/metrics`, and `offboard streams
 //!   list` (the library call), with 1 000 000 SETs in the outbox.
 //!
@@ -11,7 +13,8 @@
 //!     [--streams 0,50,1000]
 //! ```
 //!
-//! The streams are poll streams, so no delivery runs while measuring (the outbox only grows). The outbox rows are
+//! The streams are poll streams, so no delivery runs while measuring (the outbox only grows). Repeat a count to
+//! interleave runs on a busy machine (`--streams 0,50,0,50,1000`). The outbox rows are
 //! written by one `INSERT … SELECT` (a recursive CTE on SQLite, `generate_series` on PostgreSQL), spread over the 50
 //! streams, 9 in 10 delivered, the rest pending (on SQLite, whose outbox counters the repository's insert keeps,
 //! the load is then counted by one `INSERT … SELECT … GROUP BY`).
@@ -71,28 +74,34 @@ fn run(args: &Args) -> anyhow::Result<()> {
         bail!("--rounds must be at least 1");
     }
     println!("# offboard fan-out cost benchmark\n");
+    let counts: Vec<String> = args.streams.iter().map(ToString::to_string).collect();
     println!(
-        "`cargo bench --bench fanout_cost -- --backend {} --rounds {} --outbox {}`\n",
+        "`cargo bench --bench fanout_cost -- --backend {} --rounds {} --outbox {} --streams {}{}`\n",
         args.backend.flag(),
         args.rounds,
-        args.outbox
+        args.outbox,
+        counts.join(","),
+        if args.settle { " --settle" } else { "" }
     );
     println!("machine: {}\n", machine());
     for &backend in args.backend.backends() {
         println!("## {}\n", backend_name(backend));
-        println!("| streams | deactivation p50 ms | p99 ms | max ms |");
-        println!("| ---: | ---: | ---: | ---: |");
+        println!("| streams | deactivation p50 ms | p99 ms | max ms | expansion p50 ms | p99 ms | max ms |");
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for &n in &args.streams {
             let Some(app) = App::start(backend)? else {
                 return Ok(());
             };
             app.subscribe(n)?;
-            let h = app.deactivations(args.rounds, args.settle)?;
+            let (h, x) = app.deactivations(args.rounds, args.settle)?;
             println!(
-                "| {n} | {:.2} | {:.2} | {:.2} |",
+                "| {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
                 ms(&h, 0.5),
                 ms(&h, 0.99),
-                ms(&h, 1.0)
+                ms(&h, 1.0),
+                ms(&x, 0.5),
+                ms(&x, 0.99),
+                ms(&x, 1.0)
             );
             app.stop()?;
         }
@@ -229,17 +238,23 @@ impl App {
         Ok(())
     }
 
-    /// Creates a user and deactivates it, `rounds` times; the deactivations' answer times.
-    fn deactivations(&self, rounds: usize, settle: bool) -> anyhow::Result<Histogram<u64>> {
+    /// Creates a user and deactivates it, `rounds` times; the deactivations' answer times, and the times of the
+    /// expansion of each change into outbox rows, run after the answer (as the worker or a poll would).
+    fn deactivations(&self, rounds: usize, settle: bool) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
         let client = reqwest::blocking::Client::new();
         let base = format!("{}/scim/v2", self.base);
         let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        let mut x = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         // Warm-up: connections, statement caches.
         for round in 0..rounds + 5 {
             let (_, sent, answered) = deactivate::create_and_deactivate(&client, &base, &self.scim, round)?;
             let took = answered - sent;
+            let expanding = Instant::now();
+            offboard::fanout::pending::expand(&self.db)?;
+            let expanded = expanding.elapsed();
             if round >= 5 {
                 h.saturating_record(micros(took));
+                x.saturating_record(micros(expanded));
             }
             if settle {
                 self.db.write(|conn| {
@@ -249,7 +264,7 @@ impl App {
                 })?;
             }
         }
-        Ok(h)
+        Ok((h, x))
     }
 
     /// `rows` outbox rows over the existing streams, in one statement.

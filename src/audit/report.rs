@@ -1,4 +1,5 @@
-//! The offboarding report of one user, built from the audit log alone (plus the outbox for SETs still in flight):
+//! The offboarding report of one user, built from the audit log alone (plus the outbox for SETs still in flight;
+//! callers expand waiting fan-out changes first, `fanout::pending::expand`, so those SETs are in the outbox):
 //! each time the user lost access, when the IdP's call arrived, when the generation was bumped, how many access
 //! tokens and refresh-token logins that invalidated, and what each subscribed stream was told and when. It is the
 //! proof an auditor asks for, as JSON (`GET /audit/users/{id}/offboarding`) or text (`offboard audit offboarding`).

@@ -92,6 +92,7 @@ pub fn run(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
             audit_export(db, selection, format, output.as_deref())
         }
         AuditCommand::Offboarding { user_name, json } => {
+            offboard::fanout::pending::expand(db)?;
             let r = match report::for_user_name(db, &user_name) {
                 Ok(r) => r,
                 Err(report::ReportError::NotFound) => {

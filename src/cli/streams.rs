@@ -109,6 +109,7 @@ pub fn run(config: Config, cmd: StreamsCommand) -> anyhow::Result<()> {
             }
         }
         StreamsCommand::Show { id } => {
+            offboard::fanout::pending::expand(db)?;
             let rows =
                 db.read(|c| offboard::db::repo::fanout::outbox_of(c, &id).map_err(anyhow::Error::from))?;
             let open: Vec<_> = rows.iter().filter(|r| r.status != "delivered").collect();

@@ -4,8 +4,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{
-    audit_log, credentials, group_members, groups, outbox, refresh_families, refresh_tokens, signing_keys,
-    streams, token_activity, user_emails, user_holds, users,
+    audit_log, credentials, group_members, groups, outbox, outbox_changes, refresh_families, refresh_tokens,
+    signing_keys, streams, token_activity, user_emails, user_holds, users,
 };
 
 /// A user row: live (`deleted_at` is None) or a tombstone.
@@ -280,6 +280,28 @@ pub struct NewOutbox<'a> {
     pub attempts: i32,
     pub next_attempt_at: NaiveDateTime,
     pub created: NaiveDateTime,
+}
+
+/// A change whose SETs are not in the outbox yet (src/fanout/pending.rs).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = outbox_changes)]
+pub struct OutboxChangeRow {
+    pub id: i64,
+    pub txn: String,
+    pub user_id: String,
+    pub created: NaiveDateTime,
+    pub events: String,
+    pub targets: String,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = outbox_changes)]
+pub struct NewOutboxChange<'a> {
+    pub txn: &'a str,
+    pub user_id: &'a str,
+    pub created: NaiveDateTime,
+    pub events: &'a str,
+    pub targets: &'a str,
 }
 
 /// One audit-log entry, as stored and as exported.

@@ -176,6 +176,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    outbox_changes (id) {
+        id -> BigInt,
+        txn -> Text,
+        user_id -> Text,
+        created -> Timestamp,
+        events -> Text,
+        targets -> Text,
+    }
+}
+
+diesel::table! {
     stream_exclusions (stream_id, user_id) {
         stream_id -> Text,
         user_id -> Text,
@@ -226,6 +237,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     streams,
     outbox,
     outbox_counts,
+    outbox_changes,
     stream_exclusions,
     audit_log,
 );

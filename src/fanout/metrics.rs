@@ -37,6 +37,8 @@ type Labels = Vec<(String, String)>;
 
 /// The metrics document.
 pub fn render(db: &Db, stats: &FanoutStats) -> Result<String, DbError> {
+    // Counts include the SETs of changes not yet written to the outbox.
+    super::pending::expand(db)?;
     let (rows, streams) =
         db.read(|c| Ok::<_, DbError>((repo::fanout::outbox_counts(c)?, repo::fanout::streams(c)?)))?;
     let mut registry = <Registry>::default();

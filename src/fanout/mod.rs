@@ -1,9 +1,10 @@
 //! Revocation fan-out: offboard as an `OpenID` Shared Signals transmitter. Every change that ends (or restores)
-//! access writes one outbox row per event per receiving stream **in the transaction of the change**
-//! ([`enqueue`], called only from `lifecycle`), so the change and the news of it commit together or not at all
-//! (ARCHITECTURE.md invariant 1). After the commit the delivery worker is woken ([`worker`]); it signs each SET
-//! (RFC
-//! 8417, `typ: secevent+jwt`, RS256 with the active key) when it sends it, so a transaction never waits for RSA.
+//! access records its SETs and their receivers **in the transaction of the change** ([`enqueue`], called only
+//! from `lifecycle`): one `outbox_changes` row, so the change and the news of it commit together or not at all
+//! (ARCHITECTURE.md invariant 1), whatever the number of streams. [`pending::expand`] turns it into one outbox row per
+//! event per receiving stream after the commit, before anything reads the outbox. The delivery worker is woken
+//! after the commit ([`worker`]); it signs each SET (RFC 8417, `typ: secevent+jwt`, RS256 with the active key)
+//! when it sends it, so a transaction never waits for RSA.
 //!
 //! The row keeps what the SET says (event type, user, `txn`, the event's members including `min_tgen`) and its
 //! stable `jti`; the worker adds `iss`, `aud` (the stream's) and the subject (`iss_sub` of the user, or `complex`
@@ -16,6 +17,7 @@
 //! → `session-revoked` for that session. Every event carries `min_tgen`, the generation now in force.
 
 pub mod metrics;
+pub mod pending;
 pub mod poll;
 pub mod streams;
 pub mod worker;
@@ -147,7 +149,8 @@ pub fn set_claims(issuer: &str, format: SubjectFormat, stream: &StreamRow, row: 
     })
 }
 
-/// Writes one pending outbox row with a fresh `jti`, due at once.
+/// Writes one pending outbox row with a fresh `jti`, due at once, behind every change still waiting to be
+/// written to the outbox (expanded first, in the same transaction), so it reaches each stream after them.
 pub(crate) fn queue(
     conn: &mut DbConnection,
     stream_id: &str,
@@ -157,6 +160,7 @@ pub(crate) fn queue(
     payload: &str,
     at: chrono::NaiveDateTime,
 ) -> diesel::QueryResult<()> {
+    pending::expand_all_in(conn)?;
     let jti = new_jti();
     repo::fanout::insert_outbox(
         conn,
@@ -239,9 +243,10 @@ pub fn new_txn() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Writes one outbox row per event per stream that receives it (enabled or paused, asking for the event type, not
-/// having removed the user from its subjects),
-/// inside the caller's transaction, and wakes the worker once that transaction commits. Returns the rows written.
+/// Records the SETs of a change for every stream that receives them (enabled or paused, asking for the event
+/// type, not having removed the user from its subjects), inside the caller's transaction: ONE `outbox_changes` row
+/// with the receivers as of now, which [`pending::expand`] turns into one outbox row per event per stream after
+/// the commit (the worker is woken for it then). Returns the SETs that will be queued.
 pub fn enqueue(
     conn: &mut DbConnection,
     user_id: &str,
@@ -255,29 +260,32 @@ pub fn enqueue(
     } else {
         repo::fanout::excluding(conn, user_id)?
     };
-    // (stream, index of the event) for every row to write.
-    let rows: Vec<(&StreamRow, usize)> = streams
+    // (stream, bit i set when it receives events[i]) for every receiving stream, in stream order.
+    let targets: Vec<(&str, u32)> = streams
         .iter()
         .filter(|s| !excluded.contains(&s.id))
-        .flat_map(|stream| {
+        .filter_map(|stream| {
             let requested: Vec<String> = serde_json::from_str(&stream.events_requested).unwrap_or_default();
-            events
+            let mask = events
                 .iter()
+                .take(32)
                 .enumerate()
-                .filter(move |(_, e)| requested.iter().any(|r| r == e.uri()))
-                .map(move |(i, _)| (stream, i))
+                .filter(|(_, e)| requested.iter().any(|r| r == e.uri()))
+                .fold(0u32, |m, (i, _)| m | (1 << i));
+            (mask != 0).then_some((stream.id.as_str(), mask))
         })
         .collect();
-    if rows.is_empty() {
+    let queued: usize = targets.iter().map(|(_, m)| m.count_ones() as usize).sum();
+    if queued == 0 {
         return Ok(0);
     }
     // Outbox ids must follow commit order, or a stream could get a later change first: on PostgreSQL ids are
-    // taken at insert, so enqueuing transactions take turns (the lock is held until commit). SQLite's single
-    // writer takes turns already.
+    // taken at insert, so enqueuing transactions take turns (the lock is held until commit), and so does the
+    // expansion (src/fanout/pending.rs). SQLite's single writer takes turns already.
     repo::advisory_lock(conn, "outbox", "order")?;
     let email = primary_email(conn, user_id)?;
     let at = now();
-    // Each event's stored form is the same on every stream: build it once.
+    // Each event's stored form is the same on every stream: built once, stored once.
     let payloads: Vec<String> = events
         .iter()
         .map(|event| {
@@ -288,36 +296,17 @@ pub fn enqueue(
             payload.to_string()
         })
         .collect();
-    // One statement for every row (one round trip on PostgreSQL), in stream order.
-    let jtis: Vec<String> = rows.iter().map(|_| new_jti()).collect();
-    let new_rows: Vec<NewOutbox<'_>> = rows
+    let stored: Vec<(&str, &str)> = events
         .iter()
-        .zip(&jtis)
-        .filter_map(|(&(stream, i), jti)| {
-            Some(NewOutbox {
-                stream_id: &stream.id,
-                jti,
-                txn,
-                event_type: events.get(i)?.uri(),
-                user_id: Some(user_id),
-                payload: payloads.get(i)?,
-                status: "pending",
-                attempts: 0,
-                next_attempt_at: at,
-                created: at,
-            })
-        })
+        .zip(&payloads)
+        .map(|(e, p)| (e.uri(), p.as_str()))
         .collect();
-    repo::fanout::insert_outbox_many(conn, &new_rows)?;
-    // Only push streams have a worker to wake: SETs for poll streams wait for their receiver's poll, and a wake
-    // would only have the worker look for due pushes (on SQLite, with the one writer) while the next request runs.
-    if !rows.iter().any(|(stream, _)| stream.delivery_method == "push") {
-        return Ok(rows.len());
-    }
+    pending::record(conn, txn, user_id, at, &stored, &targets)?;
+    // The worker writes the change's outbox rows (for poll streams too), then pushes what is due.
     crate::db::after_commit(worker::wake);
     // Other instances on the same PostgreSQL: NOTIFY is delivered at commit, and dropped on rollback.
     if let DbConnection::Postgres(c) = conn {
         diesel::RunQueryDsl::execute(diesel::sql_query(format!("NOTIFY {}", worker::CHANNEL)), c)?;
     }
-    Ok(rows.len())
+    Ok(queued)
 }

@@ -46,6 +46,8 @@ pub fn poll(
         ));
     }
     let limit = req.max_events.unwrap_or(100).clamp(0, MAX_EVENTS);
+    // Changes committed before this poll are served by it (read-your-writes after a SCIM answer).
+    super::pending::expand(db)?;
     if !req.ack.is_empty() || !req.set_errs.is_empty() {
         db.write(|c| {
             let at = now();
@@ -89,6 +91,7 @@ pub fn has_pending(db: &Db, stream: &StreamRow) -> Result<bool, StreamError> {
     if stream.status != "enabled" {
         return Ok(false);
     }
+    super::pending::expand(db)?;
     Ok(!db
         .read(|c| repo::fanout::pending(c, &stream.id, 1).map_err(StreamError::from))?
         .is_empty())

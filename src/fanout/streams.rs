@@ -278,6 +278,7 @@ pub fn stream_aad(id: &str) -> String {
 /// Every stream with its outbox counts, read from the per-stream counters (one row per stream and state), so
 /// the cost follows the number of streams (capped by `fanout.max_streams`), not the size of the outbox.
 pub fn list(db: &Db) -> Result<Vec<StreamInfo>, StreamError> {
+    super::pending::expand(db)?;
     db.read(|c| {
         let rows = repo::fanout::streams(c)?;
         let mut counts = std::collections::HashMap::new();

@@ -8,7 +8,7 @@
 //! A claim is a lease: the row's next attempt moves `fanout.lease_secs` ahead before the push. If the process dies before it
 //! settles the row, the row is due again when the lease ends, so every SET is delivered at least once; receivers
 //! de-duplicate on `jti` (ARCHITECTURE.md invariant 5). The worker sleeps until the earliest due SET, at most
-//! `fanout.idle_poll_ms`, and is woken at once by [`wake`] after any commit that wrote outbox rows in this
+//! `fanout.idle_poll_ms`, and is woken at once by [`wake`] after any commit that queued SETs in this
 //! process; on PostgreSQL the same commit sends `NOTIFY offboard_outbox`, which wakes every other instance's
 //! worker through its listener thread (and the CLI's writes wake the server's).
 
@@ -27,7 +27,7 @@ use crate::keys::{KeyAlg, KeyStore};
 
 static WAKE: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
-/// Wakes the worker of this process (called after a commit that wrote outbox rows).
+/// Wakes the worker of this process (called after a commit that queued SETs).
 pub fn wake() {
     let (lock, cvar) = &WAKE;
     if let Ok(mut n) = lock.lock() {
@@ -287,9 +287,12 @@ impl Worker {
         Some((due - now()).to_std().unwrap_or(Duration::ZERO))
     }
 
-    /// Claims what is due, pushes it (up to `fanout.concurrency` at once) and settles it. Returns the SETs
-    /// settled (delivered, retried or dead-lettered).
+    /// Writes waiting changes to the outbox ([`super::pending::expand`]), then claims what is due, pushes it (up
+    /// to `fanout.concurrency` at once) and settles it. Returns the SETs settled (delivered, retried or
+    /// dead-lettered).
     pub fn run_once(&self) -> Result<usize, DbError> {
+        // Changes committed since the last round (or before a restart) become outbox rows first.
+        super::pending::expand(&self.db)?;
         let at = now();
         let lease = at + TimeDelta::seconds(i64::try_from(self.config.fanout.lease_secs).unwrap_or(30));
         // At most one SET per thread per round.

@@ -231,6 +231,7 @@ async fn offboarding(
                 Some("text") => true,
                 Some(other) => return Err(bad(format!("unknown format `{other}` (use json or text)"))),
             };
+            crate::fanout::pending::expand(db)?;
             match report::for_user_id(db, &id) {
                 Ok(r) => Ok((r, text)),
                 Err(ReportError::NotFound) => Err(ScimError::not_found("no such user").into()),

@@ -1,8 +1,8 @@
 //! Use cases for users and groups, one transaction each. This is the **only** place that bumps a user's token
 //! generation (`end_sessions`), ends access (`deprovision`) and queues the SETs that report it: a state change
-//! that ends access, its generation bump, the revocation of the user's logins and the outbox rows commit together
-//! or not at all (ARCHITECTURE.md invariant 1; docs/decisions/0001-one-path-ends-access.md), with the audit entry
-//! that records them.
+//! that ends access, its generation bump, the revocation of the user's logins and the record of its SETs commit
+//! together or not at all (ARCHITECTURE.md invariant 1; docs/decisions/0001-one-path-ends-access.md), with the
+//! audit entry that records them.
 
 pub mod groups;
 pub mod listing;

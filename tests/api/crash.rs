@@ -205,6 +205,7 @@ fn crash_between_commit_and_delivery_and_during_delivery(backend: Backend) {
 }
 
 fn outbox(db: &Db, stream: &str) -> Vec<offboard::db::models::OutboxRow> {
+    offboard::fanout::pending::expand(db).unwrap();
     db.read(|c| offboard::db::repo::fanout::outbox_of(c, stream).map_err(offboard::db::DbError::from))
         .unwrap()
 }

@@ -1,6 +1,6 @@
-//! Revocation fan-out: the outbox rows a change writes (in its own transaction), the SETs the worker pushes to a
-//! real HTTP receiver on loopback (verified against the JWKS), retries, dead-lettering, paused and disabled
-//! streams, ordering, redelivery after a lost claim, and the wake-up after a commit.
+//! Revocation fan-out: the outbox rows a change queues (recorded in its own transaction), the SETs the worker
+//! pushes to a real HTTP receiver on loopback (verified against the JWKS), retries, dead-lettering, paused and
+//! disabled streams, ordering, redelivery after a lost claim, and the wake-up after a commit.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -45,8 +45,11 @@ pub(crate) fn worker(app: &TestApp) -> Worker {
     )
 }
 
+/// The outbox rows of a stream, after the changes waiting to be written there are (as every reader of the outbox
+/// does).
 fn outbox(app: &TestApp, stream: &str) -> Vec<OutboxRow> {
     let stream = stream.to_owned();
+    offboard::fanout::pending::expand(app.db()).unwrap();
     app.db()
         .read(|c| offboard::db::repo::fanout::outbox_of(c, &stream).map_err(offboard::db::DbError::from))
         .unwrap()
@@ -420,7 +423,8 @@ async fn a_lost_claim_is_delivered_again(backend: Backend) {
     let s = add_stream(&app, &rx, "svc");
     let id = app.create_user("crash@example.com").await;
     app.delete(&format!("/Users/{id}")).await;
-    // A worker claims the head SET and dies before it settles it.
+    // A worker claims the head SET (of the outbox rows the change became) and dies before it settles it.
+    offboard::fanout::pending::expand(app.db()).unwrap();
     let at = offboard::db::now();
     let claimed = app
         .db()

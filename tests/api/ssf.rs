@@ -218,6 +218,7 @@ async fn create_stream(app: &TestApp, manage: &str) -> String {
 
 fn outbox(app: &TestApp, stream: &str) -> Vec<offboard::db::models::OutboxRow> {
     let stream = stream.to_owned();
+    offboard::fanout::pending::expand(app.db()).unwrap();
     app.db()
         .read(|c| offboard::db::repo::fanout::outbox_of(c, &stream).map_err(offboard::db::DbError::from))
         .unwrap()

@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamp};
 
 use crate::db::DbConnection;
-use crate::db::models::{NewOutbox, OutboxRow, StreamRow};
-use crate::db::schema::{outbox, outbox_counts, stream_exclusions, streams};
+use crate::db::models::{NewOutbox, NewOutboxChange, OutboxChangeRow, OutboxRow, StreamRow};
+use crate::db::schema::{outbox, outbox_changes, outbox_counts, stream_exclusions, streams};
 
 pub fn insert_stream(conn: &mut DbConnection, row: &StreamRow) -> QueryResult<()> {
     diesel::insert_into(streams::table)
@@ -421,4 +421,39 @@ pub fn outbox_of(conn: &mut DbConnection, stream_id: &str) -> QueryResult<Vec<Ou
         .order(outbox::id.asc())
         .select(OutboxRow::as_select())
         .load(conn)
+}
+
+/// The id of every stream.
+pub fn stream_ids(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+    streams::table.select(streams::id).load(conn)
+}
+
+/// Records a change whose SETs are still to be written to the outbox (src/fanout/pending.rs).
+pub fn insert_change(conn: &mut DbConnection, row: &NewOutboxChange<'_>) -> QueryResult<()> {
+    diesel::insert_into(outbox_changes::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
+}
+
+/// Whether any change waits to be written to the outbox (reads the first key of the primary key).
+pub fn has_changes(conn: &mut DbConnection) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        outbox_changes::table.select(outbox_changes::id),
+    ))
+    .get_result(conn)
+}
+
+/// The oldest `limit` changes waiting to be written to the outbox, in id (commit) order.
+pub fn changes(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<OutboxChangeRow>> {
+    outbox_changes::table
+        .order(outbox_changes::id.asc())
+        .limit(limit)
+        .select(OutboxChangeRow::as_select())
+        .load(conn)
+}
+
+/// Deletes the waiting changes up to and including id `last`; returns how many.
+pub fn delete_changes_through(conn: &mut DbConnection, last: i64) -> QueryResult<usize> {
+    diesel::delete(outbox_changes::table.filter(outbox_changes::id.le(last))).execute(conn)
 }
