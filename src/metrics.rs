@@ -112,6 +112,14 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
+    const ALL: [Self; 5] = [
+        Self::NoCredential,
+        Self::Malformed,
+        Self::UnknownCredential,
+        Self::MissingScope,
+        Self::InvalidClient,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::NoCredential => "no_credential",
@@ -211,6 +219,18 @@ impl Metrics {
                 ("commit", option_env!("OFFBOARD_GIT_COMMIT").unwrap_or("unknown")),
             ]),
         );
+        // The fixed label sets start at 0, so a first event is a rise Prometheus sees (`rate`, `increase`).
+        for cause in DEPROVISION_CAUSES {
+            drop(deprovisions.get_or_create(&CauseLabels { cause }));
+        }
+        for via in ["introspect", "refresh_revoked", "refresh_reuse"] {
+            drop(revoked_presented.get_or_create(&ViaLabels { via }));
+        }
+        for reason in AuthFailure::ALL {
+            drop(auth_failures.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            }));
+        }
         Self {
             registry,
             http_requests,
@@ -330,6 +350,9 @@ impl Observer for Metrics {
 pub fn observer(metrics: &Arc<Metrics>) -> Arc<dyn Observer> {
     metrics.clone()
 }
+
+/// Every `cause` of `offboard_deprovisions_total`.
+const DEPROVISION_CAUSES: [&str; 5] = ["deactivate", "delete", "group_removal", "operator", "reuse"];
 
 /// The cause of an ending of access recorded by `entry`, if it records one.
 fn deprovision_cause(entry: &Committed) -> Option<&'static str> {

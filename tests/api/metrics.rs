@@ -317,6 +317,11 @@ fn http_and_domain_series(m: &Exposition) {
     let ended = |cause: &str| m.count("offboard_deprovisions_total", &[("cause", cause)]);
     assert_eq!(ended("reuse"), 1);
     assert_eq!(ended("deactivate"), 1);
+    // Causes that did not happen are there, at 0.
+    for cause in ["delete", "group_removal", "operator"] {
+        assert_eq!(ended(cause), 0, "{cause}");
+    }
+    assert_eq!(presented("refresh_revoked"), 0);
 }
 
 /// What a scrape reads: fan-out, pools, build.
