@@ -242,13 +242,14 @@ fn access_log(
     request_id: &str,
     client: Option<&str>,
 ) {
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // Microsecond precision, a number in JSON logs.
+    let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     tracing::info!(
         target: "offboard::access",
         method = %method,
         route = route.unwrap_or("-"),
         status,
-        latency_ms = format_args!("{latency_ms:.3}"),
+        latency_ms,
         request_id,
         client = client.unwrap_or("-"),
         "{method} {} {status} {latency_ms:.3}ms",
