@@ -1,8 +1,8 @@
 //! Fan-out figures for `/metrics` (Prometheus, `OpenMetrics` text; the other series are in `crate::metrics`): per
-//! stream, the SETs queued, retrying (queued after a failed push), delivered and dead-lettered, read when scraped from the per-stream counters the
-//! outbox triggers keep (so every instance on one database reports the same counts, and a scrape costs one row per
-//! stream and state, however large the outbox), and the latency of the last delivery this instance
-//! made (from the commit of the change to the receiver's `202`).
+//! stream, the SETs queued, retrying (queued after a failed push), delivered and dead-lettered, read when scraped from
+//! the per-stream counters the outbox triggers keep (so every instance on one database reports the same counts, and a
+//! scrape costs one row per stream and state, however large the outbox), and the latency of the last delivery this
+//! instance made (from the commit of the change to the receiver's `202`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -13,7 +13,8 @@
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`.
 //!
 //! Two middlewares wrap every route: `request_context` (request id, tracing span, audit context, metrics, access
-//! log) and, inside it, `refuse_nul`, which answers 400 to a `%00` in the path or query string before any handler runs.
+//! log) and, inside it, `refuse_nul`, which answers 400 to a `%00` in the path or query string before any handler
+//! runs.
 
 pub mod audit;
 pub mod auth;

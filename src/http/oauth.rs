@@ -164,8 +164,10 @@ fn count(metrics: &Metrics, op: Option<TokenOp>, res: Result<&'static str, &OAut
     let result = match res {
         Ok(result) => result,
         Err(e) => {
-            if matches!(e, OAuthError::InvalidClient { .. }) {
-                metrics.auth_failure(AuthFailure::InvalidClient);
+            match e {
+                OAuthError::InvalidClient { .. } => metrics.auth_failure(AuthFailure::InvalidClient),
+                OAuthError::InsufficientScope(_) => metrics.auth_failure(AuthFailure::MissingScope),
+                _ => {}
             }
             if let Some(via) = e.revoked_refresh() {
                 metrics.revoked_presented(via);

@@ -224,6 +224,11 @@ async fn scenario(backend: Backend) -> (TestApp, String, String) {
         )
         .await;
     assert_eq!(res.status, 401);
+    // A credential without the introspect scope.
+    let res = app
+        .form("/oauth2/introspect", Some(("idp", &app.token)), &[("token", "x")])
+        .await;
+    assert_eq!(res.body["error"], "insufficient_scope", "{}", res.text);
     // The reuse and the deactivation each queued SETs; push them all.
     while worker(&app).run_once().unwrap() > 0 {}
     assert!(!rx.got().is_empty());
@@ -302,6 +307,7 @@ fn http_and_domain_series(m: &Exposition) {
     assert_eq!(tokens("refreshed", "invalid_grant"), 1);
     assert_eq!(tokens("introspected", "active"), 1);
     assert_eq!(tokens("introspected", "inactive"), 1);
+    assert_eq!(tokens("introspected", "insufficient_scope"), 1);
 
     // Revoked tokens presented, authentication failures, access ended.
     let presented = |via: &str| m.count("offboard_revoked_tokens_presented_total", &[("via", via)]);
@@ -314,6 +320,9 @@ fn http_and_domain_series(m: &Exposition) {
         ),
         1
     );
+    let failures = |reason: &str| m.count("offboard_auth_failures_total", &[("reason", reason)]);
+    assert_eq!(failures("missing_scope"), 1);
+    assert_eq!(failures("no_credential"), 0);
     let ended = |cause: &str| m.count("offboard_deprovisions_total", &[("cause", cause)]);
     assert_eq!(ended("reuse"), 1);
     assert_eq!(ended("deactivate"), 1);
