@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use actix_web::test::TestRequest;
 use offboard::credentials::Scope;
 use offboard::telemetry::EscapedFields;
+use serde_json::json;
 
 use crate::fanout::{add_stream, worker};
 use crate::harness::{Backend, TestApp, both_backends};
@@ -159,8 +160,8 @@ async fn scrape(app: &TestApp) -> (Exposition, String) {
     (parse(&res.text), res.text)
 }
 
-/// The scripted scenario; returns the user's id and the stream's.
-async fn scenario(backend: Backend) -> (TestApp, String, String) {
+/// The scripted scenario; returns the ids of the users and the group, and the stream's.
+async fn scenario(backend: Backend) -> (TestApp, Vec<String>, String) {
     let app = TestApp::start_with(backend, |c| {
         c.tokens.client_credentials.insert("svc".into(), Vec::new());
     })
@@ -224,6 +225,22 @@ async fn scenario(backend: Backend) -> (TestApp, String, String) {
         )
         .await;
     assert_eq!(res.status, 401);
+    // Bob leaves a group (his sessions end), then the IdP deletes him.
+    let bob = app.create_user("bob@example.com").await;
+    let res = app
+        .post(
+            "/Groups",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "eng",
+                    "members": [{"value": bob}]}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let group = res.body["id"].as_str().unwrap().to_owned();
+    let leave = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "remove", "path": format!("members[value eq \"{bob}\"]")}]});
+    let res = app.patch(&format!("/Groups/{group}"), &leave).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(app.delete(&format!("/Users/{bob}")).await.status, 204);
     // A credential without the introspect scope.
     let res = app
         .form("/oauth2/introspect", Some(("idp", &app.token)), &[("token", "x")])
@@ -232,13 +249,15 @@ async fn scenario(backend: Backend) -> (TestApp, String, String) {
     // The reuse and the deactivation each queued SETs; push them all.
     while worker(&app).run_once().unwrap() > 0 {}
     assert!(!rx.got().is_empty());
-    (app, id, stream)
+    (app, vec![id, bob, group], stream)
 }
 
 async fn metrics_series_move_with_a_scripted_scenario(backend: Backend) {
-    let (app, id, stream) = scenario(backend).await;
+    let (app, ids, stream) = scenario(backend).await;
     let (m, text) = scrape(&app).await;
-    assert!(!text.contains(&id), "a raw path leaked into a label");
+    for id in &ids {
+        assert!(!text.contains(id.as_str()), "a raw path leaked into a label");
+    }
     let counter = |name: &str| m.types.get(name).map(String::as_str);
     for family in [
         "offboard_http_requests",
@@ -270,14 +289,14 @@ async fn metrics_series_move_with_a_scripted_scenario(backend: Backend) {
 fn http_and_domain_series(m: &Exposition) {
     // HTTP, by route pattern and status.
     let create = [("method", "POST"), ("route", "/scim/v2/Users"), ("status", "201")];
-    assert_eq!(m.count("offboard_http_requests_total", &create), 1);
+    assert_eq!(m.count("offboard_http_requests_total", &create), 2);
     assert_eq!(
         m.count("offboard_http_request_duration_seconds_count", &create),
-        1
+        2
     );
     let mut inf = create.to_vec();
     inf.push(("le", "+Inf"));
-    assert_eq!(m.count("offboard_http_request_duration_seconds_bucket", &inf), 1);
+    assert_eq!(m.count("offboard_http_request_duration_seconds_bucket", &inf), 2);
     assert!(m.number("offboard_http_request_duration_seconds_sum", &create) > 0.0);
     let patch = [
         ("method", "PATCH"),
@@ -295,9 +314,17 @@ fn http_and_domain_series(m: &Exposition) {
             &[("operation", op), ("resource", "Users"), ("result", result)],
         )
     };
-    assert_eq!(scim("create", "success"), 1);
+    assert_eq!(scim("create", "success"), 2);
     assert_eq!(scim("patch", "success"), 1);
+    assert_eq!(scim("delete", "success"), 1);
     assert_eq!(scim("get", "unauthorized"), 1);
+    let groups = |op: &str| {
+        m.count(
+            "offboard_scim_operations_total",
+            &[("operation", op), ("resource", "Groups"), ("result", "success")],
+        )
+    };
+    assert_eq!((groups("create"), groups("patch")), (1, 1));
 
     // Tokens by operation and result.
     let tokens =
@@ -324,12 +351,11 @@ fn http_and_domain_series(m: &Exposition) {
     assert_eq!(failures("missing_scope"), 1);
     assert_eq!(failures("no_credential"), 0);
     let ended = |cause: &str| m.count("offboard_deprovisions_total", &[("cause", cause)]);
-    assert_eq!(ended("reuse"), 1);
-    assert_eq!(ended("deactivate"), 1);
-    // Causes that did not happen are there, at 0.
-    for cause in ["delete", "group_removal", "operator"] {
-        assert_eq!(ended(cause), 0, "{cause}");
+    for cause in ["reuse", "deactivate", "group_removal", "delete"] {
+        assert_eq!(ended(cause), 1, "{cause}");
     }
+    // A cause that did not happen is there, at 0.
+    assert_eq!(ended("operator"), 0);
     assert_eq!(presented("refresh_revoked"), 0);
 }
 
