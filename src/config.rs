@@ -51,6 +51,7 @@ pub struct Config {
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    pub log: LogConfig,
     /// HTTP worker threads; 0 means one per CPU.
     #[serde(deserialize_with = "lenient")]
     pub workers: usize,
@@ -68,6 +69,22 @@ pub struct Config {
     pub trusted_issuers: Vec<TrustedIssuer>,
     pub fanout: FanoutConfig,
     pub audit: AuditConfig,
+}
+
+/// Logging beyond the level and format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// One line per request at info (target `offboard::access`): method, route, status, latency, request id,
+    /// client. `false` turns it off.
+    #[serde(deserialize_with = "lenient")]
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { access: true }
+    }
 }
 
 /// The audit log.
@@ -375,6 +392,7 @@ impl Default for Config {
             issuer: "http://127.0.0.1:8080".into(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            log: LogConfig::default(),
             workers: 0,
             blocking_threads: 0,
             database: DatabaseConfig::default(),
@@ -833,6 +851,22 @@ mod tests {
         std::fs::write(&path, "[[trusted_issuers]]\nissuer = \"x\"\naudience = \"y\"\n").unwrap();
         let err = Config::load_from(Some(&path), env(&[])).unwrap_err();
         assert!(err.to_string().contains("trusted_issuers[0]"), "{err}");
+    }
+
+    #[test]
+    fn the_access_log_is_on_by_default_and_switched_by_file_or_env() {
+        assert!(Config::load_from(None, env(&[])).unwrap().config.log.access);
+        let loaded = Config::load_from(None, env(&[("OFFBOARD_LOG__ACCESS", "false")])).unwrap();
+        assert!(!loaded.config.log.access);
+        assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offboard.toml");
+        std::fs::write(&path, "[log]\naccess = false\n").unwrap();
+        let loaded = Config::load_from(Some(&path), env(&[])).unwrap();
+        assert!(!loaded.config.log.access);
+        assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+        let err = Config::load_from(None, env(&[("OFFBOARD_LOG__ACCESS", "sometimes")])).unwrap_err();
+        assert!(err.to_string().contains("log.access"), "{err}");
     }
 
     #[test]

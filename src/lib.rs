@@ -16,6 +16,7 @@ pub mod http;
 pub mod input;
 pub mod keys;
 pub mod lifecycle;
+pub mod metrics;
 pub mod outbound;
 pub mod receiver;
 pub mod scim;

@@ -34,7 +34,7 @@ pub mod retention;
 pub mod verify;
 
 use std::cell::RefCell;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -59,6 +59,21 @@ pub struct Context {
     pub request_id: Option<String>,
     /// When the request reached offboard (for the offboarding report: when the IdP's call arrived).
     pub received_at: Option<NaiveDateTime>,
+    /// Told of the entries this context records once their transaction has committed.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// What an [`Observer`] learns of a committed entry: its action and, when it has one, its `reason` detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub action: &'static str,
+    pub reason: Option<String>,
+}
+
+/// Learns of entries once they have committed (the server's metrics count access changes this way, so a change
+/// is counted exactly when it happened, by the use case that made it).
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    fn committed(&self, entries: &[Committed]);
 }
 
 thread_local! {
@@ -87,6 +102,15 @@ pub fn in_context<T>(ctx: Context, f: impl FnOnce() -> T) -> T {
     }
     let _restore = Restore(CONTEXT.with(|c| c.borrow_mut().replace(ctx)));
     f()
+}
+
+/// The actor the current context names, if any (no process default).
+pub fn context_actor() -> Option<String> {
+    CONTEXT.with(|c| c.borrow().as_ref().and_then(|ctx| ctx.actor.clone()))
+}
+
+fn current_observer() -> Option<Arc<dyn Observer>> {
+    CONTEXT.with(|c| c.borrow().as_ref().and_then(|ctx| ctx.observer.clone()))
 }
 
 /// Names the actor of the current context (after authentication).
@@ -251,6 +275,16 @@ fn flush(conn: &mut DbConnection, serial: u64, request_id: Option<&str>) -> Quer
     });
     if entries.is_empty() {
         return Ok(());
+    }
+    if let Some(observer) = current_observer() {
+        let committed: Vec<Committed> = entries
+            .iter()
+            .map(|e| Committed {
+                action: e.action,
+                reason: e.details.get("reason").and_then(Value::as_str).map(str::to_owned),
+            })
+            .collect();
+        crate::db::after_commit(move || observer.committed(&committed));
     }
     append(conn, entries, request_id).map(drop)
 }

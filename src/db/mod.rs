@@ -13,6 +13,7 @@ pub mod models;
 pub mod repo;
 pub mod schema;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
@@ -195,6 +196,52 @@ pub struct Db {
     read: Pool,
     /// SQLite: a pool of one, so this process never has two writers. PostgreSQL: the read pool.
     write: Pool,
+    /// Told how long each checkout waited for a connection (see [`Db::on_checkout`]).
+    checkouts: Arc<CheckoutHook>,
+}
+
+/// What a pool looks like now (r2d2's `state()`, no query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open, in use or idle.
+    pub connections: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+type CheckoutFn = Box<dyn Fn(Duration) + Send + Sync>;
+
+/// The r2d2 event handler of both pools: passes each checkout's wait (and each timed-out wait) to the function
+/// set by [`Db::on_checkout`], if any.
+#[derive(Default)]
+struct CheckoutHook(std::sync::OnceLock<CheckoutFn>);
+
+impl std::fmt::Debug for CheckoutHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckoutHook").finish_non_exhaustive()
+    }
+}
+
+impl CheckoutHook {
+    fn waited(&self, d: Duration) {
+        if let Some(f) = self.0.get() {
+            f(d);
+        }
+    }
+}
+
+/// Shares one [`CheckoutHook`] between the pools (r2d2 wants a `Box` per pool).
+#[derive(Debug)]
+struct SharedHook(Arc<CheckoutHook>);
+
+impl r2d2::HandleEvent for SharedHook {
+    fn handle_checkout(&self, event: r2d2::event::CheckoutEvent) {
+        self.0.waited(event.duration());
+    }
+
+    fn handle_timeout(&self, event: r2d2::event::TimeoutEvent) {
+        self.0.waited(event.timeout());
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -325,9 +372,11 @@ impl Db {
         if url.backend == Backend::Sqlite {
             create_private(&url.target);
         }
+        let checkouts = Arc::new(CheckoutHook::default());
         let build = |size: u32| {
             r2d2::Pool::builder()
                 .max_size(size)
+                .event_handler(Box::new(SharedHook(checkouts.clone())))
                 .min_idle(Some(1))
                 .connection_timeout(opts.connect_timeout)
                 // diesel's broken-connection check stays; the per-checkout ping halves read throughput (§37).
@@ -346,7 +395,31 @@ impl Db {
             url: url.clone(),
             read,
             write,
+            checkouts,
         })
+    }
+
+    /// Calls `f` with how long each later checkout of a connection waited (a timed-out one: the timeout). The
+    /// first call wins; later ones are ignored. `f` runs on the thread that waited, so it must be cheap.
+    pub fn on_checkout(&self, f: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.checkouts.0.set(Box::new(f));
+    }
+
+    /// The read pool's state and, on SQLite, the writer's (`None` on PostgreSQL, where they are one pool).
+    pub fn pool_state(&self) -> (PoolState, Option<PoolState>) {
+        let state = |p: &Pool| {
+            let s = p.state();
+            PoolState {
+                connections: s.connections,
+                idle: s.idle_connections,
+                max: p.max_size(),
+            }
+        };
+        let write = match self.url.backend {
+            Backend::Sqlite => Some(state(&self.write)),
+            Backend::Postgres => None,
+        };
+        (state(&self.read), write)
     }
 
     pub fn backend(&self) -> Backend {

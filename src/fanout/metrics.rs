@@ -1,14 +1,13 @@
-//! Fan-out figures for `/metrics` (Prometheus, `OpenMetrics` text): per stream, the SETs queued, retrying
-//! (queued after a failed push), delivered and dead-lettered, read when scraped from the per-stream counters the
-//! outbox triggers keep (so every instance on one database reports the same counts, and a scrape costs one row per
-//! stream and state, however large the outbox), and the latency of the last delivery this instance
-//! made (from the commit of the change to the receiver's `202`).
+//! Fan-out figures for `/metrics` (Prometheus, `OpenMetrics` text; the other series are in `src/metrics.rs`): per
+//! stream, the SETs queued, retrying (queued after a failed push), delivered and dead-lettered, read when scraped from
+//! the per-stream counters the outbox triggers keep (so every instance on one database reports the same counts, and a
+//! scrape costs one row per stream and state, however large the outbox), and the latency of the last delivery this
+//! instance made (from the commit of the change to the receiver's `202`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -35,13 +34,12 @@ impl FanoutStats {
 
 type Labels = Vec<(String, String)>;
 
-/// The metrics document.
-pub fn render(db: &Db, stats: &FanoutStats) -> Result<String, DbError> {
+/// Adds the fan-out figures, read now, to `registry` (a registry of one scrape).
+pub fn register(db: &Db, stats: &FanoutStats, registry: &mut Registry) -> Result<(), DbError> {
     // Counts include the SETs of changes not yet written to the outbox.
     super::pending::expand(db)?;
     let (rows, streams) =
         db.read(|c| Ok::<_, DbError>((repo::fanout::outbox_counts(c)?, repo::fanout::streams(c)?)))?;
-    let mut registry = <Registry>::default();
     let sets = Family::<Labels, Gauge>::default();
     let latency = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let enabled = Family::<Labels, Gauge>::default();
@@ -83,8 +81,5 @@ pub fn render(db: &Db, stats: &FanoutStats) -> Result<String, DbError> {
         sets.get_or_create(&vec![("stream".to_owned(), stream), ("state".to_owned(), state)])
             .set(n);
     }
-    let mut out = String::new();
-    encode(&mut out, &registry)
-        .map_err(|e| DbError::Query(diesel::result::Error::SerializationError(Box::new(e))))?;
-    Ok(out)
+    Ok(())
 }

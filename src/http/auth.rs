@@ -23,6 +23,7 @@ use crate::audit::{self, FailureLimiter};
 use crate::credentials::{self, Client, Presented, Scope, UsageTracker};
 use crate::db::Db;
 use crate::error::AppError;
+use crate::metrics::{AuthFailure, Metrics};
 
 /// A scope an endpoint requires, as a type.
 pub trait RequiredScope {
@@ -68,6 +69,7 @@ pub struct Authenticated<S> {
     db: Db,
     usage: Arc<UsageTracker>,
     failures: Arc<FailureLimiter>,
+    metrics: Arc<Metrics>,
     path: String,
     scope: PhantomData<S>,
 }
@@ -80,6 +82,7 @@ impl<S> Clone for Authenticated<S> {
             db: self.db.clone(),
             usage: self.usage.clone(),
             failures: self.failures.clone(),
+            metrics: self.metrics.clone(),
             path: self.path.clone(),
             scope: PhantomData,
         }
@@ -110,6 +113,7 @@ impl<S: RequiredScope> Authenticated<S> {
             db,
             usage,
             failures,
+            metrics,
             path,
             ..
         } = self;
@@ -119,6 +123,7 @@ impl<S: RequiredScope> Authenticated<S> {
                 .map_err(E::from)?;
             let Some(client) = client else {
                 tracing::info!("rejected an unknown or revoked credential");
+                metrics.auth_failure(AuthFailure::UnknownCredential);
                 let name = match &presented {
                     Presented::Basic { name, .. } => Some(truncated(name)),
                     Presented::Bearer(_) => None,
@@ -130,6 +135,7 @@ impl<S: RequiredScope> Authenticated<S> {
             crate::audit::set_actor(&client.name);
             if !S::allows(&client) {
                 tracing::info!(credential.name = %client.name, "credential {} lacks scope {}", client.name, S::SCOPE.as_str());
+                metrics.auth_failure(AuthFailure::MissingScope);
                 audit::auth_failure(&db, &failures, Some(&client.name), "missing scope", &path);
                 return Err(E::from(AppError::Forbidden(S::SCOPE.as_str())));
             }
@@ -148,7 +154,8 @@ fn truncated(name: &str) -> &str {
 }
 
 /// Records a refusal decided before any database work (no or unparsable header), off the async thread.
-fn refused_early(state: &AppState, reason: &'static str, path: &str) {
+fn refused_early(state: &AppState, class: AuthFailure, reason: &'static str, path: &str) {
+    state.metrics.auth_failure(class);
     // Admitted here, so a flood of bare requests costs no blocking task once the budget is spent.
     let Some(suppressed) = state.auth_failures.admit() else {
         return;
@@ -172,7 +179,7 @@ impl<S: RequiredScope + 'static> FromRequest for Authenticated<S> {
         };
         let presented = match req.headers().get(header::AUTHORIZATION) {
             None => {
-                refused_early(state, "no credential", req.path());
+                refused_early(state, AuthFailure::NoCredential, "no credential", req.path());
                 return ready(Err(AppError::Unauthorized { presented: false }));
             }
             Some(v) => v
@@ -184,7 +191,12 @@ impl<S: RequiredScope + 'static> FromRequest for Authenticated<S> {
             // A scheme we do not accept presented no credential (RFC 6750 §3.1: no error code then); a Bearer or
             // Basic one that cannot be a credential (malformed, NUL, too long) is a wrong credential.
             let offered = matches!(presented, Some((true, _)));
-            refused_early(state, "unparsable Authorization header", req.path());
+            refused_early(
+                state,
+                AuthFailure::Malformed,
+                "unparsable Authorization header",
+                req.path(),
+            );
             return ready(Err(AppError::Unauthorized { presented: offered }));
         };
         ready(Ok(Self {
@@ -192,6 +204,7 @@ impl<S: RequiredScope + 'static> FromRequest for Authenticated<S> {
             db: state.db.clone(),
             usage: state.usage.clone(),
             failures: state.auth_failures.clone(),
+            metrics: state.metrics.clone(),
             path: req.path().to_owned(),
             scope: PhantomData,
         }))

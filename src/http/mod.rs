@@ -12,8 +12,9 @@
 //! - `ssf`: the SSF transmitter API; `audit`: `/audit/events`, `/audit/verify`, the offboarding report.
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`.
 //!
-//! Two middlewares wrap every route: `request_context` (request id, tracing span, audit context) and, inside it,
-//! `refuse_nul`, which answers 400 to a `%00` in the path or query string before any handler runs.
+//! Two middlewares wrap every route: `request_context` (request id, tracing span, audit context, metrics, access
+//! log) and, inside it, `refuse_nul`, which answers 400 to a `%00` in the path or query string before any handler
+//! runs.
 
 pub mod audit;
 pub mod auth;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub fanout: Arc<crate::fanout::metrics::FanoutStats>,
     /// Bounds the refused authentications written to the audit log.
     pub auth_failures: Arc<crate::audit::FailureLimiter>,
+    /// This instance's Prometheus registry (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -78,6 +81,9 @@ impl AppState {
         let keys = Arc::new(KeyStore::open(&db, &config, kek)?);
         let config = Arc::new(config);
         let tokens = Arc::new(Authority::new(db.clone(), config.clone(), keys)?);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let waits = metrics.clone();
+        db.on_checkout(move |d| waits.pool_waited(d.as_secs_f64()));
         Ok(Self {
             db,
             auth_failures: Arc::new(crate::audit::FailureLimiter::new(
@@ -88,6 +94,7 @@ impl AppState {
             usage: Arc::new(UsageTracker::default()),
             tokens,
             fanout: Arc::default(),
+            metrics,
         })
     }
 }
@@ -164,6 +171,9 @@ fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
 tokio::task_local! {
     /// The audit context of the request this task serves; [`blocking_as`] carries it to the blocking thread.
     static REQUEST: crate::audit::Context;
+    /// The credential name the request authenticated as, once known (the access log's `client`); [`blocking_as`]
+    /// brings it back from the blocking thread.
+    static CLIENT: std::cell::RefCell<Option<String>>;
 }
 
 /// The audit context of the request being served (empty outside one).
@@ -171,7 +181,14 @@ pub(crate) fn audit_context() -> crate::audit::Context {
     REQUEST.try_with(Clone::clone).unwrap_or_default()
 }
 
-/// Gives each request an id and a tracing span, echoes the id in `X-Request-Id`, logs completion.
+/// Names the credential the current request authenticated as, for the access log (for handlers that learn it
+/// outside the audit context's actor).
+pub(crate) fn note_client(name: &str) {
+    let _ = CLIENT.try_with(|c| *c.borrow_mut() = Some(name.to_owned()));
+}
+
+/// Gives each request an id and a tracing span, echoes the id in `X-Request-Id`, counts the response in the
+/// metrics and writes the access log line.
 async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -180,25 +197,65 @@ async fn request_context(
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     req.extensions_mut().insert(RequestId(id.clone()));
     let started = Instant::now();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let ctx = crate::audit::Context {
         actor: None,
         request_id: Some(id.clone()),
         received_at: Some(crate::db::now()),
+        observer: state.as_ref().map(|s| crate::metrics::observer(&s.metrics)),
     };
-    let mut res = REQUEST
-        .scope(ctx, next.call(req).instrument(span.clone()))
-        .await?;
+    let method = req.method().clone();
+    // The route pattern (`/scim/v2/Users/{id}`), never the path: bounded, and no ids or secrets in it.
+    let route = req.match_pattern();
+    let (res, client) = CLIENT
+        .scope(
+            std::cell::RefCell::new(None),
+            REQUEST.scope(ctx, async {
+                let res = next.call(req).instrument(span.clone()).await;
+                (res, CLIENT.with(|c| c.borrow_mut().take()))
+            }),
+        )
+        .await;
+    let mut res = res?;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }
-    span.in_scope(|| {
-        tracing::debug!(
-            status = res.status().as_u16(),
-            elapsed_us = started.elapsed().as_micros(),
-            "request done"
-        );
-    });
+    let elapsed = started.elapsed();
+    let status = res.status().as_u16();
+    if let Some(state) = &state {
+        state
+            .metrics
+            .request(&method, route.as_deref(), status, elapsed.as_secs_f64());
+        if state.config.log.access {
+            access_log(&method, route.as_deref(), status, elapsed, &id, client.as_deref());
+        }
+    }
     Ok(res)
+}
+
+/// The access log line of one request (target `offboard::access`, level info). It names the route pattern, not
+/// the path, and never the query string or a header: nothing secret can be in it.
+fn access_log(
+    method: &actix_web::http::Method,
+    route: Option<&str>,
+    status: u16,
+    elapsed: std::time::Duration,
+    request_id: &str,
+    client: Option<&str>,
+) {
+    // Microsecond precision, a number in JSON logs.
+    let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    tracing::info!(
+        target: "offboard::access",
+        method = %method,
+        route = route.unwrap_or("-"),
+        status,
+        latency_ms,
+        request_id,
+        client = client.unwrap_or("-"),
+        "{method} {} {status} {latency_ms:.3}ms",
+        route.unwrap_or("-"),
+    );
 }
 
 /// Whether a request target holds a NUL character once percent-decoded (only `%00` decodes to one: a raw NUL
@@ -253,7 +310,13 @@ where
 {
     let span = tracing::Span::current();
     let ctx = audit_context();
-    web::block(move || span.in_scope(|| crate::audit::in_context(ctx, f)))
-        .await
-        .map_err(|e| E::from(AppError::internal(e)))?
+    let (result, actor) = web::block(move || {
+        span.in_scope(|| crate::audit::in_context(ctx, || (f(), crate::audit::context_actor())))
+    })
+    .await
+    .map_err(|e| E::from(AppError::internal(e)))?;
+    if let Some(actor) = actor {
+        let _ = CLIENT.try_with(|c| *c.borrow_mut() = Some(actor));
+    }
+    result
 }

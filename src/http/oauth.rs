@@ -11,7 +11,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{AppState, blocking_as};
 use crate::credentials::Presented;
+use crate::metrics::{AuthFailure, Metrics, TokenOp};
 use crate::tokens::exchange::TOKEN_TYPE_ID_TOKEN;
+use crate::tokens::introspect::Introspection;
 use crate::tokens::{OAuthError, TokenRequest, authenticate_client};
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -150,12 +152,50 @@ async fn token(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let form = Form::parse(&req, &body)?;
-    let header = presented(&req)?;
-    let grant = form.required("grant_type")?.to_owned();
-    if !["refresh_token", "client_credentials", TOKEN_EXCHANGE].contains(&grant.as_str()) {
-        return Err(OAuthError::UnsupportedGrantType(grant));
+    let mut op = None;
+    let res = grant(&req, &body, &state, &mut op).await;
+    count(&state.metrics, op, res.as_ref().map(|_| "ok"));
+    res
+}
+
+/// Counts a call of an OAuth endpoint: its operation (once known) and result (`ok`, `active`, `inactive`, or the
+/// error code), a failed client authentication, a refresh token presented after it was revoked.
+fn count(metrics: &Metrics, op: Option<TokenOp>, res: Result<&'static str, &OAuthError>) {
+    let result = match res {
+        Ok(result) => result,
+        Err(e) => {
+            match e {
+                OAuthError::InvalidClient { .. } => metrics.auth_failure(AuthFailure::InvalidClient),
+                OAuthError::InsufficientScope(_) => metrics.auth_failure(AuthFailure::MissingScope),
+                _ => {}
+            }
+            if let Some(via) = e.revoked_refresh() {
+                metrics.revoked_presented(via);
+            }
+            e.code()
+        }
+    };
+    if let Some(op) = op {
+        metrics.token(op, result);
     }
+}
+
+/// The grants of POST /oauth2/token; `op` is set once the grant type is known.
+async fn grant(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &AppState,
+    op: &mut Option<TokenOp>,
+) -> Result<HttpResponse, OAuthError> {
+    let form = Form::parse(req, body)?;
+    let header = presented(req)?;
+    let grant = form.required("grant_type")?.to_owned();
+    *op = Some(match grant.as_str() {
+        "refresh_token" => TokenOp::Refreshed,
+        "client_credentials" => TokenOp::Minted,
+        TOKEN_EXCHANGE => TokenOp::Exchanged,
+        _ => return Err(OAuthError::UnsupportedGrantType(grant)),
+    });
     let auth = state.tokens.clone();
     let usage = state.usage.clone();
     let res = blocking_as::<_, OAuthError, _>(move || {
@@ -196,20 +236,41 @@ async fn introspect(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let Some(caller) = presented(&req)? else {
+    let res = introspection(&req, &body, &state).await;
+    let result = res.as_ref().map(|i| {
+        if i.revoked {
+            state.metrics.revoked_presented("introspect");
+        }
+        if i.answer.get("active") == Some(&serde_json::Value::Bool(true)) {
+            "active"
+        } else {
+            "inactive"
+        }
+    });
+    count(&state.metrics, Some(TokenOp::Introspected), result);
+    let i = res?;
+    super::note_client(&i.caller);
+    Ok(no_store(&i.answer))
+}
+
+async fn introspection(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &AppState,
+) -> Result<Introspection, OAuthError> {
+    let Some(caller) = presented(req)? else {
         return Err(OAuthError::InvalidClient { presented: false });
     };
-    let form = Form::parse(&req, &body)?;
+    let form = Form::parse(req, body)?;
     let token = form.required("token")?.to_owned();
     let auth = state.tokens.clone();
     let usage = state.usage.clone();
-    let answer = blocking_as::<_, OAuthError, _>(move || {
-        let (answer, caller_name) = auth.introspect(&caller, &token)?;
-        usage.record(&caller_name);
+    blocking_as::<_, OAuthError, _>(move || {
+        let answer = auth.introspect(&caller, &token)?;
+        usage.record(&answer.caller);
         Ok(answer)
     })
-    .await?;
-    Ok(no_store(&answer))
+    .await
 }
 
 /// POST /oauth2/revoke — 200 for every token, known or not (RFC 7009 §2.2).
@@ -218,8 +279,21 @@ async fn revoke(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let form = Form::parse(&req, &body)?;
-    let header = presented(&req)?;
+    let res = revocation(&req, &body, &state).await;
+    count(
+        &state.metrics,
+        Some(TokenOp::Revoked),
+        res.as_ref().map(|()| "ok"),
+    );
+    res?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .finish())
+}
+
+async fn revocation(req: &HttpRequest, body: &[u8], state: &AppState) -> Result<(), OAuthError> {
+    let form = Form::parse(req, body)?;
+    let header = presented(req)?;
     let token = form.required("token")?.to_owned();
     // `token_type_hint` only speeds a lookup up; offboard tells the types apart by their form, so an unknown
     // hint is ignored (RFC 7009 §2.1: the search extends to every supported type).
@@ -231,8 +305,5 @@ async fn revoke(
         crate::audit::set_actor(caller.client_id());
         auth.revoke(&caller, &token)
     })
-    .await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .finish())
+    .await
 }

@@ -18,9 +18,8 @@ async fn healthz() -> HttpResponse {
 
 /// GET /metrics — no authentication (bind `listen` to a network Prometheus reaches, or put it behind a proxy).
 async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let (db, measured) = (state.db.clone(), state.fanout.clone());
-    let text =
-        blocking(move || crate::fanout::metrics::render(&db, &measured).map_err(AppError::from)).await?;
+    let (db, measured, metrics) = (state.db.clone(), state.fanout.clone(), state.metrics.clone());
+    let text = blocking(move || metrics.render(&db, &measured).map_err(AppError::from)).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text))

@@ -33,6 +33,11 @@ fn rt() -> &'static ResourceType {
     registry().group()
 }
 
+/// The reason recorded when a member leaves a group by PATCH or PUT (their sessions end).
+pub const REMOVED_FROM_GROUP: &str = "removed from group";
+/// The reason recorded when a group is deleted with members (their sessions end).
+pub const GROUP_DELETED: &str = "group deleted";
+
 /// A group with its members, when they were asked for.
 #[derive(Debug, Clone)]
 pub struct GroupView {
@@ -587,7 +592,7 @@ pub fn replace(
         let delta = apply_member_changes(c, id, &changes)?;
         record_update("scim.group.replace", &before, &stored, &delta);
         store(c, &before, stored.clone(), delta.changed())?;
-        end_sessions_of_leavers(c, id, &delta.left, "removed from group")?;
+        end_sessions_of_leavers(c, id, &delta.left, REMOVED_FROM_GROUP)?;
         skipped = delta.skipped;
         load_view(c, id, with_members)
     })?;
@@ -619,7 +624,7 @@ pub fn patch(
         let delta = apply_member_changes(c, id, &member_changes)?;
         record_update("scim.group.patch", &before, &stored, &delta);
         store(c, &before, stored, delta.changed())?;
-        end_sessions_of_leavers(c, id, &delta.left, "removed from group")?;
+        end_sessions_of_leavers(c, id, &delta.left, REMOVED_FROM_GROUP)?;
         skipped = delta.skipped;
         load_view(c, id, with_members)
     })?;
@@ -642,7 +647,7 @@ pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError>
             &members,
         ));
         repo::groups::delete(c, id)?;
-        end_sessions_of_leavers(c, id, &members, "group deleted")
+        end_sessions_of_leavers(c, id, &members, GROUP_DELETED)
     })?;
     tracing::info!(group.id = %id, "deleted group {id}");
     Ok(())

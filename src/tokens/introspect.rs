@@ -20,6 +20,27 @@ pub fn inactive() -> Value {
     json!({ "active": false })
 }
 
+/// The answer of an introspection, with who asked and whether the token was one revoked before its expiry.
+#[derive(Debug)]
+pub struct Introspection {
+    pub answer: Value,
+    /// The caller's credential name.
+    pub caller: String,
+    /// The token is authentic and unexpired but was revoked (its user, login, `jti` or key ended): a token
+    /// presented after its revocation.
+    pub revoked: bool,
+}
+
+impl Introspection {
+    fn inactive(caller: String, revoked: bool) -> Self {
+        Self {
+            answer: inactive(),
+            caller,
+            revoked,
+        }
+    }
+}
+
 /// SHA-256 of the presented secret.
 fn presented_hash(presented: &Presented) -> String {
     match presented {
@@ -71,9 +92,8 @@ fn active_access(claims: &AccessClaims) -> Value {
 }
 
 impl Authority {
-    /// Introspects `token` for the caller that presented `caller` (which needs scope `introspect`). Returns the
-    /// answer and the caller's credential name.
-    pub fn introspect(&self, caller: &Presented, token: &str) -> Result<(Value, String), OAuthError> {
+    /// Introspects `token` for the caller that presented `caller` (which needs scope `introspect`).
+    pub fn introspect(&self, caller: &Presented, token: &str) -> Result<Introspection, OAuthError> {
         if token.starts_with(REFRESH_PREFIX) {
             return self.introspect_refresh(caller, token);
         }
@@ -83,7 +103,7 @@ impl Authority {
             Err(why) => {
                 tracing::debug!("introspection: inactive ({})", why.as_str());
                 let name = self.authenticate_introspector(caller)?;
-                return Ok((inactive(), name));
+                return Ok(Introspection::inactive(name, false));
             }
         };
         let presented_hash = presented_hash(caller);
@@ -111,7 +131,7 @@ impl Authority {
                 tracing::error!("could not reload signing keys: {e}");
             }
             tracing::debug!(token.jti = %claims.jti, "introspection: inactive (key compromised)");
-            return Ok((inactive(), state.caller_name));
+            return Ok(Introspection::inactive(state.caller_name, true));
         }
         let active = !state.jti_revoked
             && match claims.tgen {
@@ -125,13 +145,18 @@ impl Authority {
                 None => claims.sid.is_none() && claims.sub == claims.client_id && state.client_live,
             };
         if !active {
+            // Signed, unexpired, but revoked since: a token presented after it was revoked.
             tracing::debug!(token.jti = %claims.jti, "introspection: inactive (state)");
-            return Ok((inactive(), state.caller_name));
+            return Ok(Introspection::inactive(state.caller_name, true));
         }
         if claims.tgen.is_some() {
             self.activity.introspected(&claims.sub, &claims.client_id);
         }
-        Ok((active_access(&claims), state.caller_name))
+        Ok(Introspection {
+            answer: active_access(&claims),
+            caller: state.caller_name,
+            revoked: false,
+        })
     }
 
     fn authenticate_introspector(&self, caller: &Presented) -> Result<String, OAuthError> {
@@ -147,7 +172,7 @@ impl Authority {
 
     /// A refresh token is active iff not rotated out, its family live and unexpired (absolute and idle), and its
     /// user active at the family's generation (docs/decisions/0019-refresh-token-introspection.md).
-    fn introspect_refresh(&self, caller: &Presented, token: &str) -> Result<(Value, String), OAuthError> {
+    fn introspect_refresh(&self, caller: &Presented, token: &str) -> Result<Introspection, OAuthError> {
         let name = self.authenticate_introspector(caller)?;
         let hash = hash_secret(token);
         let found = self
@@ -155,16 +180,16 @@ impl Authority {
             .read(|c| repo::tokens::find_token_with_user(c, &hash).map_err(OAuthError::from))?;
         let at = now();
         let Some((row, family, Some((user_active, user_generation, user_name)))) = found else {
-            return Ok((inactive(), name));
+            return Ok(Introspection::inactive(name, false));
         };
-        let active = row.used_at.is_none()
+        let unexpired = family.expires_at > at && row.idle_expires_at > at;
+        let live = row.used_at.is_none()
             && family.revoked_at.is_none()
-            && family.expires_at > at
-            && row.idle_expires_at > at
             && user_active
             && user_generation == family.generation;
-        if !active {
-            return Ok((inactive(), name));
+        if !(unexpired && live) {
+            // Unexpired but no longer live: presented after it was revoked (rotated out, login or user ended).
+            return Ok(Introspection::inactive(name, unexpired));
         }
         let exp = row.idle_expires_at.min(family.expires_at);
         let mut v = json!({
@@ -183,6 +208,10 @@ impl Authority {
         {
             m.insert("scope".into(), Value::from(family.scope.clone()));
         }
-        Ok((v, name))
+        Ok(Introspection {
+            answer: v,
+            caller: name,
+            revoked: false,
+        })
     }
 }

@@ -39,6 +39,11 @@ use crate::db::{Db, DbConnection, DbError, now, repo};
 use crate::error::AppError;
 use crate::keys::{KeyError, KeyStore};
 
+/// The `error_description` of a refresh with a token whose login was revoked.
+pub const REFRESH_REVOKED: &str = "refresh token revoked";
+/// The `error_description` of a refresh with a token used before (reuse: its login is ended now).
+pub const REFRESH_REUSED: &str = "refresh token was already used; its session has been ended";
+
 /// The built-in public client of `offboard token mint` and developer CLIs
 /// (docs/decisions/0017-cli-client-and-default-audience.md): no secret; it may
 /// refresh and exchange, never use client credentials.
@@ -100,6 +105,16 @@ impl OAuthError {
 
     fn invalid_grant(why: impl Into<String>) -> Self {
         Self::InvalidGrant(why.into())
+    }
+
+    /// Whether this refusal answered a refresh token presented after it was revoked: `refresh_reuse` (used
+    /// before; the login is ended now) or `refresh_revoked` (its login was ended before).
+    pub fn revoked_refresh(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidGrant(why) if why == REFRESH_REUSED => Some("refresh_reuse"),
+            Self::InvalidGrant(why) if why == REFRESH_REVOKED => Some("refresh_revoked"),
+            _ => None,
+        }
     }
 }
 
@@ -575,10 +590,6 @@ impl Authority {
     /// `grant_type=refresh_token`: rotates the refresh token and mints an access token with the user's current
     /// generation. A token used before ends its family (reuse detection), committed even though the answer is
     /// `invalid_grant`.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "the checks of one refresh transaction, in the order they apply"
-    )]
     pub fn refresh(
         &self,
         caller: &Caller,
@@ -599,7 +610,7 @@ impl Authority {
                 return Ok(Refreshed::Refused("refresh token was issued to another client"));
             }
             if family.revoked_at.is_some() {
-                return Ok(Refreshed::Refused("refresh token revoked"));
+                return Ok(Refreshed::Refused(REFRESH_REVOKED));
             }
             let reused = |c: &mut DbConnection, family: RefreshFamily| {
                 crate::lifecycle::end_session(
@@ -627,7 +638,7 @@ impl Authority {
             if user.token_generation != family.generation {
                 // Its sessions were ended already (and reported then); this only tidies the family.
                 repo::tokens::revoke_family(c, &family.sid, at, "generation changed")?;
-                return Ok(Refreshed::Refused("refresh token revoked"));
+                return Ok(Refreshed::Refused(REFRESH_REVOKED));
             }
             let scope = match requested_scope.as_deref() {
                 None => (!family.scope.is_empty()).then(|| family.scope.clone()),
@@ -680,9 +691,7 @@ impl Authority {
             }
             Refreshed::Reused { sid, user_id } => {
                 tracing::warn!(user.id = %user_id, session.id = %sid, client.id = %caller.client_id(), "refresh token reuse: ended session {sid} of user {user_id}");
-                Err(OAuthError::invalid_grant(
-                    "refresh token was already used; its session has been ended",
-                ))
+                Err(OAuthError::invalid_grant(REFRESH_REUSED))
             }
             Refreshed::Scope => Err(OAuthError::InvalidScope(
                 "scope exceeds what the login was granted".into(),

@@ -19,6 +19,7 @@ mod hold;
 mod hostile;
 mod idp;
 mod lists;
+mod metrics;
 mod peers;
 mod pending;
 mod ssf;
