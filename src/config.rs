@@ -67,6 +67,28 @@ pub struct Config {
     pub trusted_issuers: Vec<TrustedIssuer>,
     pub fanout: FanoutConfig,
     pub audit: AuditConfig,
+    pub console: ConsoleConfig,
+}
+
+/// The operator console at `/console`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ConsoleConfig {
+    /// Minutes without a request after which a console session ends.
+    #[serde(deserialize_with = "lenient")]
+    pub idle_minutes: u32,
+    /// Hours after sign-in after which a console session ends, however active.
+    #[serde(deserialize_with = "lenient")]
+    pub absolute_hours: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            idle_minutes: 30,
+            absolute_hours: 12,
+        }
+    }
 }
 
 /// The audit log.
@@ -384,6 +406,7 @@ impl Default for Config {
             trusted_issuers: Vec::new(),
             fanout: FanoutConfig::default(),
             audit: AuditConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -562,6 +585,14 @@ impl Config {
             return Err(ConfigError::invalid(
                 "tokens.refresh_idle_ttl_secs",
                 "must be at least 1 and at most tokens.refresh_absolute_ttl_secs",
+            ));
+        }
+        if self.console.idle_minutes == 0
+            || u64::from(self.console.idle_minutes) > 60 * u64::from(self.console.absolute_hours)
+        {
+            return Err(ConfigError::invalid(
+                "console.idle_minutes",
+                "must be at least 1 and at most console.absolute_hours (in minutes)",
             ));
         }
         if self.fanout.lease_secs < 2 * self.fanout.push_timeout_secs {

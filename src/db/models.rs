@@ -302,3 +302,15 @@ pub struct AuditRow {
     pub prev_hash: String,
     pub hash: String,
 }
+
+/// An operator console session: only hashes of its id and CSRF token are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::console_sessions)]
+pub struct ConsoleSession {
+    pub id_hash: String,
+    pub credential_name: String,
+    pub csrf_hash: String,
+    pub created: NaiveDateTime,
+    pub last_seen: NaiveDateTime,
+    pub expires: NaiveDateTime,
+}

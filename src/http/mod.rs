@@ -11,6 +11,7 @@
 //!   `wellknown`: the JWKS and the RFC 8414 metadata.
 //! - `ssf`: the SSF transmitter API; `audit`: `/audit/events`, `/audit/verify`, the offboarding report.
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`.
+//! - `console`: the operator console at `/console` (HTML pages, its live feed as Server-Sent Events).
 //!
 //! Two middlewares wrap every route: `request_context` (request id, tracing span, audit context) and, inside it,
 //! `refuse_nul`, which answers 400 to a `%00` in the path or query string before any handler runs.
@@ -18,6 +19,7 @@
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod error;
 pub mod gtr;
 pub mod oauth;
@@ -106,6 +108,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .configure(oauth::routes)
                     .configure(ssf::routes)
                     .configure(audit::routes)
+                    .configure(console::routes)
                     .service(
                         web::scope("/scim/v2")
                             .configure(scim_users::routes)
