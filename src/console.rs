@@ -333,8 +333,10 @@ fn ended_by(c: &mut DbConnection, row: &AuditRow, d: &Value) -> Result<&'static 
 fn event_of(
     c: &mut DbConnection,
     row: &AuditRow,
-    audiences: &HashMap<String, String>,
+    streams: &HashMap<String, (String, String)>,
 ) -> Result<FeedEvent, DbError> {
+    let audience = |id: &str| streams.get(id).map(|(a, _)| a.clone());
+    let method = |id: &str| streams.get(id).map(|(_, m)| m.clone());
     let d = details(row);
     let common = |extra: Value| {
         let mut v = json!({
@@ -364,8 +366,8 @@ fn event_of(
                 "attempt": text(&d, "attempt"),
                 "latency_ms": text(&d, "latency_ms"),
                 "error": text(&d, "error"),
+                "audience": audience(&stream),
                 "stream_id": stream,
-                "audience": audiences.get(&stream),
             })),
         });
     }
@@ -387,7 +389,8 @@ fn event_of(
             .map(|o| {
                 json!({
                     "stream_id": o.stream_id,
-                    "audience": audiences.get(&o.stream_id),
+                    "audience": audience(&o.stream_id),
+                    "method": method(&o.stream_id),
                     "jti": o.jti,
                     "event": o.event_type,
                     "status": match o.status.as_str() {
@@ -422,11 +425,11 @@ fn events_of(c: &mut DbConnection, rows: &[AuditRow]) -> Result<Vec<FeedEvent>, 
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let audiences: HashMap<String, String> = repo::fanout::streams(c)?
+    let streams: HashMap<String, (String, String)> = repo::fanout::streams(c)?
         .into_iter()
-        .map(|s| (s.id, s.audience))
+        .map(|s| (s.id, (s.audience, s.delivery_method)))
         .collect();
-    rows.iter().map(|r| event_of(c, r, &audiences)).collect()
+    rows.iter().map(|r| event_of(c, r, &streams)).collect()
 }
 
 /// The feed after `seq` (exclusive), at most [`FEED_BATCH`] events.

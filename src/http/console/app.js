@@ -31,7 +31,8 @@
   }
 
   function deliveryText(d) {
-    const who = d.audience || d.stream_id;
+    const event = (d.event || "").split("/").pop();
+    const who = (d.audience || d.stream_id) + (d.method ? " (" + d.method + ")" : "") + (event ? " " + event : "");
     if (d.status === "delivered") {
       return who + ": delivered" + (d.latency_ms !== null && d.latency_ms !== undefined ? " in " + d.latency_ms + " ms" : "");
     }
@@ -101,6 +102,8 @@
     const d = {
       stream_id: e.stream_id,
       audience: e.audience,
+      method: e.method,
+      event: e.event,
       jti: e.jti,
       status: e.outcome,
       latency_ms: e.latency_ms,
