@@ -18,6 +18,8 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
@@ -422,6 +424,35 @@ async fn live_view(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     ))
 }
 
+/// Set when the process got SIGINT or SIGTERM: open live views end their streams, so a graceful shutdown does not
+/// wait for them (the browser reconnects to the next instance with its `Last-Event-ID`).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+static WATCH_SIGNALS: Once = Once::new();
+
+/// Starts (once per process) the task that sets [`STOPPING`] on the signals that stop the server.
+fn watch_for_shutdown() {
+    WATCH_SIGNALS.call_once(|| {
+        drop(actix_web::rt::spawn(async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut term) = signal(SignalKind::terminate()) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            STOPPING.store(true, Ordering::SeqCst);
+        }));
+    });
+}
+
 /// Formats one event for the stream.
 fn sse_event(e: &FeedEvent) -> String {
     format!("id: {}\nevent: {}\ndata: {}\n\n", e.id, e.kind, e.data)
@@ -445,7 +476,7 @@ impl Feed {
                 self.last_sent = Instant::now();
                 return Some((Ok(chunk), self));
             }
-            if self.done {
+            if self.done || STOPPING.load(Ordering::SeqCst) {
                 return None;
             }
             actix_web::rt::time::sleep(POLL).await;
@@ -502,6 +533,14 @@ async fn events(
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ConsoleError> {
     let (_session, _) = session(&req, &state, false, false).await?;
+    watch_for_shutdown();
+    if STOPPING.load(Ordering::SeqCst) {
+        return Ok(secured(
+            HttpResponse::ServiceUnavailable()
+                .force_close()
+                .body("offboard is shutting down"),
+        ));
+    }
     let resume = req
         .headers()
         .get("last-event-id")
@@ -531,9 +570,12 @@ async fn events(
     feed.push(&first);
     let stream = futures_util::stream::unfold(feed, Feed::next);
     Ok(secured(
+        // The connection closes with the stream (at shutdown, or when the session ends): a browser reconnects on
+        // a new one, so an idle keep-alive connection never holds a stopping server.
         HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header(("x-accel-buffering", "no"))
+            .force_close()
             .streaming(stream),
     ))
 }

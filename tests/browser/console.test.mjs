@@ -61,9 +61,9 @@ const env = {
   OFFBOARD_LISTEN: `127.0.0.1:${port}`,
   OFFBOARD_ISSUER: base,
   OFFBOARD_KEYS__KEK: randomBytes(32).toString("base64"),
-  OFFBOARD_LOG_LEVEL: "info",
-  RUST_LOG: "",
+  OFFBOARD_LOG_LEVEL: "info,actix_server=debug,actix_http=debug",
 };
+delete env.RUST_LOG;
 
 function cli(...args) {
   return execFileSync(bin, args, { env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
@@ -180,7 +180,8 @@ try {
   check(res.status === 201, `poll stream created (${res.status})`);
   const pollStream = res.body.stream_id;
 
-  // The poll receiver: long-polls, then acknowledges what it got in the next poll.
+  // The poll receiver: polls every 50 ms (short polls, so it never holds a request open at shutdown) and
+  // acknowledges what it got in the next poll.
   let polling = true;
   const polled = [];
   const poller = (async () => {
@@ -188,18 +189,20 @@ try {
     while (polling) {
       const r = await api("POST", `/ssf/poll/${pollStream}`, {
         token: ssfSecret,
-        json: { ack, maxEvents: 10, returnImmediately: ack.length > 0 },
+        json: { ack, maxEvents: 10, returnImmediately: true },
       }).catch(() => null);
       ack = r && r.body && r.body.sets ? Object.keys(r.body.sets) : [];
       polled.push(...ack);
-      if (!r) {
-        await new Promise((x) => setTimeout(x, 100));
+      if (ack.length === 0) {
+        await new Promise((x) => setTimeout(x, 50));
       }
     }
   })();
-  cleanups.unshift(() => {
+  const stopPolling = async () => {
     polling = false;
-  });
+    await poller;
+  };
+  cleanups.unshift(stopPolling);
 
   for (const u of ["leaver@example.com", "dev@example.com"]) {
     res = await api("POST", "/scim/v2/Users", { token: scimSecret, json: newUser(u) });
@@ -325,6 +328,20 @@ try {
   check(true, "the live view of an expired session goes to the sign-in form");
   await page.goto(base + "/console/users");
   check(page.url() === base + "/console/sign-in", "pages of an expired session redirect to the sign-in form");
+
+  // A graceful shutdown does not wait for open live views.
+  await page.fill("input[name=name]", "console-op");
+  await page.fill("input[name=secret]", consoleSecret);
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#feed-state.live", { timeout: 5000 });
+  await stopPolling();
+  const stopping = Date.now();
+  const exited = new Promise((r) => server.once("exit", r));
+  server.kill("SIGTERM");
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 15000))]);
+  const stopMs = Date.now() - stopping;
+  log(`offboard stopped ${stopMs} ms after SIGTERM with a live view open`);
+  check(server.exitCode !== null && stopMs < 10000, "SIGTERM stops the server without waiting for the open live view");
   check(cspViolations.length === 0, `no console errors (CSP violations) in the browser: ${cspViolations.join("; ")}`);
   log("PASS");
 } catch (e) {
