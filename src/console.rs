@@ -506,45 +506,50 @@ pub fn search_users(db: &Db, query: &str, status: StatusFilter) -> Result<Vec<Us
     let folded = crate::scim::schema::fold(query.trim());
     db.read(|c| {
         let users = repo::console::search_users(c, &folded, status, USERS_PAGE)?;
-        let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
-        let mut groups = repo::groups::groups_of(c, &ids)?;
-        let at = now();
-        let mut out = Vec::with_capacity(users.len());
-        for u in &users {
-            let activity = repo::tokens::activity_of(c, &u.id)?;
-            let last_token_use = activity
-                .iter()
-                .flat_map(|a| [a.last_minted_at, a.last_refreshed_at, a.last_introspected_at])
-                .flatten()
-                .max();
-            out.push(UserLine {
-                id: u.id.clone(),
-                user_name: u.user_name.clone(),
-                emails: repo::console::emails_of(c, &u.id)?,
-                active: u.active,
-                hold: repo::users::hold(c, &u.id)?,
-                generation: u.token_generation,
-                groups: groups
-                    .remove(&u.id)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(_, name)| name)
-                    .collect(),
-                live_sessions: repo::tokens::live_families(c, &u.id, at)?.len(),
-                last_token_use,
-            });
-        }
-        Ok(out)
+        lines_of(c, &users)
     })
 }
 
 /// One live user with what it holds, or None.
 pub fn user_line(db: &Db, id: &str) -> Result<Option<UserLine>, AppError> {
-    let Some(user) = db.read(|c| repo::users::find_live(c, id).map_err(AppError::from))? else {
-        return Ok(None);
-    };
-    let lines = search_users(db, &user.user_name, StatusFilter::Any)?;
-    Ok(lines.into_iter().find(|l| l.id == id))
+    db.read(|c| {
+        let Some(user) = repo::users::find_live(c, id)? else {
+            return Ok(None);
+        };
+        Ok(lines_of(c, std::slice::from_ref(&user))?.into_iter().next())
+    })
+}
+
+fn lines_of(c: &mut DbConnection, users: &[crate::db::models::User]) -> Result<Vec<UserLine>, AppError> {
+    let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+    let mut groups = repo::groups::groups_of(c, &ids)?;
+    let at = now();
+    let mut out = Vec::with_capacity(users.len());
+    for u in users {
+        let activity = repo::tokens::activity_of(c, &u.id)?;
+        let last_token_use = activity
+            .iter()
+            .flat_map(|a| [a.last_minted_at, a.last_refreshed_at, a.last_introspected_at])
+            .flatten()
+            .max();
+        out.push(UserLine {
+            id: u.id.clone(),
+            user_name: u.user_name.clone(),
+            emails: repo::console::emails_of(c, &u.id)?,
+            active: u.active,
+            hold: repo::users::hold(c, &u.id)?,
+            generation: u.token_generation,
+            groups: groups
+                .remove(&u.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect(),
+            live_sessions: repo::tokens::live_families(c, &u.id, at)?.len(),
+            last_token_use,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

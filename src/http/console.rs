@@ -11,6 +11,8 @@
 //!   `Last-Event-ID`), polled from the audit log every [`POLL`].
 //! - `GET /console/users`, `GET /console/users/{id}` (with the offboarding report), and the actions
 //!   `POST /console/users/{id}/{end-sessions|hold|release}`.
+//! - `GET /console/streams` (status, backlog, dead letters, this instance's last delivery latency) and
+//!   `POST /console/streams/{id}/retry` (dead-lettered SETs queued again).
 //!
 //! Cookies: `offboard_session` (the session id) and `offboard_csrf` (its CSRF token, which pages embed in their
 //! forms), both `HttpOnly; SameSite=Strict; Path=/console`, `Secure` when the issuer is https. Every POST must carry
@@ -61,6 +63,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/console/users", web::get().to(users))
         .route("/console/users/{id}", web::get().to(user))
         .route("/console/users/{id}/{action}", web::post().to(user_action))
+        .route("/console/streams", web::get().to(streams_page))
+        .route("/console/streams/{id}/retry", web::post().to(retry_stream))
         .route("/console/assets/app.js", web::get().to(app_js))
         .route("/console/assets/console.css", web::get().to(console_css));
 }
@@ -193,7 +197,8 @@ fn redirect(to: &str) -> HttpResponse {
 fn layout(title: &str, signed_in: Option<(&Session, &str)>, main: &str) -> String {
     let nav = match signed_in {
         Some((session, csrf)) => format!(
-            "<nav><a href=\"/console\">Live view</a> <a href=\"/console/users\">Users</a>\
+            "<nav><a href=\"/console\">Live view</a> <a href=\"/console/users\">Users</a> \
+             <a href=\"/console/streams\">Streams</a>\
              <form method=\"post\" action=\"/console/sign-out\" class=\"signout\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\"><span class=\"who\">{}</span> \
              <button type=\"submit\">Sign out</button></form></nav>",
@@ -660,6 +665,28 @@ async fn users(
 #[derive(Deserialize)]
 struct UserQuery {
     done: Option<String>,
+    /// `1`: verify the whole audit chain and show the result with the report.
+    verify: Option<String>,
+}
+
+/// The audit-chain verification as a paragraph of the user page.
+fn verification_html(v: &crate::audit::verify::Verification) -> String {
+    if v.ok {
+        format!(
+            "<p class=\"verified\" id=\"chain\">Audit chain verified: {} entries, {} to {}, intact (last hash \
+             <code>{}</code>).</p>",
+            v.entries,
+            v.first_seq.unwrap_or_default(),
+            v.last_seq.unwrap_or_default(),
+            esc(v.last_hash.as_deref().unwrap_or_default())
+        )
+    } else {
+        format!(
+            "<p class=\"error\" id=\"chain\">Audit chain BROKEN at entry {}: {}</p>",
+            v.first_bad_seq.unwrap_or_default(),
+            esc(v.problem.as_deref().unwrap_or_default())
+        )
+    }
 }
 
 fn action_form(id: &str, csrf: &str, action: &str, label: &str) -> String {
@@ -683,13 +710,20 @@ async fn user(
     let id = path.into_inner();
     let db = state.db.clone();
     let lookup = id.clone();
-    let (line, report) = super::blocking(move || {
+    let verify = query.verify.as_deref() == Some("1");
+    let (line, report, verification) = super::blocking(move || {
         let report = match crate::audit::report::for_user_id(&db, &lookup) {
             Ok(r) => Some(r),
             Err(crate::audit::report::ReportError::NotFound) => None,
             Err(crate::audit::report::ReportError::Db(e)) => return Err(e.into()),
         };
-        Ok((console::user_line(&db, &lookup)?, report))
+        let verification = if verify && report.is_some() {
+            let check = crate::keys::audit_signature_checker(&db).map_err(AppError::internal)?;
+            Some(crate::audit::verify::run(&db, &check)?)
+        } else {
+            None
+        };
+        Ok((console::user_line(&db, &lookup)?, report, verification))
     })
     .await?;
     let Some(report) = report else {
@@ -727,9 +761,21 @@ async fn user(
         }
         None => main.push_str("<p>This user was deleted.</p>"),
     }
+    main.push_str("<h2>Offboarding report</h2>");
+    match &verification {
+        Some(v) => main.push_str(&verification_html(v)),
+        None => {
+            let _ = write!(
+                main,
+                "<p><a href=\"/console/users/{}?verify=1\" id=\"verify\">Verify the audit chain</a> (reads the \
+                 whole log) to prove these entries were not altered.</p>",
+                urlencode_path(&id)
+            );
+        }
+    }
     let _ = write!(
         main,
-        "<h2>Offboarding report</h2><pre class=\"report\">{}</pre>",
+        "<pre class=\"report\">{}</pre>",
         esc(&crate::audit::report::to_text(&report))
     );
     Ok(html(
@@ -799,6 +845,119 @@ async fn user_action(
         "/console/users/{}?{query}",
         urlencode_path(&id)
     )))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Streams.
+
+#[derive(Deserialize)]
+struct DoneQuery {
+    done: Option<String>,
+}
+
+fn stream_error(e: crate::fanout::streams::StreamError) -> ConsoleError {
+    use crate::fanout::streams::StreamError;
+    match e {
+        StreamError::NotFound(_) => ConsoleError::Status(StatusCode::NOT_FOUND, e.to_string()),
+        StreamError::Invalid(_) | StreamError::Limit(_) => {
+            ConsoleError::Status(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        StreamError::Db(e) => e.into(),
+        StreamError::Keys(e) => AppError::internal(e).into(),
+    }
+}
+
+async fn streams_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<DoneQuery>,
+) -> Result<HttpResponse, ConsoleError> {
+    let (session, csrf) = session(&req, &state, true, true).await?;
+    let db = state.db.clone();
+    let list = web::block(move || crate::fanout::streams::list(&db))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(stream_error)?;
+    let mut main = String::from("<h1>Streams</h1>");
+    if let Some(done) = query.done.as_deref() {
+        let _ = write!(main, "<p class=\"done\" role=\"status\">{}</p>", esc(done));
+    }
+    main.push_str(
+        "<table class=\"streams\"><thead><tr><th>Stream</th><th>Audience</th><th>Method</th><th>Status</th>\
+         <th>Backlog</th><th>Delivered</th><th>Dead letters</th><th>Last latency</th><th></th></tr></thead><tbody>",
+    );
+    for s in &list {
+        let latency = state
+            .fanout
+            .last_latency(&s.row.id)
+            .map_or_else(|| "—".to_owned(), |secs| format!("{:.0} ms", secs * 1000.0));
+        let status = match &s.row.status_reason {
+            Some(reason) => format!("{} ({})", esc(&s.row.status), esc(reason)),
+            None => esc(&s.row.status),
+        };
+        let retry = if s.dead > 0 {
+            format!(
+                "<form method=\"post\" action=\"/console/streams/{}/retry\" class=\"retry\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Retry dead letters</button></form>",
+                esc(&s.row.id),
+                esc(&csrf)
+            )
+        } else {
+            String::new()
+        };
+        let health = if s.dead > 0 || s.row.status != "enabled" {
+            "attention"
+        } else {
+            "healthy"
+        };
+        let _ = write!(
+            main,
+            "<tr class=\"{health}\" data-stream=\"{}\"><td><code>{}</code></td><td>{}</td><td>{}</td><td>{status}</td>\
+             <td>{}</td><td>{}</td><td class=\"dead\">{}</td><td>{latency}</td><td>{retry}</td></tr>",
+            esc(&s.row.id),
+            esc(&s.row.id),
+            esc(&s.row.audience),
+            esc(&s.row.delivery_method),
+            s.pending,
+            s.delivered,
+            s.dead,
+        );
+    }
+    if list.is_empty() {
+        main.push_str("<tr><td colspan=\"9\">No stream yet.</td></tr>");
+    }
+    main.push_str("</tbody></table>");
+    Ok(html(
+        StatusCode::OK,
+        layout("Streams", Some((&session, &csrf)), &main),
+    ))
+}
+
+async fn retry_stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, ConsoleError> {
+    let (session, _) = session(&req, &state, true, true).await?;
+    check_csrf(&session, form.csrf.as_deref())?;
+    let id = path.into_inner();
+    crate::input::check("stream id", &id, crate::input::MAX_ID)
+        .map_err(|e| ConsoleError::Status(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let (db, actor) = (state.db.clone(), session.credential.clone());
+    let ctx = super::audit_context();
+    let n = web::block(move || {
+        crate::audit::in_context(ctx, || {
+            crate::audit::set_actor(&actor);
+            crate::fanout::streams::retry_dead(&db, &id)
+        })
+    })
+    .await
+    .map_err(AppError::internal)?
+    .map_err(stream_error)?;
+    let query = serde_urlencoded::to_string([("done", format!("{n} dead-lettered SET(s) queued again."))])
+        .unwrap_or_default();
+    Ok(redirect(&format!("/console/streams?{query}")))
 }
 
 /// A path segment, percent-encoded (user ids are UUIDs, but nothing relies on it).

@@ -483,6 +483,9 @@ async fn users_page_actions_go_through_the_lifecycle(backend: Backend) {
     assert_eq!(page.status, 200);
     assert!(page.text.contains("<dd id=\"sessions\">1</dd>"), "{}", page.text);
     assert!(page.text.contains("Offboarding report for dev@example.com"));
+    assert!(page.text.contains("?verify=1"));
+    let page = get_page(&app, &b, &format!("/console/users/{id}?verify=1")).await;
+    assert!(page.text.contains("Audit chain verified:"), "{}", page.text);
     assert_eq!(get_page(&app, &b, "/console/users/nope").await.status, 404);
 
     // End sessions: refused without the CSRF token (nothing changes), done with it, as the console user.
@@ -586,6 +589,47 @@ async fn users_can_be_held_and_released_from_the_console(backend: Backend) {
     assert_eq!(res.status, 404);
 }
 
+async fn streams_page_shows_dead_letters_and_retries_them(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.fanout.max_attempts = 1).await;
+    let secret = app.credential("ops", &[Scope::Console]);
+    let rx = receiver();
+    rx.status.store(503, std::sync::atomic::Ordering::SeqCst);
+    let stream = add_stream(&app, &rx, "svc-down");
+    let id = app.create_user("z@example.com").await;
+    assert_eq!(app.deactivate(&id).await.status, 200);
+    while worker(&app).run_once().unwrap() > 0 {}
+    let b = sign_in(&app, "ops", &secret).await;
+
+    let page = get_page(&app, &b, "/console/streams").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("svc-down"));
+    assert!(page.text.contains("<td class=\"dead\">2</td>"), "{}", page.text);
+    assert!(page.text.contains("Retry dead letters"));
+
+    let path = format!("/console/streams/{stream}/retry");
+    assert_eq!(post_form(&app, &b.cookie(), &path, &[]).await.status, 403);
+    assert!(audit_of(&app, "stream.retry_dead").is_empty());
+    let res = post_form(&app, &b.cookie(), &path, &[("csrf", &b.csrf)]).await;
+    assert_eq!(res.status, 303, "{}", res.text);
+    let retried = audit_of(&app, "stream.retry_dead");
+    assert_eq!((retried.len(), retried[0].actor.as_str()), (1, "ops"));
+    let page = get_page(&app, &b, res.header("location").unwrap()).await;
+    assert!(
+        page.text.contains("2 dead-lettered SET(s) queued again."),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("<td class=\"dead\">0</td>"));
+    let res = post_form(
+        &app,
+        &b.cookie(),
+        "/console/streams/nope/retry",
+        &[("csrf", &b.csrf)],
+    )
+    .await;
+    assert_eq!(res.status, 404);
+}
+
 both_backends!(
     sign_in_and_out_with_a_session_cookie,
     admin_may_sign_in_and_revoking_the_credential_ends_its_sessions,
@@ -594,4 +638,5 @@ both_backends!(
     the_live_feed_shows_changes_and_deliveries_and_resumes_without_loss,
     users_page_actions_go_through_the_lifecycle,
     users_can_be_held_and_released_from_the_console,
+    streams_page_shows_dead_letters_and_retries_them,
 );
