@@ -780,6 +780,23 @@ mod tests {
     }
 
     #[test]
+    fn console_expiry_is_bounded() {
+        let c = Config::load_from(None, env(&[])).unwrap().config;
+        assert_eq!((c.console.idle_minutes, c.console.absolute_hours), (30, 12));
+        let err = Config::load_from(None, env(&[("OFFBOARD_CONSOLE__IDLE_MINUTES", "0")])).unwrap_err();
+        assert!(err.to_string().contains("console.idle_minutes"), "{err}");
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("OFFBOARD_CONSOLE__IDLE_MINUTES", "61"),
+                ("OFFBOARD_CONSOLE__ABSOLUTE_HOURS", "1"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("console.idle_minutes"), "{err}");
+    }
+
+    #[test]
     fn env_overrides_file_and_nested_keys_use_double_underscore() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("offboard.toml");

@@ -708,6 +708,7 @@ async fn user(
 ) -> Result<HttpResponse, ConsoleError> {
     let (session, csrf) = session(&req, &state, true, true).await?;
     let id = path.into_inner();
+    known_id(&id)?;
     let db = state.db.clone();
     let lookup = id.clone();
     let verify = query.verify.as_deref() == Some("1");
@@ -784,6 +785,12 @@ async fn user(
     ))
 }
 
+/// A user id no user can have (too long, a control character) is answered 404 before any query.
+fn known_id(id: &str) -> Result<(), ConsoleError> {
+    crate::input::check("user id", id, crate::input::MAX_ID)
+        .map_err(|_| ConsoleError::Status(StatusCode::NOT_FOUND, "no such user".into()))
+}
+
 #[derive(Deserialize)]
 struct ActionForm {
     csrf: Option<String>,
@@ -800,6 +807,7 @@ async fn user_action(
     let (session, _) = session(&req, &state, true, true).await?;
     check_csrf(&session, form.csrf.as_deref())?;
     let (id, action) = path.into_inner();
+    known_id(&id)?;
     let reason = form.reason.trim().to_owned();
     if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
         return Err(ConsoleError::Status(

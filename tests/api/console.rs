@@ -487,6 +487,8 @@ async fn users_page_actions_go_through_the_lifecycle(backend: Backend) {
     let page = get_page(&app, &b, &format!("/console/users/{id}?verify=1")).await;
     assert!(page.text.contains("Audit chain verified:"), "{}", page.text);
     assert_eq!(get_page(&app, &b, "/console/users/nope").await.status, 404);
+    let long = "x".repeat(10_000);
+    assert_eq!(get_page(&app, &b, &format!("/console/users/{long}")).await.status, 404);
 
     // End sessions: refused without the CSRF token (nothing changes), done with it, as the console user.
     let path = format!("/console/users/{id}/end-sessions");
