@@ -552,6 +552,93 @@ fn lines_of(c: &mut DbConnection, users: &[crate::db::models::User]) -> Result<V
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// The chart.
+
+/// One hour of the chart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourBucket {
+    pub start: NaiveDateTime,
+    /// Endings of access (deactivations, deletions, sessions ended).
+    pub endings: u32,
+    /// Median and slowest latency of the SETs delivered in the hour, from the change's commit.
+    pub median_ms: Option<i64>,
+    pub max_ms: Option<i64>,
+}
+
+/// Most audit entries the chart reads; beyond, the oldest hours are left incomplete (and it says so).
+pub const CHART_ROWS: i64 = 20_000;
+
+/// Endings of access and delivery latency per hour over the last `hours` hours (the current one last), from the
+/// audit log; `true` when more entries than [`CHART_ROWS`] fell in the window.
+pub fn activity_by_hour(db: &Db, hours: u32) -> Result<(Vec<HourBucket>, bool), DbError> {
+    let at = now();
+    let hour = TimeDelta::hours(1);
+    let current = at
+        .date()
+        .and_hms_opt(chrono::Timelike::hour(&at), 0, 0)
+        .unwrap_or(at);
+    let first = current - hour * i32::try_from(hours.saturating_sub(1)).unwrap_or(0);
+    let selection = repo::audit::Selection {
+        since: Some(first),
+        actions: [
+            "user.deactivate",
+            "user.delete",
+            "user.end_sessions",
+            "set.delivery",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        ..repo::audit::Selection::default()
+    };
+    // The newest entries first would need another query shape; the window is read from its start, bounded.
+    let rows = db.read(|c| repo::audit::batch(c, &selection, CHART_ROWS + 1).map_err(DbError::from))?;
+    let truncated = i64::try_from(rows.len()).unwrap_or(i64::MAX) > CHART_ROWS;
+    let mut buckets: Vec<(HourBucket, Vec<i64>)> = (0..hours)
+        .map(|i| {
+            (
+                HourBucket {
+                    start: first + hour * i32::try_from(i).unwrap_or(0),
+                    endings: 0,
+                    median_ms: None,
+                    max_ms: None,
+                },
+                Vec::new(),
+            )
+        })
+        .collect();
+    for row in rows
+        .iter()
+        .take(usize::try_from(CHART_ROWS).unwrap_or(usize::MAX))
+    {
+        let Ok(index) = usize::try_from((row.time - first).num_hours()) else {
+            continue;
+        };
+        let Some((bucket, latencies)) = buckets.get_mut(index) else {
+            continue;
+        };
+        if row.action == "set.delivery" {
+            if row.outcome == "delivered"
+                && let Some(ms) = details(row).get("latency_ms").and_then(Value::as_i64)
+            {
+                latencies.push(ms);
+            }
+        } else {
+            bucket.endings += 1;
+        }
+    }
+    let out = buckets
+        .into_iter()
+        .map(|(mut b, mut l)| {
+            l.sort_unstable();
+            b.median_ms = l.get(l.len() / 2).copied();
+            b.max_ms = l.last().copied();
+            b
+        })
+        .collect();
+    Ok((out, truncated))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

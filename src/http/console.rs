@@ -45,6 +45,8 @@ pub const POLL: Duration = Duration::from_millis(150);
 const SESSION_CHECK: Duration = Duration::from_secs(2);
 /// How long the live view stays silent before a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Hours the Streams page's chart covers.
+const CHART_HOURS: u32 = 12;
 /// Events a new viewer gets from before it connected.
 const BACKLOG: i64 = 50;
 
@@ -886,6 +888,9 @@ async fn streams_page(
         .await
         .map_err(AppError::internal)?
         .map_err(stream_error)?;
+    let db = state.db.clone();
+    let (buckets, truncated) =
+        super::blocking(move || Ok(console::activity_by_hour(&db, CHART_HOURS)?)).await?;
     let mut main = String::from("<h1>Streams</h1>");
     if let Some(done) = query.done.as_deref() {
         let _ = write!(main, "<p class=\"done\" role=\"status\">{}</p>", esc(done));
@@ -935,10 +940,91 @@ async fn streams_page(
         main.push_str("<tr><td colspan=\"9\">No stream yet.</td></tr>");
     }
     main.push_str("</tbody></table>");
+    let _ = write!(
+        main,
+        "<h2>Last {CHART_HOURS} hours</h2><p class=\"lead\">Endings of access per hour (bars) and the median latency of \
+         their deliveries (dots), UTC.</p>{}",
+        chart_svg(&buckets, truncated)
+    );
     Ok(html(
         StatusCode::OK,
         layout("Streams", Some((&session, &csrf)), &main),
     ))
+}
+
+/// The last hours' endings of access (bars) and median delivery latency (dots), as inline SVG: no script, no
+/// inline style (the classes are in the style sheet).
+fn chart_svg(buckets: &[console::HourBucket], truncated: bool) -> String {
+    const W: usize = 720;
+    const H: usize = 150;
+    const TOP: usize = 14;
+    const BOTTOM: usize = 22;
+    let n = buckets.len().max(1);
+    let slot = W / n;
+    let plot = H - TOP - BOTTOM;
+    let max_endings = buckets.iter().map(|b| b.endings).max().unwrap_or(0).max(1);
+    let max_latency = buckets
+        .iter()
+        .filter_map(|b| b.median_ms)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let scale = |v: u64, max: u64| usize::try_from(v * plot as u64 / max.max(1)).unwrap_or(plot);
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-labelledby=\"chart-title\">\
+         <title id=\"chart-title\">Endings of access per hour (bars, up to {max_endings}) and median delivery latency \
+         (dots, up to {max_latency} ms), last {} hours</title>",
+        buckets.len()
+    );
+    for (i, b) in buckets.iter().enumerate() {
+        let x = i * slot;
+        let label = b.start.format("%H:00");
+        let h = scale(u64::from(b.endings), u64::from(max_endings));
+        let _ = write!(
+            svg,
+            "<g><title>{label} UTC: {} ending(s) of access{}</title>\
+             <rect class=\"bar\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{h}\"></rect>",
+            b.endings,
+            b.median_ms.map_or_else(String::new, |m| format!(
+                ", deliveries median {m} ms, slowest {} ms",
+                b.max_ms.unwrap_or(m)
+            )),
+            x + 2,
+            TOP + plot - h,
+            slot.saturating_sub(4).max(1),
+        );
+        if let Some(m) = b.median_ms {
+            let y = TOP + plot
+                - scale(
+                    u64::try_from(m).unwrap_or(0),
+                    u64::try_from(max_latency).unwrap_or(1),
+                );
+            let _ = write!(
+                svg,
+                "<circle class=\"latency\" cx=\"{}\" cy=\"{y}\" r=\"3\"></circle>",
+                x + slot / 2
+            );
+        }
+        svg.push_str("</g>");
+        if i % 3 == 0 || i + 1 == buckets.len() {
+            let _ = write!(
+                svg,
+                "<text class=\"axis\" x=\"{}\" y=\"{}\">{label}</text>",
+                x + 2,
+                H - 6
+            );
+        }
+    }
+    let _ = write!(
+        svg,
+        "<text class=\"axis\" x=\"2\" y=\"10\">{max_endings} ending(s)</text>\
+         <text class=\"axis latency-axis\" x=\"{}\" y=\"10\">{max_latency} ms</text></svg>",
+        W - 70
+    );
+    if truncated {
+        svg.push_str("<p class=\"lead\">More entries than the chart reads fell in this window: the first hours are incomplete.</p>");
+    }
+    svg
 }
 
 async fn retry_stream(

@@ -488,7 +488,10 @@ async fn users_page_actions_go_through_the_lifecycle(backend: Backend) {
     assert!(page.text.contains("Audit chain verified:"), "{}", page.text);
     assert_eq!(get_page(&app, &b, "/console/users/nope").await.status, 404);
     let long = "x".repeat(10_000);
-    assert_eq!(get_page(&app, &b, &format!("/console/users/{long}")).await.status, 404);
+    assert_eq!(
+        get_page(&app, &b, &format!("/console/users/{long}")).await.status,
+        404
+    );
 
     // End sessions: refused without the CSRF token (nothing changes), done with it, as the console user.
     let path = format!("/console/users/{id}/end-sessions");
@@ -607,6 +610,12 @@ async fn streams_page_shows_dead_letters_and_retries_them(backend: Backend) {
     assert!(page.text.contains("svc-down"));
     assert!(page.text.contains("<td class=\"dead\">2</td>"), "{}", page.text);
     assert!(page.text.contains("Retry dead letters"));
+    assert!(page.text.contains("<svg class=\"chart\""));
+    assert!(
+        page.text.contains(" UTC: 1 ending(s) of access</title>"),
+        "{}",
+        page.text
+    );
 
     let path = format!("/console/streams/{stream}/retry");
     assert_eq!(post_form(&app, &b.cookie(), &path, &[]).await.status, 403);

@@ -322,6 +322,15 @@ try {
   copyFileSync(shot, path.join(root, "docs", "console.png"));
   log(`screenshot: ${shot} (copied to docs/console.png)`);
 
+  // The Streams page: both streams, nothing dead, and the chart of the hour's endings.
+  await page.click("nav a[href='/console/streams']");
+  check((await page.$$("table.streams tbody tr")).length === 2, "the Streams page lists both streams");
+  check((await page.$$eval("table.streams td.dead", (tds) => tds.map((t) => t.textContent))).every((t) => t === "0"), "no dead letters");
+  check((await page.$$("svg.chart rect.bar")).length === 12, "the chart has twelve hours");
+  await page.screenshot({ path: path.join(artifacts, "streams.png"), fullPage: true });
+  await page.goto(base + "/console");
+  await page.waitForSelector("#feed-state.live", { timeout: 5000 });
+
   // An expired session: the open live view goes to the sign-in form, and so does any page.
   sql("UPDATE console_sessions SET expires = '2000-01-01 00:00:00'");
   await page.waitForURL(base + "/console/sign-in", { timeout: 5000 });
