@@ -450,6 +450,18 @@ pub fn feed_after(db: &Db, seq: i64) -> Result<FeedPage, DbError> {
     })
 }
 
+/// What a viewer resuming after `seq` gets: the feed after it, or, when `seq` is beyond the log's tail (a database
+/// reset under an open page), the recent history as a new viewer would.
+pub fn feed_resume(db: &Db, seq: i64, limit: i64) -> Result<FeedPage, DbError> {
+    let tail = db
+        .read(|c| repo::audit::tail(c).map_err(DbError::from))?
+        .map_or(0, |(s, _)| s);
+    if seq > tail {
+        return feed_recent(db, limit);
+    }
+    feed_after(db, seq)
+}
+
 /// The last `limit` events of the feed (what a new viewer sees first), and where the live part starts.
 pub fn feed_recent(db: &Db, limit: i64) -> Result<FeedPage, DbError> {
     db.read(|c| {

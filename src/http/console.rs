@@ -558,7 +558,7 @@ async fn events(
     let db = state.db.clone();
     let first = super::blocking(move || {
         Ok(match resume {
-            Some(after) => console::feed_after(&db, after)?,
+            Some(after) => console::feed_resume(&db, after, BACKLOG)?,
             None => console::feed_recent(&db, BACKLOG)?,
         })
     })
@@ -566,7 +566,7 @@ async fn events(
     let mut feed = Feed {
         state: state.clone(),
         session_id: cookie(&req, SESSION_COOKIE).unwrap_or_default(),
-        seen: resume.unwrap_or(0),
+        seen: resume.unwrap_or(0).min(first.seen),
         pending: VecDeque::new(),
         last_sent: Instant::now(),
         last_check: Instant::now(),

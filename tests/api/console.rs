@@ -451,6 +451,12 @@ async fn the_live_feed_shows_changes_and_deliveries_and_resumes_without_loss(bac
     let mut buffer = String::new();
     let backlog = read_events(&mut body, &mut buffer, Duration::from_secs(10), |e| e.len() >= 3).await;
     assert_eq!(backlog.first().map(|e| e.0), Some(access_id));
+
+    // A Last-Event-ID beyond the log (a database reset under an open page) gets the history, not silence.
+    let mut body = open_events(&app, &b, Some(1_000_000)).await;
+    let mut buffer = String::new();
+    let reset = read_events(&mut body, &mut buffer, Duration::from_secs(10), |e| e.len() >= 3).await;
+    assert_eq!(reset.first().map(|e| e.0), Some(access_id));
 }
 
 async fn introspect(app: &TestApp, secret: &str, token: &str) -> Value {
