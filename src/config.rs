@@ -69,6 +69,28 @@ pub struct Config {
     pub trusted_issuers: Vec<TrustedIssuer>,
     pub fanout: FanoutConfig,
     pub audit: AuditConfig,
+    pub console: ConsoleConfig,
+}
+
+/// The operator console at `/console`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ConsoleConfig {
+    /// Minutes without a request after which a console session ends.
+    #[serde(deserialize_with = "lenient")]
+    pub idle_minutes: u32,
+    /// Hours after sign-in after which a console session ends, however active.
+    #[serde(deserialize_with = "lenient")]
+    pub absolute_hours: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            idle_minutes: 30,
+            absolute_hours: 12,
+        }
+    }
 }
 
 /// Logging beyond the level and format.
@@ -403,6 +425,7 @@ impl Default for Config {
             trusted_issuers: Vec::new(),
             fanout: FanoutConfig::default(),
             audit: AuditConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -581,6 +604,14 @@ impl Config {
             return Err(ConfigError::invalid(
                 "tokens.refresh_idle_ttl_secs",
                 "must be at least 1 and at most tokens.refresh_absolute_ttl_secs",
+            ));
+        }
+        if self.console.idle_minutes == 0
+            || u64::from(self.console.idle_minutes) > 60 * u64::from(self.console.absolute_hours)
+        {
+            return Err(ConfigError::invalid(
+                "console.idle_minutes",
+                "must be at least 1 and at most console.absolute_hours (in minutes)",
             ));
         }
         if self.fanout.lease_secs < 2 * self.fanout.push_timeout_secs {
@@ -765,6 +796,23 @@ mod tests {
         assert_eq!(loaded.config.database_url, "offboard.db");
         assert_eq!(loaded.config.issuer, "http://127.0.0.1:8080");
         assert!(loaded.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn console_expiry_is_bounded() {
+        let c = Config::load_from(None, env(&[])).unwrap().config;
+        assert_eq!((c.console.idle_minutes, c.console.absolute_hours), (30, 12));
+        let err = Config::load_from(None, env(&[("OFFBOARD_CONSOLE__IDLE_MINUTES", "0")])).unwrap_err();
+        assert!(err.to_string().contains("console.idle_minutes"), "{err}");
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("OFFBOARD_CONSOLE__IDLE_MINUTES", "61"),
+                ("OFFBOARD_CONSOLE__ABSOLUTE_HOURS", "1"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("console.idle_minutes"), "{err}");
     }
 
     #[test]

@@ -33,16 +33,19 @@ pub enum Scope {
     SsfManage,
     SsfRead,
     Admin,
+    /// The operator console at `/console` (sign-in, live view, users); `admin` may sign in too.
+    Console,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Self::Scim,
         Self::Introspect,
         Self::AuditRead,
         Self::SsfManage,
         Self::SsfRead,
         Self::Admin,
+        Self::Console,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Scope {
             Self::SsfManage => "ssf.manage",
             Self::SsfRead => "ssf.read",
             Self::Admin => "admin",
+            Self::Console => "console",
         }
     }
 
@@ -109,7 +113,9 @@ pub fn hash_secret(secret: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("unknown scope `{0}` (known: scim, introspect, audit:read, ssf.manage, ssf.read, admin)")]
+    #[error(
+        "unknown scope `{0}` (known: scim, introspect, audit:read, ssf.manage, ssf.read, admin, console)"
+    )]
     UnknownScope(String),
     #[error("at least one scope is required")]
     NoScopes,
@@ -363,6 +369,7 @@ mod tests {
             parse_scopes("audit:read admin").unwrap(),
             vec![Scope::AuditRead, Scope::Admin]
         );
+        assert_eq!(parse_scopes("console").unwrap(), vec![Scope::Console]);
         assert!(matches!(parse_scopes("scim,root"), Err(CredentialError::UnknownScope(s)) if s == "root"));
         assert!(matches!(parse_scopes(" , "), Err(CredentialError::NoScopes)));
     }

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod credentials;
 pub mod db;
 pub mod error;

@@ -11,7 +11,7 @@ pub enum CredentialsCommand {
         /// Name of the credential (its OAuth client id): 1-64 of A-Z a-z 0-9 . _ -
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: scim, introspect, audit:read, ssf.manage, ssf.read, admin
+        /// Comma-separated scopes: scim, introspect, audit:read, ssf.manage, ssf.read, admin, console
         #[arg(long)]
         scopes: String,
     },

@@ -338,3 +338,15 @@ pub fn serialize_raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::O
         Err(_) => s.serialize_str(text),
     }
 }
+
+/// An operator console session: only hashes of its id and CSRF token are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::console_sessions)]
+pub struct ConsoleSession {
+    pub id_hash: String,
+    pub credential_name: String,
+    pub csrf_hash: String,
+    pub created: NaiveDateTime,
+    pub last_seen: NaiveDateTime,
+    pub expires: NaiveDateTime,
+}

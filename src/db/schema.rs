@@ -211,6 +211,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    console_sessions (id_hash) {
+        id_hash -> Text,
+        credential_name -> Text,
+        csrf_hash -> Text,
+        created -> Timestamp,
+        last_seen -> Timestamp,
+        expires -> Timestamp,
+    }
+}
+
+diesel::joinable!(console_sessions -> credentials (credential_name));
 diesel::joinable!(outbox -> streams (stream_id));
 diesel::joinable!(stream_exclusions -> streams (stream_id));
 diesel::joinable!(outbox_counts -> streams (stream_id));
@@ -240,4 +252,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox_changes,
     stream_exclusions,
     audit_log,
+    console_sessions,
 );

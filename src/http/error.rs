@@ -14,7 +14,7 @@ pub const SCIM_JSON: &str = "application/scim+json";
 
 impl AppError {
     /// The status and SCIM error this error answers with.
-    fn as_scim(&self) -> ScimError {
+    pub(crate) fn as_scim(&self) -> ScimError {
         match self {
             Self::Scim(e) => e.clone(),
             Self::Unauthorized { .. } => ScimError::new(

@@ -11,6 +11,7 @@
 //!   `wellknown`: the JWKS and the RFC 8414 metadata.
 //! - `ssf`: the SSF transmitter API; `audit`: `/audit/events`, `/audit/verify`, the offboarding report.
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`.
+//! - `console`: the operator console at `/console` (HTML pages, its live feed as Server-Sent Events).
 //!
 //! Two middlewares wrap every route: `request_context` (request id, tracing span, audit context, metrics, access
 //! log) and, inside it, `refuse_nul`, which answers 400 to a `%00` in the path or query string before any handler
@@ -19,6 +20,7 @@
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod error;
 pub mod gtr;
 pub mod oauth;
@@ -113,6 +115,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .configure(oauth::routes)
                     .configure(ssf::routes)
                     .configure(audit::routes)
+                    .configure(console::routes)
                     .service(
                         web::scope("/scim/v2")
                             .configure(scim_users::routes)

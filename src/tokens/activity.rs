@@ -45,3 +45,62 @@ impl ActivityTracker {
         Ok(batch.len())
     }
 }
+
+/// How long one revoked token (or login) presented again is recorded only once.
+const PRESENTED_QUIET: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most distinct revoked tokens remembered at once; beyond, the oldest are forgotten.
+const PRESENTED_REMEMBERED: usize = 10_000;
+
+/// Throttles the audit record of revoked tokens presented again (`token.revoked_presented`): each token (by `jti`,
+/// or login by `sid`) at most once a minute, and at most `per_minute` records a minute in all, so a client
+/// hammering introspection with a dead token cannot fill the audit log. The first record after a full window says
+/// how many were left out.
+#[derive(Debug)]
+pub struct RevokedPresented {
+    seen: Mutex<HashMap<String, std::time::Instant>>,
+    limiter: crate::audit::FailureLimiter,
+}
+
+impl RevokedPresented {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            seen: Mutex::new(HashMap::new()),
+            limiter: crate::audit::FailureLimiter::new(per_minute),
+        }
+    }
+
+    /// Whether to record `key` presented now; `Some(n)` carries how many records were left out before.
+    pub fn admit(&self, key: &str) -> Option<u64> {
+        let mut seen = self.seen.lock().ok()?;
+        let at = std::time::Instant::now();
+        if seen
+            .get(key)
+            .is_some_and(|t| at.duration_since(*t) < PRESENTED_QUIET)
+        {
+            return None;
+        }
+        if seen.len() >= PRESENTED_REMEMBERED {
+            seen.retain(|_, t| at.duration_since(*t) < PRESENTED_QUIET);
+            if seen.len() >= PRESENTED_REMEMBERED {
+                seen.clear();
+            }
+        }
+        let suppressed = self.limiter.admit()?;
+        seen.insert(key.to_owned(), at);
+        Some(suppressed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_token_is_recorded_once_a_minute_within_a_budget() {
+        let p = RevokedPresented::new(2);
+        assert_eq!(p.admit("a"), Some(0));
+        assert_eq!(p.admit("a"), None);
+        assert_eq!(p.admit("b"), Some(0));
+        assert_eq!(p.admit("c"), None, "the budget of the minute is spent");
+    }
+}

@@ -147,6 +147,9 @@ impl Authority {
         if !active {
             // Signed, unexpired, but revoked since: a token presented after it was revoked.
             tracing::debug!(token.jti = %claims.jti, "introspection: inactive (state)");
+            if let Some(tgen) = claims.tgen {
+                self.revoked_presented(&claims, tgen, &state);
+            }
             return Ok(Introspection::inactive(state.caller_name, true));
         }
         if claims.tgen.is_some() {
@@ -157,6 +160,39 @@ impl Authority {
             caller: state.caller_name,
             revoked: false,
         })
+    }
+
+    /// Records a user's access token presented for introspection after it was revoked (throttled; see
+    /// [`super::activity::RevokedPresented`]). Introspection otherwise never writes; this is the exception, bounded.
+    fn revoked_presented(&self, claims: &AccessClaims, tgen: i64, state: &repo::tokens::IntrospectionState) {
+        let why = if state.jti_revoked {
+            "access token revoked"
+        } else if state.user_generation.is_some_and(|g| g != tgen) {
+            "sessions ended (generation changed)"
+        } else if state.user_active != Some(true) {
+            "user inactive or deleted"
+        } else if state.sid_revoked {
+            "login revoked"
+        } else {
+            return;
+        };
+        let Some(suppressed) = self.revoked_presented.admit(&claims.jti) else {
+            return;
+        };
+        let entry = super::revoked_presented_entry(
+            &claims.sub,
+            claims.preferred_username.as_deref(),
+            &claims.client_id,
+            "introspection",
+            why,
+            suppressed,
+        )
+        .actor(&state.caller_name)
+        .detail("jti", claims.jti.as_str())
+        .detail("token_generation", tgen);
+        if let Err(e) = crate::audit::record_now(&self.db, vec![entry]) {
+            tracing::warn!("could not record a revoked token presented: {e}");
+        }
     }
 
     fn authenticate_introspector(&self, caller: &Presented) -> Result<String, OAuthError> {

@@ -159,6 +159,8 @@ pub struct Authority {
     pub config: Arc<Config>,
     pub keys: Arc<KeyStore>,
     pub activity: ActivityTracker,
+    /// Throttles the record of revoked tokens presented again.
+    pub revoked_presented: activity::RevokedPresented,
     verified: verify::VerifyCache,
     revoked: revoke::RevokedJtis,
     issuers: exchange::TrustedIssuers,
@@ -176,6 +178,7 @@ impl Authority {
     pub fn new(db: Db, config: Arc<Config>, keys: Arc<KeyStore>) -> Result<Self, exchange::IssuerError> {
         let issuers = exchange::TrustedIssuers::load(&config.trusted_issuers)?;
         Ok(Self {
+            revoked_presented: activity::RevokedPresented::new(config.audit.auth_failures_per_minute),
             verified: verify::VerifyCache::new(config.tokens.verify_cache_entries),
             revoked: revoke::RevokedJtis::new(config.tokens.verify_cache_entries),
             db,
@@ -185,6 +188,28 @@ impl Authority {
             issuers,
         })
     }
+}
+
+/// The audit entry of a revoked token presented again (`via`: `introspection` or `refresh`), flagged against its
+/// user; `suppressed`: how many such records the throttle left out before this one.
+pub(crate) fn revoked_presented_entry(
+    user_id: &str,
+    user_name: Option<&str>,
+    client_id: &str,
+    via: &'static str,
+    why: &str,
+    suppressed: u64,
+) -> audit::Entry {
+    let mut e = audit::Entry::new("token.revoked_presented")
+        .user(user_id, user_name)
+        .outcome("denied")
+        .detail("client_id", client_id)
+        .detail("via", via)
+        .detail("reason", why);
+    if suppressed > 0 {
+        e = e.detail("suppressed_before", suppressed);
+    }
+    e
 }
 
 /// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
@@ -610,6 +635,19 @@ impl Authority {
                 return Ok(Refreshed::Refused("refresh token was issued to another client"));
             }
             if family.revoked_at.is_some() {
+                if let Some(suppressed) = self.revoked_presented.admit(&family.sid) {
+                    audit::record(
+                        revoked_presented_entry(
+                            &family.user_id,
+                            None,
+                            &family.client_id,
+                            "refresh",
+                            family.revoked_reason.as_deref().unwrap_or("login revoked"),
+                            suppressed,
+                        )
+                        .detail("sid", family.sid.as_str()),
+                    );
+                }
                 return Ok(Refreshed::Refused(REFRESH_REVOKED));
             }
             let reused = |c: &mut DbConnection, family: RefreshFamily| {

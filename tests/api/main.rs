@@ -10,6 +10,7 @@ mod harness;
 
 mod audit;
 mod auth;
+mod console;
 mod crash;
 mod discovery;
 mod fanout;

@@ -2,6 +2,7 @@
 //! rules here (those are in `lifecycle`), only SQL. Dialect differences are a small `match` on the connection.
 
 pub mod audit;
+pub mod console;
 pub mod credentials;
 pub mod fanout;
 pub mod groups;
