@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod outbound;
 pub mod receiver;
 pub mod scim;
+pub mod state;
 pub mod telemetry;
 pub mod tokens;
 

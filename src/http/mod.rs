@@ -77,7 +77,8 @@ impl AppState {
         }
         let keys = Arc::new(KeyStore::open(&db, &config, kek)?);
         let config = Arc::new(config);
-        let tokens = Arc::new(Authority::new(db.clone(), config.clone(), keys)?);
+        let state = crate::state::StateCache::watching(&db, config.tokens.verify_cache_entries)?;
+        let tokens = Arc::new(Authority::new(db.clone(), config.clone(), keys)?.with_state(Arc::new(state)));
         Ok(Self {
             db,
             auth_failures: Arc::new(crate::audit::FailureLimiter::new(
