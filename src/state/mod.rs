@@ -16,8 +16,9 @@
 //! - **Other instances on PostgreSQL** (and the CLI). [`changed`] also sends `NOTIFY offboard_state` in the
 //!   same transaction (PostgreSQL delivers it only if the transaction commits); a thread with its own
 //!   connection `LISTEN`s and bumps the epoch on each notification. The window between a commit returning in
-//!   another process and this one knowing is that delivery (measured in the README); it polls the connection
-//!   every [`LISTEN_POLL`].
+//!   another process and this one knowing is that delivery plus up to one [`LISTEN_POLL`] (measured in the
+//!   README); the writer closes it in practice by answering only once its own listener has taken the
+//!   notification, and as long again (see [`grace`]).
 //!
 //! Fail closed: memory is used only while the watcher is confirmed live. Until the listener has `LISTEN`ed
 //! (at start, after a reconnect), once it sees an error, or when the SQLite connection fails, every read goes
@@ -45,6 +46,18 @@ pub const LISTEN_POLL: Duration = Duration::from_millis(1);
 /// read shows only then).
 const LISTEN_PING: Duration = Duration::from_millis(500);
 
+/// How long the listener waits before connecting again after an error (memory is not used meanwhile).
+const RECONNECT_DELAY: Duration = Duration::from_millis(250);
+
+/// How recent the listener's last finished read must be for memory to be used (µs): a few polls.
+const LISTEN_FRESH_US: u64 = 3_000;
+
+/// Microseconds since the first call in this process (a monotonic clock cheap to store in an atomic).
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 static EPOCH: AtomicU64 = AtomicU64::new(1);
 
 /// The process-wide epoch: cached state is valid only under the epoch it was loaded in.
@@ -69,8 +82,59 @@ pub fn changed(conn: &mut DbConnection) -> QueryResult<()> {
     if let DbConnection::Postgres(c) = conn {
         // Within a transaction, PostgreSQL folds repeated notifications into one.
         diesel::sql_query(format!("NOTIFY {CHANNEL}")).execute(c)?;
+        if let Some(serial) = crate::db::transaction_serial() {
+            let seen = received();
+            crate::db::after_commit(move || grace(serial, seen));
+        }
     }
     Ok(())
+}
+
+/// How long a writer on PostgreSQL waits after its commit when this process has no live listener (the CLI):
+/// far above the delivery of a notification (see the README), and nothing for a command typed by a person.
+pub const CLI_GRACE: Duration = Duration::from_millis(250);
+
+/// The longest a writer waits for its own listener.
+const MAX_GRACE: Duration = Duration::from_millis(200);
+
+thread_local! {
+    /// The write transaction whose grace this thread has waited out.
+    static GRACED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Notifications taken by the live listeners of this process, and how many listeners are live.
+static RECEIVED: (Mutex<u64>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+static LIVE_LISTENERS: AtomicU64 = AtomicU64::new(0);
+
+fn received() -> u64 {
+    RECEIVED.0.lock().map_or(0, |n| *n)
+}
+
+fn note_received() {
+    if let Ok(mut n) = RECEIVED.0.lock() {
+        *n += 1;
+    }
+    RECEIVED.1.notify_all();
+}
+
+/// After a commit that changed state on PostgreSQL, before the writer answers: waits until the other processes
+/// have most likely taken the notification, once per write transaction. PostgreSQL signals every listener at
+/// the same moment, so with a live listener of its own the writer waits for that one to take a notification
+/// sent after `seen`, then as long again plus one poll; without one (the CLI) it waits [`CLI_GRACE`]. Revocations
+/// are rare; this is their only cost.
+fn grace(serial: u64, seen: u64) {
+    if GRACED.with(|g| g.replace(Some(serial))) == Some(serial) {
+        return;
+    }
+    if LIVE_LISTENERS.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(CLI_GRACE);
+        return;
+    }
+    let started = Instant::now();
+    if let Ok(guard) = RECEIVED.0.lock() {
+        drop(RECEIVED.1.wait_timeout_while(guard, MAX_GRACE, |n| *n <= seen));
+    }
+    std::thread::sleep(started.elapsed() + LISTEN_POLL);
 }
 
 /// A cache key: SHA-256 of the parts, each length-prefixed.
@@ -199,6 +263,10 @@ impl SqliteWatch {
 #[derive(Default)]
 pub struct PgWatch {
     live: AtomicBool,
+    /// When the listener last began a read of its connection that it has finished (µs since [`clock`]'s start):
+    /// memory is used only while this is recent, so a listener thread that is not scheduled (a busy machine)
+    /// cannot leave memory in use while notifications wait on its socket.
+    drained_at: AtomicU64,
     stop: AtomicBool,
     /// Notifications received (for tests and the window measurement).
     received: AtomicU64,
@@ -222,7 +290,7 @@ fn listen(url: &str, watch: &PgWatch) {
         watch.backend_pid.store(0, Ordering::SeqCst);
         invalidate();
         if !watch.stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(RECONNECT_DELAY);
         }
     }
 }
@@ -241,8 +309,10 @@ fn listen_once(url: &str, watch: &PgWatch) -> Result<(), String> {
     // Anything committed before the LISTEN took effect was not announced to this process: start afresh.
     invalidate();
     watch.live.store(true, Ordering::SeqCst);
+    let _counted = Counted::new(&LIVE_LISTENERS);
     let mut pinged = Instant::now();
     while !watch.stop.load(Ordering::SeqCst) {
+        let began = clock();
         let mut woke = false;
         for n in conn.notifications_iter() {
             match n {
@@ -258,7 +328,9 @@ fn listen_once(url: &str, watch: &PgWatch) -> Result<(), String> {
         }
         if woke {
             invalidate();
+            note_received();
         }
+        watch.drained_at.store(began, Ordering::SeqCst);
         if pinged.elapsed() >= LISTEN_PING {
             if let Err(e) = diesel::connection::SimpleConnection::batch_execute(&mut conn, "SELECT 1") {
                 watch.live.store(false, Ordering::SeqCst);
@@ -269,6 +341,22 @@ fn listen_once(url: &str, watch: &PgWatch) -> Result<(), String> {
         std::thread::sleep(LISTEN_POLL);
     }
     Ok(())
+}
+
+/// Counts a live listener while it exists.
+struct Counted(&'static AtomicU64);
+
+impl Counted {
+    fn new(counter: &'static AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The in-memory state of one server instance (see the module doc).
@@ -334,7 +422,10 @@ impl StateCache {
         match &self.watch {
             Watch::Off => None,
             Watch::Sqlite(w) => w.lock().ok()?.check(),
-            Watch::Postgres(w) => w.live.load(Ordering::SeqCst).then(epoch),
+            Watch::Postgres(w) => {
+                let fresh = clock().saturating_sub(w.drained_at.load(Ordering::SeqCst)) < LISTEN_FRESH_US;
+                (w.live.load(Ordering::SeqCst) && fresh).then(epoch)
+            }
         }
     }
 

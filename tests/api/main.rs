@@ -21,6 +21,7 @@ mod idp;
 mod lists;
 mod peers;
 mod ssf;
+mod state;
 mod storage;
 mod tokens;
 mod users;
