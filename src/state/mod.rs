@@ -313,21 +313,19 @@ fn listen_once(url: &str, watch: &PgWatch) -> Result<(), String> {
     let mut pinged = Instant::now();
     while !watch.stop.load(Ordering::SeqCst) {
         let began = clock();
-        let mut woke = false;
+        let mut woke = 0;
         for n in conn.notifications_iter() {
             match n {
-                Ok(_) => {
-                    woke = true;
-                    watch.received.fetch_add(1, Ordering::SeqCst);
-                }
+                Ok(_) => woke += 1,
                 Err(e) => {
                     watch.live.store(false, Ordering::SeqCst);
                     return Err(format!("lost its connection: {e}"));
                 }
             }
         }
-        if woke {
+        if woke > 0 {
             invalidate();
+            watch.received.fetch_add(woke, Ordering::SeqCst);
             note_received();
         }
         watch.drained_at.store(began, Ordering::SeqCst);
