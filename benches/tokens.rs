@@ -274,6 +274,9 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<bool> {
     db.migrate()?;
     let blocking_threads = config.blocking_threads_per_worker(backend);
     let mut state = AppState::open(db.clone(), config)?;
+    // Kept alive in the A/B's "off" runs too: its listener is what lets a writer of this process answer without
+    // the 250 ms wait of a process that has none (`offboard::state::CLI_GRACE`).
+    let _watching = state.tokens.clone();
     if args.no_state_cache {
         let off =
             offboard::tokens::Authority::new(db.clone(), state.config.clone(), state.tokens.keys.clone())?

@@ -515,3 +515,53 @@ impl Drop for StateCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_makes_earlier_loads_unservable() {
+        let table = Table::<u32>::new(10);
+        let k = key(&[b"a"]);
+        // Other tests of this process may commit meanwhile (which only refuses the entry): try until one sticks.
+        let at = (0..100)
+            .map(|_| epoch())
+            .find(|at| {
+                table.put(*at, k, 1);
+                table.get(*at, &k) == Some(1)
+            })
+            .expect("an entry installed");
+        // A commit between a load and its installation: what was read is not installed.
+        let loaded_at = epoch();
+        invalidate();
+        table.put(loaded_at, key(&[b"b"]), 2);
+        let now = epoch();
+        assert_eq!(table.get(now, &key(&[b"b"])), None);
+        // And nothing from before the commit is served under the new epoch.
+        assert_eq!(table.get(now, &k), None);
+        // A reader still holding the old epoch does not bring old entries back.
+        assert_eq!(table.get(at, &k), None);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_can_be_off() {
+        let table = Table::<u32>::new(2);
+        let at = epoch();
+        for i in 0u8..5 {
+            table.put(at, key(&[&[i]]), u32::from(i));
+        }
+        let held = table.memo.lock().unwrap().entries.len();
+        // Another test may move the epoch meanwhile, which only empties the table.
+        assert!(held <= 2);
+        let off = Table::<u32>::new(0);
+        off.put(at, key(&[b"x"]), 1);
+        assert_eq!(off.get(at, &key(&[b"x"])), None);
+        assert_eq!(StateCache::off().current(), None);
+    }
+
+    #[test]
+    fn keys_do_not_collide_on_concatenation() {
+        assert_ne!(key(&[b"ab", b"c"]), key(&[b"a", b"bc"]));
+    }
+}
