@@ -56,6 +56,10 @@ struct Args {
     /// Requests kept in flight.
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// Read introspection and credential state from the database on every request (the state cache off), for
+    /// an A/B comparison with the default (state in memory, `offboard::state`).
+    #[arg(long)]
+    no_state_cache: bool,
     /// Added by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -82,11 +86,16 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     offboard::outbound::install_crypto_provider();
     println!("# offboard token benchmark\n");
     println!(
-        "`cargo bench --bench tokens -- --backend {} --users {} --seconds {} --connections {}`\n",
+        "`cargo bench --bench tokens -- --backend {} --users {} --seconds {} --connections {}{}`\n",
         args.backend.flag(),
         args.users,
         args.seconds,
-        args.connections
+        args.connections,
+        if args.no_state_cache {
+            " --no-state-cache"
+        } else {
+            ""
+        }
     );
     println!("machine: {}\n", machine());
     verify_ceiling(Duration::from_secs(args.seconds.div_ceil(2).max(1)))?;
@@ -264,7 +273,16 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<bool> {
     )?;
     db.migrate()?;
     let blocking_threads = config.blocking_threads_per_worker(backend);
-    let state = AppState::open(db.clone(), config)?;
+    let mut state = AppState::open(db.clone(), config)?;
+    // Kept alive in the A/B's "off" runs too: its listener is what lets a writer of this process answer without
+    // the 250 ms wait of a process that has none (`offboard::state::CLI_GRACE`).
+    let _watching = state.tokens.clone();
+    if args.no_state_cache {
+        let off =
+            offboard::tokens::Authority::new(db.clone(), state.config.clone(), state.tokens.keys.clone())?
+                .with_state(std::sync::Arc::new(offboard::state::StateCache::off()));
+        state.tokens = std::sync::Arc::new(off);
+    }
     let introspect_secret = credentials::create(&db, "bench-rs", &[Scope::Introspect])?
         .expose()
         .to_owned();
@@ -294,6 +312,9 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<bool> {
         .flat_map(|l| l.iter().map(|(_, r)| r.clone()))
         .collect();
 
+    if backend == offboard::db::Backend::Postgres && !args.no_state_cache {
+        notify_window(&state.tokens.state, &bench_db.url())?;
+    }
     let server = common::serve(state.clone(), listener, Some(blocking_threads))?;
     let handle = server.handle();
     let root = format!("http://{addr}");
@@ -317,6 +338,48 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<bool> {
     server.join()?;
     let phases = phases?;
     Ok(report(args, access_tokens.len(), &mint, &phases))
+}
+
+/// PostgreSQL: the time from a `COMMIT` that sent `NOTIFY offboard_state` returning on another connection (as in
+/// another instance, or the CLI) to this process's listener having taken it and invalidated its memory.
+fn notify_window(state: &offboard::state::StateCache, url: &str) -> anyhow::Result<()> {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    const SAMPLES: usize = 1000;
+    let mut conn = diesel::pg::PgConnection::establish(url)?;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for _ in 0..SAMPLES {
+        let started = Instant::now();
+        while !state.is_live() {
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the state listener is not live");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let before = state.notifications();
+        conn.batch_execute(&format!("BEGIN; NOTIFY {}; COMMIT", offboard::state::CHANNEL))?;
+        let committed = Instant::now();
+        while state.notifications() == before {
+            if committed.elapsed() > Duration::from_secs(10) {
+                bail!("no notification in 10 s");
+            }
+            std::thread::yield_now();
+        }
+        hist.saturating_record(
+            u64::try_from(committed.elapsed().as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!(
+        "Cross-instance window ({SAMPLES} commits on another connection, `COMMIT` returned → this process's memory \
+         invalidated): p50 {} µs, p99 {} µs, max {} µs\n",
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.max()
+    );
+    Ok(())
 }
 
 /// Prints the table; false when any answer was wrong.

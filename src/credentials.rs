@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 
 use crate::db::models::{Credential, NewCredential};
 use crate::db::{Db, DbConnection, DbError, now, repo};
+use crate::state::CredentialKey;
 
 /// Prefix of every secret offboard issues, so secret scanners can recognise a leaked one.
 /// LOUD: changing it invalidates nothing but breaks scanners and docs that match it; do not change it.
@@ -294,16 +295,37 @@ impl Client {
 
 /// Checks a presented credential: one indexed read, then a constant-time comparison of the hashes.
 pub fn authenticate(conn: &mut DbConnection, presented: &Presented) -> diesel::QueryResult<Option<Client>> {
+    check_presented(presented, |by| match by {
+        CredentialKey::Hash(h) => repo::credentials::find_by_hash(conn, h),
+        CredentialKey::Name(n) => repo::credentials::find_by_name(conn, n),
+    })
+}
+
+/// [`authenticate`] through the in-memory credential state of the server (`crate::state`), which reads the
+/// database only when memory is not current.
+pub fn authenticate_cached(
+    cache: &crate::state::StateCache,
+    db: &Db,
+    presented: &Presented,
+) -> Result<Option<Client>, DbError> {
+    check_presented(presented, |by| cache.credential(db, by))
+}
+
+fn check_presented<E>(
+    presented: &Presented,
+    lookup: impl FnOnce(CredentialKey<'_>) -> Result<Option<Credential>, E>,
+) -> Result<Option<Client>, E> {
     // Form-posted client credentials arrive here without `parse`: the same bound, before any query.
     if !presented.is_possible() {
         return Ok(None);
     }
+    let bearer_hash;
     let (row, secret) = match presented {
-        Presented::Bearer(secret) => (
-            repo::credentials::find_by_hash(conn, &hash_secret(secret))?,
-            secret,
-        ),
-        Presented::Basic { name, secret } => (repo::credentials::find_by_name(conn, name)?, secret),
+        Presented::Bearer(secret) => {
+            bearer_hash = hash_secret(secret);
+            (lookup(CredentialKey::Hash(&bearer_hash))?, secret)
+        }
+        Presented::Basic { name, secret } => (lookup(CredentialKey::Name(name))?, secret),
     };
     let Some(row) = row else { return Ok(None) };
     let presented_hash = hash_secret(secret);

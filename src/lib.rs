@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod receiver;
 pub mod scim;
+pub mod state;
 pub mod telemetry;
 pub mod tokens;
 

@@ -3,8 +3,9 @@
 //!
 //! The extractor only parses the header (a missing or unparsable one is refused at once, 401). The credential is
 //! checked against the database by [`Authenticated::run`], inside the same blocking hop as the handler's domain
-//! call, so a request costs one hop, not two; a credential revoked by the CLI is refused from the next request
-//! on, with no cache to go stale. Unknown or revoked → 401 with a `WWW-Authenticate: Bearer` challenge carrying
+//! call, so a request costs one hop, not two. The credential row is kept in memory by `crate::state`, which drops it
+//! once a change commits anywhere (this process, the CLI, another instance): a credential revoked by the CLI is
+//! refused from the next request on. Unknown or revoked → 401 with a `WWW-Authenticate: Bearer` challenge carrying
 //! `error="invalid_token"`; no credential at all (no header, or a scheme other than Bearer and Basic) → 401 with
 //! a bare challenge (RFC 6750 §3.1); valid without the scope → 403. Last-used times are recorded in memory and written in batches.
 //!
@@ -24,6 +25,7 @@ use crate::credentials::{self, Client, Presented, Scope, UsageTracker};
 use crate::db::Db;
 use crate::error::AppError;
 use crate::metrics::{AuthFailure, Metrics};
+use crate::state::StateCache;
 
 /// A scope an endpoint requires, as a type.
 pub trait RequiredScope {
@@ -67,6 +69,7 @@ impl RequiredScope for ScimScope {
 pub struct Authenticated<S> {
     presented: Presented,
     db: Db,
+    state: Arc<StateCache>,
     usage: Arc<UsageTracker>,
     failures: Arc<FailureLimiter>,
     metrics: Arc<Metrics>,
@@ -80,6 +83,7 @@ impl<S> Clone for Authenticated<S> {
         Self {
             presented: self.presented.clone(),
             db: self.db.clone(),
+            state: self.state.clone(),
             usage: self.usage.clone(),
             failures: self.failures.clone(),
             metrics: self.metrics.clone(),
@@ -111,6 +115,7 @@ impl<S: RequiredScope> Authenticated<S> {
         let Self {
             presented,
             db,
+            state,
             usage,
             failures,
             metrics,
@@ -118,9 +123,8 @@ impl<S: RequiredScope> Authenticated<S> {
             ..
         } = self;
         super::blocking_as(move || {
-            let client = db
-                .read(|c| credentials::authenticate(c, &presented).map_err(AppError::from))
-                .map_err(E::from)?;
+            let client = credentials::authenticate_cached(&state, &db, &presented)
+                .map_err(|e| E::from(AppError::from(e)))?;
             let Some(client) = client else {
                 tracing::info!("rejected an unknown or revoked credential");
                 metrics.auth_failure(AuthFailure::UnknownCredential);
@@ -202,6 +206,7 @@ impl<S: RequiredScope + 'static> FromRequest for Authenticated<S> {
         ready(Ok(Self {
             presented,
             db: state.db.clone(),
+            state: state.tokens.state.clone(),
             usage: state.usage.clone(),
             failures: state.auth_failures.clone(),
             metrics: state.metrics.clone(),

@@ -82,7 +82,8 @@ impl AppState {
         }
         let keys = Arc::new(KeyStore::open(&db, &config, kek)?);
         let config = Arc::new(config);
-        let tokens = Arc::new(Authority::new(db.clone(), config.clone(), keys)?);
+        let state = crate::state::StateCache::watching(&db, config.tokens.verify_cache_entries)?;
+        let tokens = Arc::new(Authority::new(db.clone(), config.clone(), keys)?.with_state(Arc::new(state)));
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let waits = metrics.clone();
         db.on_checkout(move |d| waits.pool_waited(d.as_secs_f64()));

@@ -15,8 +15,9 @@
 //!
 //! A key can also be declared **compromised** ([`compromise`], `offboard keys compromise`): it is trusted for
 //! nothing from that commit on. No cache may outlive that, whichever process made it: introspection reads the
-//! key's state in its one statement, and the token endpoint and the JWKS re-read the (tiny) list of compromised
-//! keys on every request ([`KeyStore::sync`]) and reload the keys when it changed; verified-signature caches are
+//! key's state in its one statement (whose memory, `crate::state`, the compromise's commit empties), and the
+//! token endpoint and the JWKS re-read the (tiny) list of compromised keys on every request
+//! ([`KeyStore::sync`]) and reload the keys when it changed; verified-signature caches are
 //! checked against the keys in memory on every hit. Only the signing of SETs and audit records follows at the
 //! periodic reload.
 

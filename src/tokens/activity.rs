@@ -69,6 +69,13 @@ impl RevokedPresented {
         }
     }
 
+    /// Whether `key` was recorded within the quiet period, so presenting it now would record nothing.
+    pub fn quiet(&self, key: &str) -> bool {
+        self.seen
+            .lock()
+            .is_ok_and(|seen| seen.get(key).is_some_and(|t| t.elapsed() < PRESENTED_QUIET))
+    }
+
     /// Whether to record `key` presented now; `Some(n)` carries how many records were left out before.
     pub fn admit(&self, key: &str) -> Option<u64> {
         let mut seen = self.seen.lock().ok()?;

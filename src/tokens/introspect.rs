@@ -2,9 +2,10 @@
 //! ARCHITECTURE.md invariant 2 holds: signature under a published key of its own algorithm, `typ`, `iss`, `aud`,
 //! `exp`, `nbf` (5 s leeway), the user live and active, `tgen` equal to the current generation, `jti` not
 //! revoked, `sid` family not revoked (docs/decisions/0018-when-a-token-is-active.md), signing key not declared
-//! compromised. Everything but the signature is read in one indexed
-//! statement together with the caller's credential (§22), so there is no state cache to go stale: a change
-//! committed by any instance or by the CLI shows on the next call. Anything else answers `{"active": false}`
+//! compromised. Everything but the signature is read in one indexed statement together with the caller's
+//! credential, and kept in memory by `crate::state`, which drops it once any change of that state commits, in this
+//! process or (announced) in another: a change committed by any instance or by the CLI shows on the next call.
+//! Anything else answers `{"active": false}`
 //! and nothing more.
 
 use serde_json::{Value, json};
@@ -91,6 +92,14 @@ fn active_access(claims: &AccessClaims) -> Value {
     v
 }
 
+/// The key of a caller's view of a token's state: who asks (secret hash or name) and the token itself.
+fn state_key(caller: &Presented, presented_hash: &str, token: &str) -> [u8; 32] {
+    match caller {
+        Presented::Bearer(_) => crate::state::key(&[b"hash", presented_hash.as_bytes(), token.as_bytes()]),
+        Presented::Basic { name, .. } => crate::state::key(&[b"name", name.as_bytes(), token.as_bytes()]),
+    }
+}
+
 impl Authority {
     /// Introspects `token` for the caller that presented `caller` (which needs scope `introspect`).
     pub fn introspect(&self, caller: &Presented, token: &str) -> Result<Introspection, OAuthError> {
@@ -107,20 +116,75 @@ impl Authority {
             }
         };
         let presented_hash = presented_hash(caller);
-        let key = match caller {
-            Presented::Bearer(_) => CallerKey::SecretHash(&presented_hash),
-            Presented::Basic { name, .. } => CallerKey::Name(name),
-        };
-        let sid = claims.sid.as_deref().unwrap_or_default();
-        let state = self.db.read(|c| {
-            repo::tokens::introspection_state(c, key, &claims.sub, &claims.jti, sid, &claims.client_id, &kid)
+        let key = state_key(caller, &presented_hash, token);
+        let at = self.state.current();
+        let cached = at.and_then(|at| self.state.introspection(at, &key));
+        let state = if let Some(state) = cached {
+            state
+        } else {
+            let caller_key = match caller {
+                Presented::Bearer(_) => CallerKey::SecretHash(&presented_hash),
+                Presented::Basic { name, .. } => CallerKey::Name(name),
+            };
+            let sid = claims.sid.as_deref().unwrap_or_default();
+            let state = self.db.read(|c| {
+                repo::tokens::introspection_state(
+                    c,
+                    caller_key,
+                    &claims.sub,
+                    &claims.jti,
+                    sid,
+                    &claims.client_id,
+                    &kid,
+                )
                 .map_err(OAuthError::from)
-        })?;
-        let Some(state) = state else {
-            return Err(OAuthError::InvalidClient { presented: true });
+            })?;
+            let Some(state) = state else {
+                return Err(OAuthError::InvalidClient { presented: true });
+            };
+            if let Some(at) = at {
+                self.state.put_introspection(at, key, state.clone());
+            }
+            state
         };
+        self.decide(&presented_hash, &claims, state, true)
+    }
+
+    /// The answer from memory alone — a signature verified before and state current in memory — or None when
+    /// the database (or a signature check) is needed, or the answer is an error: then
+    /// [`introspect`](Self::introspect) answers, in a blocking task. Cheap enough for the async thread.
+    /// A revoked user token not recorded as presented within the quiet period goes to the blocking path too, where
+    /// that record is written.
+    pub fn introspect_from_memory(&self, caller: &Presented, token: &str) -> Option<Introspection> {
+        if token.starts_with(REFRESH_PREFIX) {
+            return None;
+        }
+        let at = self.state.current()?;
+        let (claims, _) = self.verified_in_memory(token)?;
+        let presented_hash = presented_hash(caller);
+        let state = self
+            .state
+            .introspection(at, &state_key(caller, &presented_hash, token))?;
+        if state.key_compromised {
+            return None;
+        }
+        let answer = self.decide(&presented_hash, &claims, state, false).ok()?;
+        if answer.revoked && claims.tgen.is_some() && !self.revoked_presented.quiet(&claims.jti) {
+            return None;
+        }
+        Some(answer)
+    }
+
+    /// The answer for a verified access token given its state.
+    fn decide(
+        &self,
+        presented_hash: &str,
+        claims: &AccessClaims,
+        state: repo::tokens::IntrospectionState,
+        record: bool,
+    ) -> Result<Introspection, OAuthError> {
         check_caller(
-            &presented_hash,
+            presented_hash,
             &state.caller_secret_hash,
             state.caller_live,
             &state.caller_scopes,
@@ -147,8 +211,8 @@ impl Authority {
         if !active {
             // Signed, unexpired, but revoked since: a token presented after it was revoked.
             tracing::debug!(token.jti = %claims.jti, "introspection: inactive (state)");
-            if let Some(tgen) = claims.tgen {
-                self.revoked_presented(&claims, tgen, &state);
+            if let (Some(tgen), true) = (claims.tgen, record) {
+                self.revoked_presented(claims, tgen, &state);
             }
             return Ok(Introspection::inactive(state.caller_name, true));
         }
@@ -156,7 +220,7 @@ impl Authority {
             self.activity.introspected(&claims.sub, &claims.client_id);
         }
         Ok(Introspection {
-            answer: active_access(&claims),
+            answer: active_access(claims),
             caller: state.caller_name,
             revoked: false,
         })
@@ -196,9 +260,7 @@ impl Authority {
     }
 
     fn authenticate_introspector(&self, caller: &Presented) -> Result<String, OAuthError> {
-        let client = self
-            .db
-            .read(|c| crate::credentials::authenticate(c, caller).map_err(OAuthError::from))?
+        let client = crate::credentials::authenticate_cached(&self.state, &self.db, caller)?
             .ok_or(OAuthError::InvalidClient { presented: true })?;
         if !client.has(Scope::Introspect) {
             return Err(OAuthError::InsufficientScope(Scope::Introspect.as_str()));

@@ -164,6 +164,8 @@ pub struct Authority {
     verified: verify::VerifyCache,
     revoked: revoke::RevokedJtis,
     issuers: exchange::TrustedIssuers,
+    /// Revocation and credential state in memory (`crate::state`); off unless [`with_state`](Self::with_state).
+    pub state: Arc<crate::state::StateCache>,
 }
 
 impl fmt::Debug for Authority {
@@ -186,7 +188,15 @@ impl Authority {
             keys,
             activity: ActivityTracker::default(),
             issuers,
+            state: Arc::new(crate::state::StateCache::off()),
         })
+    }
+
+    /// The same authority, keeping introspection and credential state in `state`.
+    #[must_use]
+    pub fn with_state(mut self, state: Arc<crate::state::StateCache>) -> Self {
+        self.state = state;
+        self
     }
 }
 

@@ -116,6 +116,14 @@ impl Authority {
         Ok((claims, kid))
     }
 
+    /// [`verify_access_kid`](Self::verify_access_kid) for a token whose signature was verified before; None
+    /// when it must be verified (or is not valid).
+    pub fn verified_in_memory(&self, token: &str) -> Option<(Arc<AccessClaims>, Arc<str>)> {
+        let (claims, kid) = self.verified.get(&cache_key(token))?;
+        check_times(&claims, unix_now()).ok()?;
+        self.keys.trusts(&kid).then_some((claims, kid))
+    }
+
     fn verify_uncached(&self, token: &str) -> Result<(AccessClaims, String), Invalid> {
         if token.len() > 16 * 1024 || token.bytes().filter(|b| *b == b'.').count() != 2 {
             return Err(Invalid::Malformed);

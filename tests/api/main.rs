@@ -24,6 +24,7 @@ mod metrics;
 mod peers;
 mod pending;
 mod ssf;
+mod state;
 mod storage;
 mod tokens;
 mod users;

@@ -10,8 +10,9 @@ use crate::db::schema::credentials;
 pub fn insert(conn: &mut DbConnection, new: &NewCredential<'_>) -> QueryResult<()> {
     diesel::insert_into(credentials::table)
         .values(new)
-        .execute(conn)
-        .map(drop)
+        .execute(conn)?;
+    // A token's client may come into being (service tokens name theirs).
+    crate::state::changed(conn)
 }
 
 pub fn find_by_hash(conn: &mut DbConnection, secret_hash: &str) -> QueryResult<Option<Credential>> {
@@ -39,11 +40,15 @@ pub fn list(conn: &mut DbConnection) -> QueryResult<Vec<Credential>> {
 
 /// Marks a live credential revoked; returns rows changed (0 when absent or already revoked).
 pub fn revoke(conn: &mut DbConnection, name: &str, now: NaiveDateTime) -> QueryResult<usize> {
-    diesel::update(credentials::table)
+    let n = diesel::update(credentials::table)
         .filter(credentials::name.eq(name))
         .filter(credentials::revoked_at.is_null())
         .set(credentials::revoked_at.eq(now))
-        .execute(conn)
+        .execute(conn)?;
+    if n > 0 {
+        crate::state::changed(conn)?;
+    }
+    Ok(n)
 }
 
 /// Records when credentials were last used (batched by the caller).

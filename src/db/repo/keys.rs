@@ -107,7 +107,7 @@ pub const COMPROMISED: &str = "compromised";
 
 /// Marks `kid` compromised as of `now`: out of the JWKS and of every verification at once.
 pub fn mark_compromised(conn: &mut DbConnection, kid: &str, now: NaiveDateTime) -> QueryResult<usize> {
-    diesel::update(signing_keys::table)
+    let n = diesel::update(signing_keys::table)
         .filter(signing_keys::kid.eq(kid))
         .filter(signing_keys::state.ne(COMPROMISED))
         .set((
@@ -115,5 +115,9 @@ pub fn mark_compromised(conn: &mut DbConnection, kid: &str, now: NaiveDateTime) 
             signing_keys::retired_at.eq(now),
             signing_keys::publish_until.eq(now),
         ))
-        .execute(conn)
+        .execute(conn)?;
+    if n > 0 {
+        crate::state::changed(conn)?;
+    }
+    Ok(n)
 }

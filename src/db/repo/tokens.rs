@@ -84,14 +84,18 @@ pub fn revoke_family(
     at: NaiveDateTime,
     reason: &str,
 ) -> QueryResult<usize> {
-    diesel::update(refresh_families::table)
+    let n = diesel::update(refresh_families::table)
         .filter(refresh_families::sid.eq(sid))
         .filter(refresh_families::revoked_at.is_null())
         .set((
             refresh_families::revoked_at.eq(at),
             refresh_families::revoked_reason.eq(reason),
         ))
-        .execute(conn)
+        .execute(conn)?;
+    if n > 0 {
+        crate::state::changed(conn)?;
+    }
+    Ok(n)
 }
 
 /// Revokes every live family of a user; returns how many.
@@ -101,14 +105,18 @@ pub fn revoke_user_families(
     at: NaiveDateTime,
     reason: &str,
 ) -> QueryResult<usize> {
-    diesel::update(refresh_families::table)
+    let n = diesel::update(refresh_families::table)
         .filter(refresh_families::user_id.eq(user_id))
         .filter(refresh_families::revoked_at.is_null())
         .set((
             refresh_families::revoked_at.eq(at),
             refresh_families::revoked_reason.eq(reason),
         ))
-        .execute(conn)
+        .execute(conn)?;
+    if n > 0 {
+        crate::state::changed(conn)?;
+    }
+    Ok(n)
 }
 
 /// Live (not revoked, not expired) families of a user, newest first.
@@ -142,11 +150,14 @@ pub fn revoke_jti(
         ))
         .on_conflict_do_nothing();
     // `MultiConnection` has no upsert: the same statement on each backend's own connection.
-    match conn {
+    let first = match conn {
         DbConnection::Postgres(c) => insert.execute(c),
         DbConnection::Sqlite(c) => insert.execute(c),
+    }? == 1;
+    if first {
+        crate::state::changed(conn)?;
     }
-    .map(|n| n == 1)
+    Ok(first)
 }
 
 /// Records an assertion id; returns false when it was seen already (a replay), also when a concurrent request
@@ -183,6 +194,9 @@ pub fn prune(conn: &mut DbConnection, at: NaiveDateTime, family_cutoff: NaiveDat
     let c = diesel::delete(refresh_tokens::table.filter(refresh_tokens::sid.eq_any(old))).execute(conn)?;
     let d = diesel::delete(refresh_families::table.filter(refresh_families::expires_at.lt(family_cutoff)))
         .execute(conn)?;
+    if a + d > 0 {
+        crate::state::changed(conn)?;
+    }
     Ok(a + b + c + d)
 }
 

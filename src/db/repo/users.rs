@@ -103,12 +103,17 @@ pub fn update(
     version: i64,
     change: &UserChange<'_>,
 ) -> QueryResult<usize> {
-    diesel::update(users::table)
+    let n = diesel::update(users::table)
         .filter(users::id.eq(id))
         .filter(users::version.eq(version))
         .filter(users::deleted_at.is_null())
         .set((change, users::version.eq(version + 1)))
-        .execute(conn)
+        .execute(conn)?;
+    // An inactive user's tokens are inactive: cached state that saw it active is stale.
+    if n > 0 && !change.active {
+        crate::state::changed(conn)?;
+    }
+    Ok(n)
 }
 
 /// Increments the token generation; returns the new value.
@@ -117,6 +122,7 @@ pub fn bump_generation(conn: &mut DbConnection, id: &str) -> QueryResult<i64> {
         .filter(users::id.eq(id))
         .set(users::token_generation.eq(users::token_generation + 1))
         .execute(conn)?;
+    crate::state::changed(conn)?;
     users::table
         .filter(users::id.eq(id))
         .select(users::token_generation)
@@ -147,6 +153,9 @@ pub fn tombstone(conn: &mut DbConnection, id: &str, version: i64, now: NaiveDate
         ))
         .execute(conn)?;
     diesel::delete(user_emails::table.filter(user_emails::user_id.eq(id))).execute(conn)?;
+    if n > 0 {
+        crate::state::changed(conn)?;
+    }
     Ok(n)
 }
 
