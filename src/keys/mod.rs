@@ -711,9 +711,18 @@ pub fn compromise(
             }
             None => None,
         };
+        // Services that cache the JWKS learn it from the fan-out, in this transaction like every revocation.
+        let txn = crate::fanout::new_txn();
+        let queued = crate::fanout::enqueue_unattributed(
+            c,
+            &txn,
+            &[crate::fanout::Event::KeyCompromised { kid, reason }],
+        )?;
         crate::audit::record(
             crate::audit::Entry::new("key.compromised")
                 .target("key", kid, None)
+                .detail("txn", txn.as_str())
+                .detail("sets_queued", queued)
                 .detail("alg", alg.as_str())
                 .detail("was", row.state.as_str())
                 .detail("reason", reason)

@@ -45,11 +45,24 @@ impl Authority {
                 .detail("kind", "access_token")
                 .detail("jti", claims.jti.as_str())
                 .detail("client_id", claims.client_id.as_str());
+            // Services that verify tokens locally learn it from the fan-out: a `session-revoked` SET whose subject
+            // is this one token (`jwt_id`), kept by them until the token's `exp`.
+            let event = crate::fanout::Event::TokenRevoked {
+                jti: &claims.jti,
+                exp: claims.exp + leeway,
+                reason: "access token revoked by the client (RFC 7009)",
+                initiator: crate::fanout::Initiator::Policy,
+            };
+            let txn = crate::fanout::new_txn();
+            let queued = match claims.tgen {
+                Some(tgen) => crate::fanout::enqueue(c, &claims.sub, &txn, tgen, &[event])?,
+                None => crate::fanout::enqueue_unattributed(c, &txn, &[event])?,
+            };
             entry = match claims.tgen {
                 Some(_) => entry.user(&claims.sub, claims.preferred_username.as_deref()),
                 None => entry.target("credential", &claims.sub, None),
             };
-            crate::audit::record(entry);
+            crate::audit::record(entry.detail("txn", txn.as_str()).detail("sets_queued", queued));
             Ok(true)
         })?;
         self.revoked.insert(&claims.jti, claims.exp + leeway);

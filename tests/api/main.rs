@@ -20,6 +20,7 @@ mod hostile;
 mod idp;
 mod lists;
 mod peers;
+mod snapshot;
 mod ssf;
 mod storage;
 mod tokens;
