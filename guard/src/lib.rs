@@ -81,7 +81,7 @@ pub struct GuardConfig {
     pub issuer: String,
     /// The `aud` this service accepts.
     pub audience: String,
-    /// The service's poll stream (`POST /ssf/streams` without `delivery`, or `offboard streams add --poll`).
+    /// The service's poll stream (`POST /ssf/streams` without `delivery`), one per guard.
     pub stream_id: String,
     /// The secret of the credential that owns the stream (scope `ssf.manage`).
     pub stream_credential: String,
