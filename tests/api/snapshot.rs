@@ -114,6 +114,45 @@ async fn a_jti_revocation_queues_a_set_about_that_token(backend: Backend) {
     assert_eq!(event["initiating_entity"], "policy");
 }
 
+/// A service token (no user) revoked by `jti` is told to the streams too, and listed by the snapshot.
+async fn a_service_token_revoked_by_jti_queues_a_set(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.tokens
+            .client_credentials
+            .insert("deploy-bot".into(), vec!["repo:read".into()]);
+    })
+    .await;
+    let (stream, secret) = poll_stream(&app, "svc-bot").await;
+    let bot = app.credential("deploy-bot", &[Scope::Introspect]);
+    let res = app
+        .form(
+            "/oauth2/token",
+            Some(("deploy-bot", &bot)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let token = res.body["access_token"].as_str().unwrap().to_owned();
+    let res = app
+        .form("/oauth2/revoke", Some(("deploy-bot", &bot)), &[("token", &token)])
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let sets = drain(&app, &stream, &secret).await;
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert_eq!(
+        sets[0]["sub_id"],
+        json!({"format": "jwt_id", "iss": ISSUER, "jti": jti_of(&token)})
+    );
+    assert_eq!(sets[0]["events"][SESSION_REVOKED]["exp"], j_exp(&token) + 5);
+    let snap = snapshot(&app, &format!("stream_id={stream}"), &secret).await;
+    assert_eq!(
+        snap.body["tokens"][0]["jti"],
+        jti_of(&token).as_str(),
+        "{}",
+        snap.text
+    );
+}
+
 async fn a_key_compromise_queues_a_set_with_the_kid(backend: Backend) {
     let app = TestApp::start(backend).await;
     let (stream, secret) = poll_stream(&app, "svc-kid").await;
@@ -339,6 +378,7 @@ async fn snapshot_then_poll_misses_nothing(backend: Backend) {
 
 both_backends!(
     a_jti_revocation_queues_a_set_about_that_token,
+    a_service_token_revoked_by_jti_queues_a_set,
     a_key_compromise_queues_a_set_with_the_kid,
     the_snapshot_lists_what_can_still_kill_a_token_paged,
     snapshot_then_poll_misses_nothing,
