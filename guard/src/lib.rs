@@ -96,6 +96,8 @@ pub struct GuardConfig {
     pub when_stale: WhenStale,
     /// Timeout of each request to offboard. Default 5 s.
     pub request_timeout: Duration,
+    /// Entries per page of the snapshot read at start (1–1000). Default 1000.
+    pub snapshot_page_size: u32,
 }
 
 impl std::fmt::Debug for GuardConfig {
@@ -131,6 +133,7 @@ impl GuardConfig {
             jwks_refresh_interval: Duration::from_secs(30),
             when_stale: WhenStale::FailClosed,
             request_timeout: Duration::from_secs(5),
+            snapshot_page_size: 1000,
         }
     }
 
@@ -154,6 +157,9 @@ impl GuardConfig {
         }
         if self.audience.is_empty() || self.stream_id.is_empty() || self.stream_credential.is_empty() {
             return bad("audience, stream_id and stream_credential are required");
+        }
+        if !(1..=1000).contains(&self.snapshot_page_size) {
+            return bad("snapshot_page_size must be 1-1000");
         }
         if self.leeway > MAX_LEEWAY {
             return bad("leeway must be at most 30 s");
@@ -368,7 +374,10 @@ impl Guard {
         let started = Instant::now();
         let mut revocations = Revocations::default();
         let mut url = format!("{iss}/ssf/snapshot");
-        let mut query = vec![("stream_id", config.stream_id.clone())];
+        let mut query = vec![
+            ("stream_id", config.stream_id.clone()),
+            ("limit", config.snapshot_page_size.to_string()),
+        ];
         let mut first: Option<(i64, i64)> = None;
         loop {
             let (headers, text) = fetch_text(

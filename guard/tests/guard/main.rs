@@ -129,27 +129,44 @@ async fn a_token_revoked_by_jti_is_refused(backend: Backend) {
 /// holds nothing about them) is refused from the very first check, by the snapshot.
 async fn after_a_restart_a_deactivated_users_token_is_refused_at_once(backend: Backend) {
     let ob = Offboard::start(backend);
-    let (first, config) = ob.guard("svc-c").await;
+    let (first, mut config) = ob.guard("svc-c").await;
     let gone = ob.create_user("gone@example.com").await;
+    let also_gone = ob.create_user("also-gone@example.com").await;
     ob.create_user("stays@example.com").await;
     let token = ob.login("gone@example.com").access_token;
+    let also_token = ob.login("also-gone@example.com").access_token;
     let other = ob.login("stays@example.com").access_token;
+    let revoked = ob.login("stays@example.com").access_token;
     first.check(&token).await.unwrap();
     ob.deactivate(&gone).await;
+    ob.deactivate(&also_gone).await;
+    let (status, _) = ob.form("/oauth2/revoke", &[("token", &revoked)]).await;
+    assert_eq!(status, 200);
     eventually(POLL + MARGIN, || async {
-        refused(&first, &token).await.is_some()
+        refused(&first, &token).await.is_some() && refused(&first, &revoked).await.is_some()
     })
     .await;
     // The old guard acknowledges what it applied with its next poll; then it goes away.
     eventually(POLL + MARGIN, || async { ob.pending(&config.stream_id) == 0 }).await;
     drop(first);
 
+    // One entry a snapshot page: the guard follows every `Link: rel="next"` before it starts.
+    config.snapshot_page_size = 1;
     let restarted = Guard::start(config.clone()).await.unwrap();
+    for t in [&token, &also_token] {
+        assert_eq!(
+            refused(&restarted, t).await,
+            Some(Refusal::Revoked(Revoked::Generation)),
+            "refused before anything came from the feed"
+        );
+    }
     assert_eq!(
-        refused(&restarted, &token).await,
-        Some(Refusal::Revoked(Revoked::Generation)),
-        "refused before anything came from the feed"
+        refused(&restarted, &revoked).await,
+        Some(Refusal::Revoked(Revoked::Token))
     );
+    let (subjects, sessions, tokens, _) = restarted.status().entries;
+    assert_eq!((subjects, tokens), (2, 1));
+    assert!(sessions >= 2, "the deactivated users' logins: {sessions}");
     assert_eq!(restarted.status().sets_applied, 0, "{:?}", restarted.status());
     let claims = restarted.check(&other).await.unwrap();
     assert_eq!(claims.preferred_username.as_deref(), Some("stays@example.com"));
