@@ -117,6 +117,11 @@ pub struct Offboard {
 
 impl Offboard {
     pub fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {})
+    }
+
+    /// Starts offboard with its configuration changed by `tweak`.
+    pub fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
         offboard::outbound::install_crypto_provider();
         let db_guard = TestDb::create(backend);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -128,6 +133,7 @@ impl Offboard {
         };
         config.keys.kek = Some(SecretString::new(TEST_KEK));
         config.keys.import_pem_file = Some(keys_file().to_owned());
+        tweak(&mut config);
         let db = Db::open(
             &DbUrl::parse(&config.database_url).unwrap(),
             &DbOptions {
@@ -258,13 +264,21 @@ impl Offboard {
     pub async fn form(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
         let mut all = vec![("client_id", "offboard-cli")];
         all.extend_from_slice(params);
-        let res = self
-            .http
-            .post(format!("{}{path}", self.issuer))
-            .form(&all)
-            .send()
-            .await
-            .unwrap();
+        self.form_as(None, path, &all).await
+    }
+
+    /// POSTs a form, with HTTP Basic `name:secret` when given; returns (status, body).
+    pub async fn form_as(
+        &self,
+        basic: Option<(&str, &str)>,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.issuer)).form(params);
+        if let Some((name, secret)) = basic {
+            req = req.basic_auth(name, Some(secret));
+        }
+        let res = req.send().await.unwrap();
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }

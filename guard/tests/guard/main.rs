@@ -125,6 +125,40 @@ async fn a_token_revoked_by_jti_is_refused(backend: Backend) {
     );
 }
 
+/// A service token (`client_credentials`: no user, no `tgen`) is accepted until it is revoked by its `jti`.
+async fn a_service_token_is_accepted_until_revoked(backend: Backend) {
+    let ob = Offboard::start_with(backend, |c| {
+        c.tokens
+            .client_credentials
+            .insert("deploy-bot".into(), vec!["repo:read".into()]);
+    });
+    let (guard, _) = ob.guard("svc-s").await;
+    let bot = ob.credential("deploy-bot", &[Scope::Introspect]);
+    let (status, body) = ob
+        .form_as(
+            Some(("deploy-bot", &bot)),
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let claims = guard.check(&token).await.unwrap();
+    assert_eq!((claims.sub.as_str(), claims.tgen), ("deploy-bot", None));
+    let (status, _) = ob
+        .form_as(Some(("deploy-bot", &bot)), "/oauth2/revoke", &[("token", &token)])
+        .await;
+    assert_eq!(status, 200);
+    eventually(POLL + MARGIN, || async {
+        refused(&guard, &token).await.is_some()
+    })
+    .await;
+    assert_eq!(
+        refused(&guard, &token).await,
+        Some(Refusal::Revoked(Revoked::Token))
+    );
+}
+
 /// (c) After the guard restarts, a user deactivated before (whose SETs the old guard acknowledged, so the feed
 /// holds nothing about them) is refused from the very first check, by the snapshot.
 async fn after_a_restart_a_deactivated_users_token_is_refused_at_once(backend: Backend) {
@@ -395,6 +429,7 @@ async fn the_actix_middleware_protects_a_service(backend: Backend) {
 }
 
 both_backends!(
+    a_service_token_is_accepted_until_revoked,
     the_actix_middleware_protects_a_service,
     a_session_ended_by_reuse_or_revocation_is_refused,
     a_token_revoked_by_jti_is_refused,
