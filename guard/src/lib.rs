@@ -802,3 +802,60 @@ async fn apply_set(inner: &Inner, set: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(issuer: &str) -> GuardConfig {
+        GuardConfig::new(issuer, "svc", "stream", "secret")
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        assert!(config("https://offboard.example.com").validate().is_ok());
+        assert!(config("http://127.0.0.1:8080").validate().is_ok());
+        assert!(config("http://localhost").validate().is_ok());
+        for bad in [
+            "http://offboard.example.com",
+            "http://127.0.0.1.evil.example",
+            "ftp://x",
+        ] {
+            assert!(config(bad).validate().is_err(), "{bad}");
+        }
+        let mut c = config("https://o.example");
+        assert_eq!(c.freshness(), Duration::from_secs(6), "poll interval + 5 s");
+        c.leeway = Duration::from_secs(31);
+        assert!(c.validate().is_err(), "leeway above 30 s");
+        let mut c = config("https://o.example");
+        c.freshness_bound = Some(Duration::from_millis(500));
+        assert!(c.validate().is_err(), "a bound shorter than the poll interval");
+        let mut c = config("https://o.example");
+        c.snapshot_page_size = 0;
+        assert!(c.validate().is_err());
+        assert!(
+            !format!("{c:?}").contains("secret"),
+            "Debug leaves the credential out"
+        );
+    }
+
+    #[test]
+    fn media_types_and_links() {
+        assert!(typ_is(Some("at+jwt"), "at+jwt"));
+        assert!(typ_is(Some("application/AT+JWT"), "at+jwt"));
+        assert!(!typ_is(Some("JWT"), "at+jwt"));
+        assert!(!typ_is(None, "at+jwt"));
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::LINK,
+            reqwest::header::HeaderValue::from_static(
+                "<https://o.example/ssf/snapshot?after=x>; rel=\"next\"",
+            ),
+        );
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://o.example/ssf/snapshot?after=x")
+        );
+        assert_eq!(next_link(&reqwest::header::HeaderMap::new()), None);
+    }
+}
