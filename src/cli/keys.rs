@@ -98,7 +98,7 @@ pub fn run(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::Compromise { kid, reason } => {
-            let c = keys::compromise(db, &kek, config, &kid, &reason)?;
+            let c = offboard::lifecycle::compromise_key(db, &kek, config, &kid, &reason)?;
             eprintln!(
                 "Key {} ({}, was {}) is compromised: it is out of the JWKS and no token it signed is accepted.",
                 c.kid,

@@ -15,6 +15,7 @@ diesel::table! {
         created -> Timestamp,
         last_modified -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
+        generation_at -> Nullable<Timestamp>,
     }
 }
 

@@ -15,10 +15,16 @@
 //! `session-revoked`; reactivate → `account-enabled`; sessions ended with the account kept (group removal, Global
 //! Token Revocation, `users revoke-tokens`) → `session-revoked`; one login ended (refresh-token reuse, RFC 7009)
 //! → `session-revoked` for that session. Every event carries `min_tgen`, the generation now in force.
+//!
+//! Two revocations have no user-wide event: an access token revoked by its `jti` (RFC 7009) is a CAEP
+//! `session-revoked` whose subject is that one token (SSF's `jwt_id` format: `iss` + `jti`), with the token's
+//! `exp`; a signing key declared compromised is offboard's own [`KEY_COMPROMISED`] event with the `kid` (README,
+//! "Revocation fan-out", says why).
 
 pub mod metrics;
 pub mod pending;
 pub mod poll;
+pub mod snapshot;
 pub mod streams;
 pub mod worker;
 
@@ -34,9 +40,18 @@ pub const ACCOUNT_DISABLED: &str = "https://schemas.openid.net/secevent/risc/eve
 pub const ACCOUNT_ENABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-enabled";
 pub const ACCOUNT_PURGED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-purged";
 pub const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
+/// offboard's own event: a signing key (`kid`) must no longer be trusted. No SSF, CAEP or RISC event names a key
+/// of the transmitter.
+pub const KEY_COMPROMISED: &str = "urn:offboard:secevent:key-compromised";
 
 /// The event types offboard emits.
-pub const EVENTS_SUPPORTED: [&str; 4] = [SESSION_REVOKED, ACCOUNT_DISABLED, ACCOUNT_ENABLED, ACCOUNT_PURGED];
+pub const EVENTS_SUPPORTED: [&str; 5] = [
+    SESSION_REVOKED,
+    ACCOUNT_DISABLED,
+    ACCOUNT_ENABLED,
+    ACCOUNT_PURGED,
+    KEY_COMPROMISED,
+];
 
 /// What happened to a user, as one SET each.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +69,18 @@ pub enum Event<'a> {
         sid: &'a str,
         reason: &'a str,
         initiator: Initiator,
+    },
+    /// One access token, revoked by its `jti` until `exp` (seconds since the epoch, leeway included).
+    TokenRevoked {
+        jti: &'a str,
+        exp: i64,
+        reason: &'a str,
+        initiator: Initiator,
+    },
+    /// A signing key declared compromised: no token it signed may be accepted.
+    KeyCompromised {
+        kid: &'a str,
+        reason: &'a str,
     },
 }
 
@@ -81,7 +108,10 @@ impl Event<'_> {
             Self::AccountDisabled => ACCOUNT_DISABLED,
             Self::AccountEnabled => ACCOUNT_ENABLED,
             Self::AccountPurged => ACCOUNT_PURGED,
-            Self::SessionsRevoked { .. } | Self::SessionRevoked { .. } => SESSION_REVOKED,
+            Self::SessionsRevoked { .. } | Self::SessionRevoked { .. } | Self::TokenRevoked { .. } => {
+                SESSION_REVOKED
+            }
+            Self::KeyCompromised { .. } => KEY_COMPROMISED,
         }
     }
 
@@ -105,14 +135,33 @@ impl Event<'_> {
                 reason,
                 initiator,
             } => json!({"event": caep(reason, *initiator), "session": sid}),
+            Self::TokenRevoked {
+                jti,
+                exp,
+                reason,
+                initiator,
+            } => {
+                // The generation does not change: the subject is the token, not the user.
+                let mut event = caep(reason, *initiator);
+                if let Value::Object(m) = &mut event {
+                    m.remove("min_tgen");
+                    m.insert("exp".into(), json!(exp));
+                }
+                json!({"event": event, "token": jti})
+            }
+            Self::KeyCompromised { kid, reason } => json!({
+                "event": {"kid": kid, "reason_admin": {"en": reason}, "event_timestamp": at},
+                "key": kid,
+            }),
         }
     }
 }
 
 /// The claims of the SET an outbox row stands for, on `stream` (RFC 8417 with the SSF profile: no `sub`, no `exp`,
 /// one event): `iss`, the row's stable `jti`, `iat` = when the change committed, the stream's `aud`, `txn`, and
-/// the subject (`iss_sub` of the user; `complex` user + session when one login ended; the stream itself, as
-/// `opaque`, for a verification).
+/// the subject (`iss_sub` of the user; `complex` user + session when one login ended; `jwt_id` when one access
+/// token was revoked; the key as `opaque` for a compromised key; the stream itself, as `opaque`, for a
+/// verification).
 pub fn set_claims(issuer: &str, format: SubjectFormat, stream: &StreamRow, row: &OutboxRow) -> Value {
     let stored: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
     let email = stored.get("email").and_then(Value::as_str);
@@ -126,7 +175,11 @@ pub fn set_claims(issuer: &str, format: SubjectFormat, stream: &StreamRow, row: 
             _ => iss_sub,
         }
     });
+    let token = stored.get("token").and_then(Value::as_str);
+    let key = stored.get("key").and_then(Value::as_str);
     let sub_id = match (stored.get("session").and_then(Value::as_str), user) {
+        _ if token.is_some() => json!({"format": "jwt_id", "iss": issuer, "jti": token}),
+        _ if key.is_some() => json!({"format": "opaque", "id": key}),
         (Some(sid), Some(user)) => {
             json!({"format": "complex", "user": user, "session": {"format": "opaque", "id": sid}})
         }
@@ -309,4 +362,41 @@ pub fn enqueue(
         diesel::RunQueryDsl::execute(diesel::sql_query(format!("NOTIFY {}", worker::CHANNEL)), c)?;
     }
     Ok(queued)
+}
+
+/// Writes one outbox row per event per stream that receives it, for a change that concerns no user (a service
+/// token revoked by `jti`, a compromised signing key), inside the caller's transaction; like [`enqueue`] it keeps
+/// commit order and wakes the worker once the transaction commits. Returns the rows written.
+pub fn enqueue_unattributed(
+    conn: &mut DbConnection,
+    txn: &str,
+    events: &[Event<'_>],
+) -> diesel::QueryResult<usize> {
+    let streams = repo::fanout::receiving_streams(conn)?;
+    let rows: Vec<(&StreamRow, &Event<'_>)> = streams
+        .iter()
+        .flat_map(|stream| {
+            let requested: Vec<String> = serde_json::from_str(&stream.events_requested).unwrap_or_default();
+            events
+                .iter()
+                .filter(move |e| requested.iter().any(|r| r == e.uri()))
+                .map(move |e| (stream, e))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    repo::advisory_lock(conn, "outbox", "order")?;
+    let at = now();
+    for (stream, event) in &rows {
+        let payload = event.payload(0, at.and_utc().timestamp());
+        queue(conn, &stream.id, txn, event.uri(), None, &payload.to_string(), at)?;
+    }
+    if rows.iter().any(|(stream, _)| stream.delivery_method == "push") {
+        crate::db::after_commit(worker::wake);
+        if let DbConnection::Postgres(c) = conn {
+            diesel::RunQueryDsl::execute(diesel::sql_query(format!("NOTIFY {}", worker::CHANNEL)), c)?;
+        }
+    }
+    Ok(rows.len())
 }

@@ -42,7 +42,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ssf/subjects:add", web::post().to(add_subject))
         .route("/ssf/subjects:remove", web::post().to(remove_subject))
         .route("/ssf/verify", web::post().to(verify))
-        .route("/ssf/poll/{stream_id}", web::post().to(poll));
+        .route("/ssf/poll/{stream_id}", web::post().to(poll))
+        .route("/ssf/snapshot", web::get().to(snapshot));
 }
 
 /// An SSF error: a status and `{"error", "error_description"}`.
@@ -614,6 +615,61 @@ async fn poll(
         "},\"moreAvailable\":false}"
     });
     Ok(HttpResponse::Ok().content_type("application/json").body(text))
+}
+
+/// `GET /ssf/snapshot?stream_id=[&after=][&limit=]` — scope `ssf.read` or `ssf.manage`, on a stream the credential
+/// may read: the revocations that can still kill an unexpired access token, with the stream position they
+/// correspond to (`fanout::snapshot`), `limit` (1–1000, default 1000) entries a page, a full page carrying
+/// `Link: <…>; rel="next"`.
+async fn snapshot(
+    auth: Authenticated<SsfRead>,
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, SsfError> {
+    use crate::fanout::snapshot::{self, Cursor};
+    let q = q.into_inner();
+    let id = required(q.stream_id)?;
+    input::check_opt("after", q.after.as_deref(), input::MAX_ID)?;
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| {
+            Cursor::parse(a).ok_or_else(|| SsfError::BadRequest("after is not a snapshot cursor".into()))
+        })
+        .transpose()?;
+    let limit = match q.limit.as_deref() {
+        None => snapshot::PAGE,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=snapshot::PAGE).contains(n))
+            .ok_or_else(|| {
+                SsfError::BadRequest(format!("limit must be an integer from 1 to {}", snapshot::PAGE))
+            })?,
+    };
+    let config = state.config.clone();
+    let stream = id.clone();
+    let page = auth
+        .run_as::<_, SsfError, _>(move |db, client| {
+            owned(db, &stream, client)?;
+            snapshot::page(db, &config, after.as_ref(), limit).map_err(|e| SsfError::App(e.into()))
+        })
+        .await?;
+    let mut res = HttpResponse::Ok();
+    res.insert_header(("Cache-Control", "no-store"));
+    if let Some(next) = &page.next {
+        let query = serde_urlencoded::to_string([
+            ("stream_id", id.as_str()),
+            ("after", next.encode().as_str()),
+            ("limit", limit.to_string().as_str()),
+        ])
+        .unwrap_or_default();
+        res.insert_header((
+            "Link",
+            format!("<{}/ssf/snapshot?{query}>; rel=\"next\"", state.config.issuer),
+        ));
+    }
+    Ok(res.json(page.to_json(&id)))
 }
 
 /// The stream `id` if `client` may manage it: the credential that created it, or one with scope `admin` (which

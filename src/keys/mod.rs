@@ -41,7 +41,7 @@ pub use kek::{Kek, KekSource};
 
 use crate::config::Config;
 use crate::db::models::SigningKeyRow;
-use crate::db::{Db, DbError, now, repo};
+use crate::db::{Db, DbConnection, DbError, now, repo};
 
 /// The verifier's clock leeway, seconds (docs/decisions/0018-when-a-token-is-active.md; RFC 8725 asks for little).
 pub const LEEWAY_SECS: u64 = 5;
@@ -668,13 +668,15 @@ pub struct Compromise {
 /// it signed introspects active or is accepted anywhere) from the commit on. An active key is replaced at once
 /// by the `next` one, whatever its age (verifiers that have not fetched it yet refuse the new tokens until they
 /// do: the price of a compromise), and a new `next` key is published; a compromised `next` key is replaced too.
-/// Recorded as `key.compromised`.
-pub fn compromise(
+/// Recorded as `key.compromised`, with the SET `announce` queues in the same transaction (callers use
+/// `lifecycle::compromise_key`).
+pub fn compromise_with(
     db: &Db,
     kek: &Kek,
     config: &Config,
     kid: &str,
     reason: &str,
+    announce: impl Fn(&mut DbConnection) -> diesel::QueryResult<(String, usize)>,
 ) -> Result<Compromise, KeyError> {
     let row = db
         .read(|c| repo::keys::find(c, kid).map_err(DbError::from))?
@@ -713,9 +715,14 @@ pub fn compromise(
             }
             None => None,
         };
+        // Services that cache the JWKS learn it from the fan-out, in this transaction like every revocation
+        // (`announce`: `lifecycle::compromise_key` queues the SET; keys know nothing of the fan-out).
+        let (txn, queued) = announce(c)?;
         crate::audit::record(
             crate::audit::Entry::new("key.compromised")
                 .target("key", kid, None)
+                .detail("txn", txn.as_str())
+                .detail("sets_queued", queued)
                 .detail("alg", alg.as_str())
                 .detail("was", row.state.as_str())
                 .detail("reason", reason)

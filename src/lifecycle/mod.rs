@@ -116,6 +116,48 @@ pub fn end_sessions(conn: &mut DbConnection, user_id: &str, reason: &str, txn: &
     Ok(ended)
 }
 
+/// Queues the news that one access token was revoked by its `jti` (RFC 7009), inside the caller's transaction
+/// (which recorded the revocation): a `session-revoked` SET whose subject is that token, kept by services that
+/// verify locally until `exp`. `sub` and `tgen` are the token's user and generation; a service token (no `tgen`)
+/// concerns no user. Returns the change's `txn` and the SETs queued.
+pub fn token_revoked(
+    conn: &mut DbConnection,
+    sub: &str,
+    tgen: Option<i64>,
+    jti: &str,
+    exp: i64,
+    reason: &str,
+) -> QueryResult<(String, usize)> {
+    let event = Event::TokenRevoked {
+        jti,
+        exp,
+        reason,
+        initiator: Initiator::Policy,
+    };
+    let txn = fanout::new_txn();
+    let queued = match tgen {
+        Some(tgen) => fanout::enqueue(conn, sub, &txn, tgen, &[event])?,
+        None => fanout::enqueue_unattributed(conn, &txn, &[event])?,
+    };
+    Ok((txn, queued))
+}
+
+/// Declares signing key `kid` compromised (`keys::compromise_with`) and, in the same transaction, queues the SET
+/// that tells services caching the JWKS. Returns what changed.
+pub fn compromise_key(
+    db: &crate::db::Db,
+    kek: &crate::keys::kek::Kek,
+    config: &crate::config::Config,
+    kid: &str,
+    reason: &str,
+) -> Result<crate::keys::Compromise, crate::keys::KeyError> {
+    crate::keys::compromise_with(db, kek, config, kid, reason, |c| {
+        let txn = fanout::new_txn();
+        let queued = fanout::enqueue_unattributed(c, &txn, &[Event::KeyCompromised { kid, reason }])?;
+        Ok((txn, queued))
+    })
+}
+
 /// Ends one session (a refresh-token family, the `sid` of its access tokens) and nothing else of the user:
 /// refresh-token reuse, RFC 7009 revocation of a refresh token
 /// (docs/decisions/0002-refresh-token-reuse-ends-one-session.md). Queues a `session-revoked` SET

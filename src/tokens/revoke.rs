@@ -45,11 +45,21 @@ impl Authority {
                 .detail("kind", "access_token")
                 .detail("jti", claims.jti.as_str())
                 .detail("client_id", claims.client_id.as_str());
+            // Services that verify tokens locally learn it from the fan-out: a `session-revoked` SET whose subject
+            // is this one token (`jwt_id`), kept by them until the token's `exp`.
+            let (txn, queued) = crate::lifecycle::token_revoked(
+                c,
+                &claims.sub,
+                claims.tgen,
+                &claims.jti,
+                claims.exp + leeway,
+                "access token revoked by the client (RFC 7009)",
+            )?;
             entry = match claims.tgen {
                 Some(_) => entry.user(&claims.sub, claims.preferred_username.as_deref()),
                 None => entry.target("credential", &claims.sub, None),
             };
-            crate::audit::record(entry);
+            crate::audit::record(entry.detail("txn", txn.as_str()).detail("sets_queued", queued));
             Ok(true)
         })?;
         self.revoked.insert(&claims.jti, claims.exp + leeway);

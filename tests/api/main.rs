@@ -23,6 +23,7 @@ mod lists;
 mod metrics;
 mod peers;
 mod pending;
+mod snapshot;
 mod ssf;
 mod state;
 mod storage;

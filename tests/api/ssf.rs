@@ -21,7 +21,7 @@ async fn call(app: &TestApp, method: &str, path: &str, secret: Option<&str>, bod
     app.send(req).await
 }
 
-const ALL_EVENTS: usize = 4;
+const ALL_EVENTS: usize = 5;
 
 async fn discovery_names_every_endpoint(backend: Backend) {
     let app = TestApp::start(backend).await;

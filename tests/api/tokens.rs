@@ -923,7 +923,7 @@ async fn a_compromised_key_is_trusted_for_nothing_at_once(backend: Backend) {
     );
     let config = (*app.state.config).clone();
     let kek = offboard::keys::Kek::from_base64(TEST_KEK).unwrap();
-    let c = offboard::keys::compromise(app.db(), &kek, &config, &leaked, "key file leaked").unwrap();
+    let c = offboard::lifecycle::compromise_key(app.db(), &kek, &config, &leaked, "key file leaked").unwrap();
     assert_eq!(c.was, "active");
     let activated = c.activated.clone().unwrap();
     let next = c.next.clone().unwrap();
@@ -972,7 +972,7 @@ async fn a_compromised_key_is_trusted_for_nothing_at_once(backend: Backend) {
         .collect();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].target_id.as_deref(), Some(leaked.as_str()));
-    assert!(offboard::keys::compromise(app.db(), &kek, &config, &leaked, "again").is_err());
+    assert!(offboard::lifecycle::compromise_key(app.db(), &kek, &config, &leaked, "again").is_err());
 
     // The case of the issue: `rotate --force` keeps the old key trusted; compromising the retired key ends that.
     let before = app.login("leak@example.com");
@@ -983,7 +983,8 @@ async fn a_compromised_key_is_trusted_for_nothing_at_once(backend: Backend) {
         true,
         "retired: trusted"
     );
-    let c = offboard::keys::compromise(app.db(), &kek, &config, r.retired.as_deref().unwrap(), "x").unwrap();
+    let c = offboard::lifecycle::compromise_key(app.db(), &kek, &config, r.retired.as_deref().unwrap(), "x")
+        .unwrap();
     assert_eq!(c.was, "retired");
     assert_eq!(
         introspect(&app, &rs, &before.access_token).await.to_string(),

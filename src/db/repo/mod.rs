@@ -8,6 +8,7 @@ pub mod fanout;
 pub mod groups;
 pub mod keys;
 pub mod list;
+pub mod revocations;
 pub mod tokens;
 pub mod users;
 

@@ -116,11 +116,15 @@ pub fn update(
     Ok(n)
 }
 
-/// Increments the token generation; returns the new value.
+/// Increments the token generation and records when (`generation_at`, for the revocation snapshot); returns the
+/// new value.
 pub fn bump_generation(conn: &mut DbConnection, id: &str) -> QueryResult<i64> {
     diesel::update(users::table)
         .filter(users::id.eq(id))
-        .set(users::token_generation.eq(users::token_generation + 1))
+        .set((
+            users::token_generation.eq(users::token_generation + 1),
+            users::generation_at.eq(crate::db::now()),
+        ))
         .execute(conn)?;
     crate::state::changed(conn)?;
     users::table

@@ -1,0 +1,440 @@
+//! offboard-guard against a real offboard started in-process, on SQLite and PostgreSQL: the three failures of a
+//! hand-written verifier (a session ended by refresh-token reuse or RFC 7009 revocation, a token revoked by
+//! `jti`, a deactivated user's token right after the service restarts) are refused; a deactivation is refused
+//! within the poll interval + margin; a stale feed fails closed (or asks introspection); an unknown `kid` costs
+//! one JWKS fetch per refresh interval.
+#![expect(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure with its message"
+)]
+
+mod harness;
+
+use std::time::Duration;
+
+use offboard::credentials::Scope;
+use offboard_guard::{Guard, GuardConfig, Refusal, Revoked, WhenStale};
+use serde_json::{Value, json};
+
+use harness::{Backend, Offboard, POLL, both_backends, eventually};
+
+/// How long past the poll interval a revocation may take to reach a guard in these tests (a correctness bound on
+/// a busy machine, not a speed target: those are in benches).
+const MARGIN: Duration = Duration::from_secs(5);
+
+fn claims_of(token: &str) -> Value {
+    jsonwebtoken::dangerous::insecure_decode_claims(token).unwrap()
+}
+
+async fn refused(guard: &Guard, token: &str) -> Option<Refusal> {
+    guard.check(token).await.err()
+}
+
+/// (a) The access tokens of a login ended by refresh-token reuse, and of one revoked with RFC 7009, are refused;
+/// the user's other login is not.
+async fn a_session_ended_by_reuse_or_revocation_is_refused(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let (guard, _) = ob.guard("svc-a").await;
+    ob.create_user("a@example.com").await;
+    let reused = ob.login("a@example.com");
+    let revoked = ob.login("a@example.com");
+    let kept = ob.login("a@example.com");
+    for t in [&reused, &revoked, &kept] {
+        guard.check(&t.access_token).await.unwrap();
+    }
+    // Rotate once, then present the spent refresh token again: reuse ends the whole login.
+    let spent = reused.refresh_token.clone().unwrap();
+    let (status, rotated) = ob
+        .form(
+            "/oauth2/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &spent)],
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let rotated_access = rotated["access_token"].as_str().unwrap().to_owned();
+    guard.check(&rotated_access).await.unwrap();
+    let (status, _) = ob
+        .form(
+            "/oauth2/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &spent)],
+        )
+        .await;
+    assert_eq!(status, 400, "reuse");
+    let (status, _) = ob
+        .form(
+            "/oauth2/revoke",
+            &[("token", revoked.refresh_token.as_deref().unwrap())],
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    eventually(POLL + MARGIN, || async {
+        refused(&guard, &rotated_access).await.is_some()
+            && refused(&guard, &revoked.access_token).await.is_some()
+    })
+    .await;
+    for token in [&reused.access_token, &rotated_access, &revoked.access_token] {
+        assert_eq!(
+            refused(&guard, token).await,
+            Some(Refusal::Revoked(Revoked::Session))
+        );
+    }
+    guard
+        .check(&kept.access_token)
+        .await
+        .expect("another login of the user is untouched");
+}
+
+/// (b) A token revoked by its `jti` is refused; another token of the same login is not.
+async fn a_token_revoked_by_jti_is_refused(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let (guard, _) = ob.guard("svc-b").await;
+    ob.create_user("b@example.com").await;
+    let login = ob.login("b@example.com");
+    let (status, next) = ob
+        .form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", login.refresh_token.as_deref().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{next}");
+    let sibling = next["access_token"].as_str().unwrap().to_owned();
+    guard.check(&login.access_token).await.unwrap();
+    let (status, _) = ob.form("/oauth2/revoke", &[("token", &login.access_token)]).await;
+    assert_eq!(status, 200);
+    eventually(POLL + MARGIN, || async {
+        refused(&guard, &login.access_token).await.is_some()
+    })
+    .await;
+    assert_eq!(
+        refused(&guard, &login.access_token).await,
+        Some(Refusal::Revoked(Revoked::Token))
+    );
+    let sibling_claims = guard
+        .check(&sibling)
+        .await
+        .expect("the login's other token stays valid");
+    assert_eq!(
+        sibling_claims.sid,
+        claims_of(&login.access_token)["sid"].as_str().map(str::to_owned)
+    );
+}
+
+/// A service token (`client_credentials`: no user, no `tgen`) is accepted until it is revoked by its `jti`.
+async fn a_service_token_is_accepted_until_revoked(backend: Backend) {
+    let ob = Offboard::start_with(backend, |c| {
+        c.tokens
+            .client_credentials
+            .insert("deploy-bot".into(), vec!["repo:read".into()]);
+    });
+    let (guard, _) = ob.guard("svc-s").await;
+    let bot = ob.credential("deploy-bot", &[Scope::Introspect]);
+    let (status, body) = ob
+        .form_as(
+            Some(("deploy-bot", &bot)),
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let claims = guard.check(&token).await.unwrap();
+    assert_eq!((claims.sub.as_str(), claims.tgen), ("deploy-bot", None));
+    let (status, _) = ob
+        .form_as(Some(("deploy-bot", &bot)), "/oauth2/revoke", &[("token", &token)])
+        .await;
+    assert_eq!(status, 200);
+    eventually(POLL + MARGIN, || async {
+        refused(&guard, &token).await.is_some()
+    })
+    .await;
+    assert_eq!(
+        refused(&guard, &token).await,
+        Some(Refusal::Revoked(Revoked::Token))
+    );
+}
+
+/// (c) After the guard restarts, a user deactivated before (whose SETs the old guard acknowledged, so the feed
+/// holds nothing about them) is refused from the very first check, by the snapshot.
+async fn after_a_restart_a_deactivated_users_token_is_refused_at_once(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let (first, mut config) = ob.guard("svc-c").await;
+    let gone = ob.create_user("gone@example.com").await;
+    let also_gone = ob.create_user("also-gone@example.com").await;
+    ob.create_user("stays@example.com").await;
+    let token = ob.login("gone@example.com").access_token;
+    let also_token = ob.login("also-gone@example.com").access_token;
+    let other = ob.login("stays@example.com").access_token;
+    let revoked = ob.login("stays@example.com").access_token;
+    first.check(&token).await.unwrap();
+    ob.deactivate(&gone).await;
+    ob.deactivate(&also_gone).await;
+    let (status, _) = ob.form("/oauth2/revoke", &[("token", &revoked)]).await;
+    assert_eq!(status, 200);
+    eventually(POLL + MARGIN, || async {
+        refused(&first, &token).await.is_some() && refused(&first, &revoked).await.is_some()
+    })
+    .await;
+    // The old guard acknowledges what it applied with its next poll; then it goes away.
+    eventually(POLL + MARGIN, || async { ob.pending(&config.stream_id) == 0 }).await;
+    drop(first);
+
+    // One entry a snapshot page: the guard follows every `Link: rel="next"` before it starts.
+    config.snapshot_page_size = 1;
+    let restarted = Guard::start(config.clone()).await.unwrap();
+    for t in [&token, &also_token] {
+        assert_eq!(
+            refused(&restarted, t).await,
+            Some(Refusal::Revoked(Revoked::Generation)),
+            "refused before anything came from the feed"
+        );
+    }
+    assert_eq!(
+        refused(&restarted, &revoked).await,
+        Some(Refusal::Revoked(Revoked::Token))
+    );
+    let (subjects, sessions, tokens, _) = restarted.status().entries;
+    assert_eq!((subjects, tokens), (2, 1));
+    assert!(sessions >= 2, "the deactivated users' logins: {sessions}");
+    assert_eq!(restarted.status().sets_applied, 0, "{:?}", restarted.status());
+    let claims = restarted.check(&other).await.unwrap();
+    assert_eq!(claims.preferred_username.as_deref(), Some("stays@example.com"));
+    assert!(restarted.status().snapshot_position > 0);
+}
+
+/// A SCIM deactivation reaches a running guard within the poll interval + margin.
+async fn a_deactivation_is_refused_within_the_poll_interval(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let (guard, _) = ob.guard("svc-d").await;
+    let id = ob.create_user("d@example.com").await;
+    let token = ob.login("d@example.com").access_token;
+    let claims = guard.check(&token).await.unwrap();
+    assert_eq!(claims.sub, id);
+    assert_eq!(claims.tgen, Some(0));
+    ob.deactivate(&id).await;
+    eventually(POLL + MARGIN, || async {
+        refused(&guard, &token).await.is_some()
+    })
+    .await;
+    assert_eq!(
+        refused(&guard, &token).await,
+        Some(Refusal::Revoked(Revoked::Generation))
+    );
+}
+
+/// A feed that cannot be confirmed (the stream paused, offboard gone) fails closed past the freshness bound, and
+/// recovers when the feed does; with `WhenStale::Introspect` each token is asked about instead.
+async fn a_stale_feed_fails_closed_or_introspects(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let (stream, secret) = ob.poll_stream("svc-e").await;
+    let mut config = GuardConfig::new(&ob.issuer, &ob.issuer, &stream, &secret);
+    config.poll_interval = POLL;
+    config.freshness_bound = Some(Duration::from_millis(800));
+    let guard = Guard::start(config.clone()).await.unwrap();
+    let rs = ob.credential("rs", &[Scope::Introspect]);
+    // One stream per guard: a poll acknowledges for the whole stream.
+    let (stream2, secret2) = ob.poll_stream("svc-e2").await;
+    let mut introspecting = GuardConfig::new(&ob.issuer, &ob.issuer, &stream2, &secret2);
+    introspecting.poll_interval = POLL;
+    introspecting.freshness_bound = config.freshness_bound;
+    introspecting.when_stale = WhenStale::Introspect {
+        client_id: "rs".into(),
+        secret: rs,
+    };
+    let fallback = Guard::start(introspecting).await.unwrap();
+    let id = ob.create_user("e@example.com").await;
+    let token = ob.login("e@example.com").access_token;
+    guard.check(&token).await.unwrap();
+
+    let pause = |stream: &str, secret: &str, status: &'static str| {
+        let (ob, stream, secret) = (&ob, stream.to_owned(), secret.to_owned());
+        async move {
+            let (code, body) = ob
+                .call(
+                    reqwest::Method::POST,
+                    "/ssf/status",
+                    &secret,
+                    Some(json!({"stream_id": stream, "status": status})),
+                )
+                .await;
+            assert_eq!(code, 200, "{body}");
+        }
+    };
+    pause(&stream, &secret, "paused").await;
+    pause(&stream2, &secret2, "paused").await;
+    eventually(Duration::from_secs(10), || async {
+        matches!(refused(&guard, &token).await, Some(Refusal::Stale(_)))
+    })
+    .await;
+    let bound = config.freshness();
+    eventually(Duration::from_secs(10), || async {
+        fallback.status().confirmed_ago > bound
+    })
+    .await;
+    // The paused stream holds this deactivation's SETs: introspection still sees it.
+    fallback.check(&token).await.expect("introspection says active");
+    ob.deactivate(&id).await;
+    assert!(matches!(
+        refused(&fallback, &token).await,
+        Some(Refusal::Introspection(_))
+    ));
+    pause(&stream, &secret, "enabled").await;
+    eventually(POLL + MARGIN, || async {
+        refused(&guard, &token).await == Some(Refusal::Revoked(Revoked::Generation))
+    })
+    .await;
+
+    // offboard unreachable: stale again.
+    let live = ob.create_user("live@example.com").await;
+    let _ = live;
+    let live_token = ob.login("live@example.com").access_token;
+    guard.check(&live_token).await.unwrap();
+    ob.stop().await;
+    eventually(Duration::from_secs(10), || async {
+        matches!(refused(&guard, &live_token).await, Some(Refusal::Stale(_)))
+    })
+    .await;
+}
+
+/// A token signed by a key the JWKS lacks makes the guard fetch the JWKS once per refresh interval, however many
+/// such tokens arrive; a key offboard publishes later is found by that fetch.
+async fn an_unknown_kid_costs_one_rate_limited_jwks_fetch(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let (stream, secret) = ob.poll_stream("svc-f").await;
+    let mut config = GuardConfig::new(&ob.issuer, &ob.issuer, &stream, &secret);
+    config.poll_interval = POLL;
+    config.jwks_refresh_interval = Duration::from_secs(2);
+    let guard = Guard::start(config).await.unwrap();
+    assert_eq!(guard.status().jwks_fetches, 1);
+    ob.create_user("f@example.com").await;
+    let token = ob.login("f@example.com").access_token;
+
+    // A token like offboard's, signed by a key offboard never had.
+    let mut claims = claims_of(&token);
+    claims["jti"] = json!("forged");
+    let pem = offboard::keys::generate_rsa_pem(1).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some("stranger".into());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+
+    actix_web::rt::time::sleep(Duration::from_millis(2100)).await;
+    for _ in 0..5 {
+        assert_eq!(refused(&guard, &forged).await, Some(Refusal::UnknownKey));
+    }
+    assert_eq!(
+        guard.status().jwks_fetches,
+        2,
+        "one fetch for five unknown-kid tokens"
+    );
+
+    // Two compromises of the active key: the key that signs now was published after the guard's last fetch.
+    let config = (*ob.state.config).clone();
+    let kek = offboard::keys::Kek::from_base64(harness::TEST_KEK).unwrap();
+    for _ in 0..2 {
+        let kid = jsonwebtoken::decode_header(&ob.login("f@example.com").access_token)
+            .unwrap()
+            .kid
+            .unwrap();
+        offboard::lifecycle::compromise_key(&ob.state.db, &kek, &config, &kid, "test").unwrap();
+    }
+    let fresh = ob.login("f@example.com").access_token;
+    assert_eq!(
+        refused(&guard, &fresh).await,
+        Some(Refusal::UnknownKey),
+        "within the refresh interval: not fetched again"
+    );
+    assert_eq!(guard.status().jwks_fetches, 2);
+    eventually(Duration::from_secs(10), || async {
+        guard.check(&fresh).await.is_ok()
+    })
+    .await;
+    // The first compromised key, learned from the feed (its SET may wait for offboard to sign with a key the
+    // guard knows).
+    eventually(POLL + MARGIN, || async {
+        refused(&guard, &token).await == Some(Refusal::Revoked(Revoked::Key))
+    })
+    .await;
+    assert_eq!(
+        guard.status().entries.3,
+        2,
+        "both compromised kids: {:?}",
+        guard.status()
+    );
+}
+
+/// The actix adoption of the example service: the middleware lets an accepted token through to a handler that
+/// reads its claims, answers 401 with a Bearer challenge without one, and refuses the token once the user is
+/// deactivated.
+async fn the_actix_middleware_protects_a_service(backend: Backend) {
+    use actix_web::{App, middleware::from_fn, test, web};
+    use offboard_guard::actix::{Verified, require};
+
+    async fn hello(user: Verified) -> String {
+        format!(
+            "hello {}",
+            user.preferred_username.as_deref().unwrap_or(&user.sub)
+        )
+    }
+
+    let ob = Offboard::start(backend);
+    let (guard, _) = ob.guard("svc-g").await;
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(guard.clone()))
+            .wrap(from_fn(require))
+            .route("/hello", web::get().to(hello)),
+    )
+    .await;
+    let id = ob.create_user("g@example.com").await;
+    let token = ob.login("g@example.com").access_token;
+    let get = |auth: Option<String>| {
+        let mut req = test::TestRequest::get().uri("/hello");
+        if let Some(a) = auth {
+            req = req.insert_header(("Authorization", a));
+        }
+        req.to_request()
+    };
+    let res = test::call_service(&app, get(Some(format!("Bearer {token}")))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(test::read_body(res).await, "hello g@example.com");
+    let res = test::call_service(&app, get(None)).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers().get("www-authenticate").unwrap(), "Bearer");
+    let res = test::call_service(&app, get(Some("Bearer not.a.token".into()))).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers().get("www-authenticate").unwrap(),
+        "Bearer error=\"invalid_token\""
+    );
+    ob.deactivate(&id).await;
+    eventually(POLL + MARGIN, || async {
+        refused(&guard, &token).await.is_some()
+    })
+    .await;
+    let res = test::call_service(&app, get(Some(format!("Bearer {token}")))).await;
+    assert_eq!(res.status(), 401);
+    let body: Value = test::read_body_json(res).await;
+    assert_eq!(body["error"], "invalid_token");
+}
+
+both_backends!(
+    a_service_token_is_accepted_until_revoked,
+    the_actix_middleware_protects_a_service,
+    a_session_ended_by_reuse_or_revocation_is_refused,
+    a_token_revoked_by_jti_is_refused,
+    after_a_restart_a_deactivated_users_token_is_refused_at_once,
+    a_deactivation_is_refused_within_the_poll_interval,
+    a_stale_feed_fails_closed_or_introspects,
+    an_unknown_kid_costs_one_rate_limited_jwks_fetch,
+);
