@@ -625,6 +625,10 @@ impl Authority {
     /// `grant_type=refresh_token`: rotates the refresh token and mints an access token with the user's current
     /// generation. A token used before ends its family (reuse detection), committed even though the answer is
     /// `invalid_grant`.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the checks of one refresh transaction, in the order they apply"
+    )]
     pub fn refresh(
         &self,
         caller: &Caller,
