@@ -432,15 +432,21 @@ fn events_of(c: &mut DbConnection, rows: &[AuditRow]) -> Result<Vec<FeedEvent>, 
     rows.iter().map(|r| event_of(c, r, &streams)).collect()
 }
 
-/// The feed after `seq` (exclusive), at most [`FEED_BATCH`] events.
+/// The feed after `seq` (exclusive), at most [`FEED_BATCH`] events. Only entries up to the log's tail as read
+/// before the fan-out's waiting changes are expanded (`fanout::pending::expand`) are sent: a change's audit entry
+/// and its waiting SETs commit together, so every change sent shows its queued deliveries; later ones wait for
+/// the next poll.
 pub fn feed_after(db: &Db, seq: i64) -> Result<FeedPage, DbError> {
+    let tail = db
+        .read(|c| repo::audit::tail(c).map_err(DbError::from))?
+        .map_or(0, |(s, _)| s);
+    crate::fanout::pending::expand(db)?;
     db.read(|c| {
-        let tail = repo::audit::tail(c)?.map_or(0, |(s, _)| s);
-        let rows = repo::console::feed_after(c, seq, &FEED_ACTIONS, FEED_BATCH)?;
+        let mut rows = repo::console::feed_after(c, seq, &FEED_ACTIONS, FEED_BATCH)?;
         let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= FEED_BATCH;
-        // Rows past the tail read first committed meanwhile; they are sent now and the next poll starts after them.
+        rows.retain(|r| r.seq <= tail);
         let seen = match rows.last() {
-            Some(last) if full || last.seq > tail => last.seq,
+            Some(last) if full => last.seq,
             _ => tail.max(seq),
         };
         Ok(FeedPage {
@@ -464,6 +470,7 @@ pub fn feed_resume(db: &Db, seq: i64, limit: i64) -> Result<FeedPage, DbError> {
 
 /// The last `limit` events of the feed (what a new viewer sees first), and where the live part starts.
 pub fn feed_recent(db: &Db, limit: i64) -> Result<FeedPage, DbError> {
+    crate::fanout::pending::expand(db)?;
     db.read(|c| {
         let tail = repo::audit::tail(c)?.map_or(0, |(s, _)| s);
         let rows = repo::console::feed_recent(c, &FEED_ACTIONS, limit)?;

@@ -319,6 +319,8 @@ fn j_exp(token: &str) -> i64 {
 /// The outbox ids of the stream's SETs about `user`.
 fn outbox_ids(app: &TestApp, stream: &str, user: &str) -> Vec<i64> {
     let stream = stream.to_owned();
+    // A change's SETs wait in `outbox_changes` until expanded (as a poll would first).
+    offboard::fanout::pending::expand(app.db()).unwrap();
     let rows = app
         .db()
         .read(|c| offboard::db::repo::fanout::outbox_of(c, &stream).map_err(offboard::db::DbError::from))

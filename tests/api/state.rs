@@ -39,6 +39,23 @@ fn active(tokens: &Authority, caller: &Presented, token: &str) -> bool {
     i.answer["active"] == json!(true)
 }
 
+/// Whether introspection of `token` is answered from memory, allowing the listener a moment: on a loaded machine
+/// its thread may not have run within the liveness window (memory is then bypassed, as it must be), so this
+/// retries for up to 2 s, reading through the database between tries.
+fn answered_from_memory(tokens: &Authority, caller: &Presented, token: &str) -> bool {
+    let started = Instant::now();
+    loop {
+        if tokens.introspect_from_memory(caller, token).is_some() {
+            return true;
+        }
+        if started.elapsed() > Duration::from_secs(2) {
+            return false;
+        }
+        active(tokens, caller, token);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn introspector(app: &TestApp) -> Presented {
     let secret = app.credential("rs", &[Scope::Introspect]);
     Presented::Basic {
@@ -139,7 +156,7 @@ async fn in_process_revocations_show_at_once(backend: Backend) {
         let token = login.access_token;
         assert!(active(&tokens, &caller, &token));
         assert!(
-            tokens.introspect_from_memory(&caller, &token).is_some(),
+            answered_from_memory(&tokens, &caller, &token),
             "the second introspection is answered from memory"
         );
         match i % 3 {
@@ -433,7 +450,7 @@ async fn a_killed_listener_bypasses_memory_until_it_is_back() {
     let token = app.login("kill@example.com").access_token;
     let tokens = app.state.tokens.clone();
     assert!(active(&tokens, &caller, &token));
-    assert!(tokens.introspect_from_memory(&caller, &token).is_some());
+    assert!(answered_from_memory(&tokens, &caller, &token));
     let pid = tokens.state.listener_pid().expect("listener pid");
     let mut admin = diesel::pg::PgConnection::establish(&pg_admin_url()).unwrap();
     let tally = hammer_while(&tokens, &caller, &token, 2, || {

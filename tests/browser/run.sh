@@ -6,7 +6,8 @@
 #
 # Usage: tests/browser/run.sh [--postgres]
 #   PG_ADMIN_URL  server for --postgres (default postgres://postgres@127.0.0.1:5432/test); needs psql
-# Artifacts: target/browser-artifacts/ (live-view.png, serve.log); the screenshot is also copied to docs/console.png.
+# Artifacts: target/browser-artifacts/ (live-view.png, serve.log); with UPDATE_SCREENSHOT=1 the
+# screenshot is also copied to docs/console.png (the README's picture).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT="$(cd ../.. && pwd)"
