@@ -428,7 +428,117 @@ async fn the_actix_middleware_protects_a_service(backend: Backend) {
     assert_eq!(body["error"], "invalid_token");
 }
 
+/// The forward-auth sidecar (`offboard_guard::sidecar::serve`, what the `offboard-guard` binary runs) on a loopback
+/// port: ready once started; a user's token passes with the identity headers, no token gets the challenge, and a
+/// SCIM deactivation is refused within the poll interval + margin.
+async fn the_sidecar_answers_forward_auth(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let (stream, secret) = ob.poll_stream("sidecar").await;
+    let mut config = GuardConfig::new(&ob.issuer, &ob.issuer, &stream, &secret);
+    config.poll_interval = POLL;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = offboard_guard::sidecar::serve(config, listener).unwrap();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status = |path: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            http.get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status("/healthz").await, 200);
+    eventually(MARGIN, || async { status("/readyz").await == 200 }).await;
+
+    let id = ob.create_user("side@example.com").await;
+    let token = ob.login("side@example.com").access_token;
+    ob.create_user("kept@example.com").await;
+    let kept = ob.login("kept@example.com").access_token;
+    // Any method, and any path below /check (Envoy appends the original path).
+    let check = |method: reqwest::Method, path: &'static str, auth: Option<String>| {
+        let mut req = http.request(method, format!("{base}{path}"));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        req.send()
+    };
+    for (method, path) in [
+        (reqwest::Method::GET, "/check"),
+        (reqwest::Method::POST, "/check"),
+        (reqwest::Method::GET, "/check/api/orders?x=1"),
+    ] {
+        let res = check(method, path, Some(format!("Bearer {token}")))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()["x-auth-subject"], id.as_str());
+        assert_eq!(res.headers()["x-auth-user"], "side@example.com");
+        assert!(res.headers().contains_key("x-auth-groups"));
+    }
+    let res = check(reqwest::Method::GET, "/check", None).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    assert!(!res.headers().contains_key("x-auth-subject"));
+    let res = check(reqwest::Method::GET, "/check", Some("Bearer not.a.token".into()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
+
+    ob.deactivate(&id).await;
+    let took = eventually(POLL + MARGIN, || async {
+        check(reqwest::Method::GET, "/check", Some(format!("Bearer {token}")))
+            .await
+            .unwrap()
+            .status()
+            == 401
+    })
+    .await;
+    eprintln!("sidecar refused the deactivated user's token after {took:?}");
+    let res = check(reqwest::Method::GET, "/check", Some(format!("Bearer {token}")))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
+    assert!(!res.headers().contains_key("x-auth-subject"));
+
+    // The stream paused: the feed is no longer confirmed, and past the freshness bound the sidecar fails closed
+    // (503) even for a valid token, and is not ready.
+    let (code, body) = ob
+        .call(
+            reqwest::Method::POST,
+            "/ssf/status",
+            &secret,
+            Some(json!({"stream_id": stream, "status": "paused"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    eventually(Duration::from_secs(20), || async {
+        check(reqwest::Method::GET, "/check", Some(format!("Bearer {kept}")))
+            .await
+            .unwrap()
+            .status()
+            == 503
+    })
+    .await;
+    assert_eq!(status("/readyz").await, 503);
+    assert_eq!(status("/healthz").await, 200);
+    handle.stop(false).await;
+}
+
 both_backends!(
+    the_sidecar_answers_forward_auth,
     a_service_token_is_accepted_until_revoked,
     the_actix_middleware_protects_a_service,
     a_session_ended_by_reuse_or_revocation_is_refused,
