@@ -71,7 +71,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!("offboard-guard: listening on {}", args.listen);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("offboard-guard: listening on {addr}");
+    }
     let result = actix_web::rt::System::new()
         .block_on(async move { offboard_guard::sidecar::serve(config, listener)?.await });
     match result {
