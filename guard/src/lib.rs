@@ -21,6 +21,8 @@ mod state;
 
 #[cfg(feature = "actix")]
 pub mod actix;
+#[cfg(feature = "actix")]
+pub mod sidecar;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
