@@ -3,6 +3,9 @@
 use clap::Subcommand;
 use offboard::config::Config;
 use offboard::credentials::{self, parse_scopes};
+use serde_json::json;
+
+use super::{json_time, json_time_opt, print_json};
 
 #[derive(Subcommand)]
 pub enum CredentialsCommand {
@@ -16,7 +19,11 @@ pub enum CredentialsCommand {
         scopes: String,
     },
     /// List credentials (never their secrets).
-    List,
+    List {
+        /// Print JSON (an array of credentials) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a credential; a running server refuses it from its next request.
     Revoke {
         /// Name of the credential.
@@ -37,8 +44,24 @@ pub fn run(config: &Config, cmd: CredentialsCommand) -> anyhow::Result<()> {
             );
             println!("{}", secret.expose());
         }
-        CredentialsCommand::List => {
+        CredentialsCommand::List { json } => {
             let rows = credentials::list(&db)?;
+            if json {
+                let out: Vec<_> = rows
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "name": c.name,
+                            "scopes": c.scopes.split([',', ' ']).filter(|s| !s.is_empty()).collect::<Vec<_>>(),
+                            "created": json_time(c.created),
+                            "lastUsedAt": json_time_opt(c.last_used_at),
+                            "revokedAt": json_time_opt(c.revoked_at),
+                            "active": c.revoked_at.is_none(),
+                        })
+                    })
+                    .collect();
+                return print_json(&out.into());
+            }
             if rows.is_empty() {
                 eprintln!(
                     "no credentials yet: create one with `offboard credentials create --name NAME --scopes scim`"

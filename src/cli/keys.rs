@@ -5,12 +5,19 @@ use clap::Subcommand;
 use offboard::config::Config;
 use offboard::keys::{self, Kek};
 
-use super::fmt_time;
+use serde_json::json;
+
+use super::{fmt_time, json_time, json_time_opt, print_json};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
     /// List signing keys with their state (next, active, retired) and whether the JWKS still publishes them.
-    List,
+    /// Only reads: it creates no key and no key-encryption key (`offboard serve` does, on start).
+    List {
+        /// Print JSON (an array of keys) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Activate the pre-published next key, retire the active one (published until its tokens have expired), and
     /// pre-publish a new next key.
     Rotate {
@@ -35,49 +42,10 @@ pub enum KeysCommand {
 
 pub fn run(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
     let db = &super::open_db(config, 1)?;
-    let (kek, _) = Kek::load(config)?;
     match cmd {
-        KeysCommand::List => {
-            for kid in keys::ensure(
-                db,
-                &kek,
-                &keys::needed_algs(config),
-                config.keys.import_pem_file.as_deref(),
-            )? {
-                eprintln!("created signing key {kid}");
-            }
-            println!(
-                "{:<44} {:<6} {:<11} {:<20} {:<20} PUBLISHED",
-                "KID", "ALG", "STATE", "CREATED", "ACTIVATED"
-            );
-            let mut foreign = 0;
-            for k in keys::list(db)? {
-                if k.kek_id != kek.id() {
-                    foreign += 1;
-                }
-                let published = if k.published {
-                    k.publish_until
-                        .map_or_else(|| "yes".to_owned(), |t| format!("until {}", fmt_time(t)))
-                } else {
-                    "no".to_owned()
-                };
-                println!(
-                    "{:<44} {:<6} {:<11} {:<20} {:<20} {published}",
-                    k.kid,
-                    k.alg,
-                    k.state,
-                    fmt_time(k.created),
-                    k.activated_at.map_or_else(|| "-".to_owned(), fmt_time)
-                );
-            }
-            if foreign > 0 {
-                eprintln!(
-                    "warning: {foreign} key(s) were sealed under another key-encryption key than the one configured; \
-                     a server with this configuration cannot sign with them"
-                );
-            }
-        }
+        KeysCommand::List { json } => list(db, config, json)?,
         KeysCommand::Rotate { alg, force } => {
+            let (kek, _) = Kek::load(config)?;
             let alg = keys::KeyAlg::parse(&alg).context("--alg must be RS256 or EdDSA")?;
             let r = keys::rotate(db, &kek, config, alg, force)?;
             eprintln!("Rotated the {} signing key.", r.alg.as_str());
@@ -98,6 +66,7 @@ pub fn run(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::Compromise { kid, reason } => {
+            let (kek, _) = Kek::load(config)?;
             let c = offboard::lifecycle::compromise_key(db, &kek, config, &kid, &reason)?;
             eprintln!(
                 "Key {} ({}, was {}) is compromised: it is out of the JWKS and no token it signed is accepted.",
@@ -117,6 +86,75 @@ pub fn run(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 c.kid
             );
         }
+    }
+    Ok(())
+}
+
+/// `keys list`: reads the keys, and the configured key-encryption key only if there is one (a configured key, a
+/// key file, or the development key file already on disk), so that a fresh database stays as it is.
+fn list(db: &offboard::db::Db, config: &Config, json: bool) -> anyhow::Result<()> {
+    let kek_id = if config.keys.kek.is_some()
+        || config.keys.kek_file.is_some()
+        || std::path::Path::new(keys::kek::DEV_KEK_FILE).exists()
+    {
+        Some(Kek::load(config)?.0.id().to_owned())
+    } else {
+        None
+    };
+    let rows = keys::list(db)?;
+    let foreign = rows
+        .iter()
+        .filter(|k| kek_id.as_ref().is_some_and(|id| *id != k.kek_id))
+        .count();
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|k| {
+                json!({
+                    "kid": k.kid,
+                    "alg": k.alg,
+                    "state": k.state,
+                    "created": json_time(k.created),
+                    "activatedAt": json_time_opt(k.activated_at),
+                    "retiredAt": json_time_opt(k.retired_at),
+                    "published": k.published,
+                    "publishUntil": json_time_opt(k.publish_until),
+                    "sealedByConfiguredKek": kek_id.as_ref().map(|id| *id == k.kek_id),
+                })
+            })
+            .collect();
+        print_json(&out.into())?;
+    } else {
+        if rows.is_empty() {
+            eprintln!("no signing keys yet: `offboard serve` creates them on start");
+            return Ok(());
+        }
+        println!(
+            "{:<44} {:<6} {:<11} {:<20} {:<20} PUBLISHED",
+            "KID", "ALG", "STATE", "CREATED", "ACTIVATED"
+        );
+        for k in &rows {
+            let published = if k.published {
+                k.publish_until
+                    .map_or_else(|| "yes".to_owned(), |t| format!("until {}", fmt_time(t)))
+            } else {
+                "no".to_owned()
+            };
+            println!(
+                "{:<44} {:<6} {:<11} {:<20} {:<20} {published}",
+                k.kid,
+                k.alg,
+                k.state,
+                fmt_time(k.created),
+                k.activated_at.map_or_else(|| "-".to_owned(), fmt_time)
+            );
+        }
+    }
+    if foreign > 0 {
+        eprintln!(
+            "warning: {foreign} key(s) were sealed under another key-encryption key than the one configured; \
+             a server with this configuration cannot sign with them"
+        );
     }
     Ok(())
 }

@@ -32,13 +32,7 @@ pub fn load_config(path: Option<&std::path::Path>, serving: bool) -> anyhow::Res
 }
 
 fn open_db(config: &Config, pool_size: u32) -> anyhow::Result<Db> {
-    let url = config.db_url();
-    let opts = DbOptions {
-        pool_size,
-        connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
-        sqlite_busy_timeout_ms: config.database.sqlite_busy_timeout_ms,
-    };
-    let db = Db::open(&url, &opts).with_context(|| format!("cannot open database {}", url.redacted()))?;
+    let db = open_db_unmigrated(config, pool_size)?;
     let applied = db.migrate()?;
     for name in &applied {
         tracing::info!("applied migration {name}");
@@ -46,6 +40,33 @@ fn open_db(config: &Config, pool_size: u32) -> anyhow::Result<Db> {
     Ok(db)
 }
 
+/// Opens the database without applying pending migrations (`offboard migrate` applies and reports them).
+fn open_db_unmigrated(config: &Config, pool_size: u32) -> anyhow::Result<Db> {
+    let url = config.db_url();
+    let opts = DbOptions {
+        pool_size,
+        connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
+        sqlite_busy_timeout_ms: config.database.sqlite_busy_timeout_ms,
+    };
+    Db::open(&url, &opts).with_context(|| format!("cannot open database {}", url.redacted()))
+}
+
 fn fmt_time(t: chrono::NaiveDateTime) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// A time in `--json` output: RFC 3339, UTC.
+fn json_time(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// An optional time in `--json` output: RFC 3339, or `null`.
+fn json_time_opt(t: Option<chrono::NaiveDateTime>) -> serde_json::Value {
+    t.map_or(serde_json::Value::Null, |t| json_time(t).into())
+}
+
+/// Prints `--json` output: one pretty-printed document on stdout.
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }

@@ -6,10 +6,18 @@ use offboard::config::Config;
 use offboard::db::Db;
 use offboard::lifecycle::users;
 
-use super::fmt_time;
+use serde_json::json;
+
+use super::{fmt_time, json_time, print_json};
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
+    /// List live users by userName: id, active, whether an operator holds them inactive, token generation.
+    List {
+        /// Print JSON (an array of users) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a user's state, generation, groups, live logins and token activity per client.
     Show {
         /// The userName (case-insensitive).
@@ -18,6 +26,7 @@ pub enum UsersCommand {
     /// Break glass: deactivate a user now, as a SCIM `active:false` would (tokens die, logins end), and hold it
     /// inactive whatever the identity provider sends until `offboard users release`.
     Deactivate {
+        /// The userName (case-insensitive).
         user_name: String,
         /// Why, for the log (required).
         #[arg(long)]
@@ -25,6 +34,7 @@ pub enum UsersCommand {
     },
     /// Lift the hold of `deactivate`: the user takes the `active` the identity provider last asked for.
     Release {
+        /// The userName (case-insensitive).
         user_name: String,
         /// Why, for the log.
         #[arg(long, default_value = "released by an administrator")]
@@ -32,6 +42,7 @@ pub enum UsersCommand {
     },
     /// End every session of a user (generation bump, logins revoked); the account stays active.
     RevokeTokens {
+        /// The userName (case-insensitive).
         user_name: String,
         /// Why, for the log.
         #[arg(long, default_value = "revoked by an administrator")]
@@ -42,6 +53,7 @@ pub enum UsersCommand {
 pub fn run(config: &Config, cmd: UsersCommand) -> anyhow::Result<()> {
     let db = &super::open_db(config, 2)?;
     match cmd {
+        UsersCommand::List { json } => list_users(db, json)?,
         UsersCommand::Show { user_name } => show_user(db, &user_name)?,
         UsersCommand::Deactivate { user_name, reason } => {
             if reason.trim().is_empty() {
@@ -101,6 +113,52 @@ fn find_user(db: &Db, user_name: &str) -> anyhow::Result<offboard::lifecycle::us
     users::find_by_user_name(db, user_name)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_context(|| format!("no live user with userName `{user_name}`"))
+}
+
+fn list_users(db: &Db, json: bool) -> anyhow::Result<()> {
+    let (rows, holds) = db.read(|c| {
+        let rows = offboard::db::repo::users::all_live(c)?;
+        let holds = offboard::db::repo::users::all_holds(c)?;
+        Ok::<_, anyhow::Error>((rows, holds))
+    })?;
+    let holds: std::collections::HashMap<_, _> = holds.into_iter().map(|h| (h.user_id.clone(), h)).collect();
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|u| {
+                let hold = holds.get(&u.id).map(|h| {
+                    json!({ "reason": h.reason, "heldAt": json_time(h.held_at), "idpActive": h.idp_active })
+                });
+                json!({
+                    "userName": u.user_name,
+                    "id": u.id,
+                    "active": u.active,
+                    "hold": hold,
+                    "generation": u.token_generation,
+                })
+            })
+            .collect();
+        return print_json(&out.into());
+    }
+    if rows.is_empty() {
+        eprintln!("no users yet: the identity provider creates them over SCIM");
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<36} {:<6} {:<5} GENERATION",
+        "USERNAME", "ID", "ACTIVE", "HOLD"
+    );
+    for u in &rows {
+        println!(
+            "{:<40} {:<36} {:<6} {:<5} {}",
+            u.user_name,
+            u.id,
+            u.active,
+            if holds.contains_key(&u.id) { "held" } else { "-" },
+            u.token_generation
+        );
+    }
+    Ok(())
 }
 
 fn show_user(db: &Db, user_name: &str) -> anyhow::Result<()> {

@@ -266,7 +266,7 @@ fn endpoint_for_audit(url: &str) -> String {
 }
 
 /// The event types a stream receives, as stored.
-fn events_of(row: &StreamRow) -> Value {
+pub fn events_of(row: &StreamRow) -> Value {
     serde_json::from_str(&row.events_requested).unwrap_or(Value::Null)
 }
 

@@ -10,6 +10,7 @@ mod harness;
 
 mod audit;
 mod auth;
+mod cli;
 mod console;
 mod crash;
 mod discovery;

@@ -179,6 +179,20 @@ pub fn replace_emails(conn: &mut DbConnection, id: &str, emails: &[EmailKey]) ->
     Ok(())
 }
 
+/// Every live user, by userName.
+pub fn all_live(conn: &mut DbConnection) -> QueryResult<Vec<User>> {
+    users::table
+        .filter(users::deleted_at.is_null())
+        .order(users::user_name_folded.asc())
+        .select(User::as_select())
+        .load(conn)
+}
+
+/// Every operator hold.
+pub fn all_holds(conn: &mut DbConnection) -> QueryResult<Vec<UserHold>> {
+    user_holds::table.select(UserHold::as_select()).load(conn)
+}
+
 /// The operator hold on a user, if any.
 pub fn hold(conn: &mut DbConnection, user_id: &str) -> QueryResult<Option<UserHold>> {
     user_holds::table
