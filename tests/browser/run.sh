@@ -28,11 +28,11 @@ if [ ! -x "$OFFBOARD_BIN" ]; then
 fi
 if [ ! -x /usr/bin/chromium ]; then
   echo "== installing chromium (apt-get)"
-  apt-get -y -q install chromium chromium-driver >/dev/null
+  apt-get -y -q install chromium chromium-driver >/dev/null || { apt-get -q update >/dev/null && apt-get -y -q install chromium chromium-driver >/dev/null; }
 fi
 if ! command -v sqlite3 >/dev/null; then
   echo "== installing sqlite3 (apt-get)"
-  apt-get -y -q install sqlite3 >/dev/null
+  apt-get -y -q install sqlite3 >/dev/null || { apt-get -q update >/dev/null && apt-get -y -q install sqlite3 >/dev/null; }
 fi
 if [ ! -d node_modules/playwright-core ] || ! npm ls --silent >/dev/null 2>&1; then
   echo "== npm ci (playwright-core, pinned in package-lock.json)"
