@@ -16,7 +16,7 @@
 //! **Long-lived connections.** [`Guard::watch`] resolves the moment the revocation state kills an accepted token
 //! (or the feed goes stale), so a WebSocket or SSE handler can close then instead of at its next request. Every
 //! watch waits on one shared notification, sent once per change of the state, not on a timer of its own
-//! (`docs/decisions/0035-watching-a-token.md`).
+//! (`docs/decisions/0037-watching-a-token.md`).
 //!
 //! One guard per stream: a poll acknowledges SETs for the whole stream, so two processes sharing one stream would
 //! each miss what the other acknowledged. Give every service instance its own poll stream.
