@@ -157,3 +157,55 @@ impl<St: Send + Sync> FromRequestParts<St> for Verified {
             .ok_or(Rejected(Refusal::Missing))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn answer(refusal: Refusal) -> (StatusCode, Option<String>, Option<String>) {
+        let res = Rejected(refusal).into_response();
+        let header = |name| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (
+            res.status(),
+            header(header::WWW_AUTHENTICATE),
+            header(header::RETRY_AFTER),
+        )
+    }
+
+    #[test]
+    fn refusals_answer_as_the_actix_middleware_does() {
+        assert_eq!(
+            answer(Refusal::Missing),
+            (StatusCode::UNAUTHORIZED, Some("Bearer".into()), None)
+        );
+        assert_eq!(
+            answer(Refusal::Revoked(crate::Revoked::Session)),
+            (
+                StatusCode::UNAUTHORIZED,
+                Some("Bearer error=\"invalid_token\"".into()),
+                None
+            )
+        );
+        assert_eq!(
+            answer(Refusal::Stale(Duration::from_secs(7))),
+            (StatusCode::SERVICE_UNAVAILABLE, None, Some("1".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn verified_outside_the_layer_is_refused() {
+        let (mut parts, ()) = Request::new(()).into_parts();
+        let refused = Verified::from_request_parts(&mut parts, &()).await;
+        assert!(
+            matches!(refused, Err(Rejected(Refusal::Missing))),
+            "no claims in the extensions: {refused:?}"
+        );
+    }
+}
