@@ -13,6 +13,11 @@
 //! fails closed with [`Refusal::Stale`], or, with [`WhenStale::Introspect`], asks offboard's introspection
 //! endpoint about each token. It is never silently stale.
 //!
+//! **Long-lived connections.** [`Guard::watch`] resolves the moment the revocation state kills an accepted token
+//! (or the feed goes stale), so a WebSocket or SSE handler can close then instead of at its next request. Every
+//! watch waits on one shared notification, sent once per change of the state, not on a timer of its own
+//! (`docs/decisions/0037-watching-a-token.md`).
+//!
 //! One guard per stream: a poll acknowledges SETs for the whole stream, so two processes sharing one stream would
 //! each miss what the other acknowledged. Give every service instance its own poll stream.
 
@@ -21,6 +26,8 @@ mod state;
 
 #[cfg(feature = "actix")]
 pub mod actix;
+#[cfg(feature = "axum")]
+pub mod axum;
 #[cfg(feature = "actix")]
 pub mod sidecar;
 
@@ -255,6 +262,9 @@ struct Inner {
     jwks_fetched: tokio::sync::Mutex<Instant>,
     revocations: RwLock<Revocations>,
     confirmed: Mutex<Instant>,
+    /// Told of every change of `revocations` and of the feed going stale or fresh again: what [`Guard::watch`]
+    /// waits on.
+    news: tokio::sync::watch::Sender<News>,
     /// `tokens.max_access_ttl_secs` + leeway, from the snapshot.
     max_token_lifetime: i64,
     snapshot_position: i64,
@@ -262,12 +272,21 @@ struct Inner {
     sets_applied: AtomicU64,
 }
 
-/// Aborts the feed task when the last clone of the guard goes.
-struct Task(tokio::task::JoinHandle<()>);
+/// What the feed tells the watches: a counter of revocation-state changes and whether the feed is stale.
+#[derive(Debug, Clone, Copy, Default)]
+struct News {
+    changes: u64,
+    stale: bool,
+}
+
+/// Aborts the guard's tasks (the feed and the freshness watchdog) when the last clone of the guard goes.
+struct Task(Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for Task {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -416,15 +435,19 @@ impl Guard {
             jwks_fetched: tokio::sync::Mutex::new(Instant::now()),
             revocations: RwLock::new(revocations),
             confirmed: Mutex::new(started),
+            news: tokio::sync::watch::Sender::new(News::default()),
             max_token_lifetime,
             snapshot_position,
             jwks_fetches: AtomicU64::new(1),
             sets_applied: AtomicU64::new(0),
         });
-        let task = tokio::spawn(feed(inner.clone()));
+        let tasks = vec![
+            tokio::spawn(feed(inner.clone())),
+            tokio::spawn(watchdog(inner.clone())),
+        ];
         Ok(Self {
             inner,
-            _task: Arc::new(Task(task)),
+            _task: Arc::new(Task(tasks)),
         })
     }
 
@@ -443,7 +466,54 @@ impl Guard {
     }
 
     fn confirmed_ago(&self) -> Duration {
-        self.inner.confirmed.lock().map_or(Duration::MAX, |t| t.elapsed())
+        confirmed_ago(&self.inner)
+    }
+
+    /// Resolves the moment the guard would refuse the token these claims came from: its user's generation was
+    /// raised, its login (`sid`) ended, its `jti` revoked or its signing key declared compromised
+    /// ([`Refusal::Revoked`]), or the feed went unconfirmed past the freshness bound ([`Refusal::Stale`], in
+    /// either [`WhenStale`] mode: a long-lived connection cannot be asked about again, so it ends and its client
+    /// reconnects through [`Guard::check`]). It does not resolve at the token's `exp`.
+    ///
+    /// Cheap: every watch waits on one notification the feed sends once per change of the revocation state (and
+    /// once when the feed goes stale), then looks its token up; no watch polls or holds a timer. The future owns
+    /// a clone of the guard (so the feed runs while it waits) and may be dropped at any time.
+    pub fn watch(&self, claims: &Claims) -> impl Future<Output = Refusal> + Send + 'static {
+        let guard = self.clone();
+        let claims = claims.clone();
+        let mut news = self.inner.news.subscribe();
+        async move {
+            loop {
+                // Seen before the state is read: a change made after this read is announced after it, so
+                // `changed` below sees it.
+                news.borrow_and_update();
+                if let Some(refusal) = guard.refusal_of(&claims) {
+                    return refusal;
+                }
+                if news.changed().await.is_err() {
+                    // The sender lives as long as the guard this future holds: not reached.
+                    return Refusal::Stale(guard.confirmed_ago());
+                }
+            }
+        }
+    }
+
+    /// Why the state (or the feed's age) refuses a token with these claims now, if it does.
+    fn refusal_of(&self, claims: &Claims) -> Option<Refusal> {
+        let revoked = self.inner.revocations.read().ok().and_then(|r| {
+            r.refuses(
+                &claims.kid,
+                &claims.jti,
+                claims.sid.as_deref(),
+                &claims.sub,
+                claims.tgen,
+            )
+        });
+        if let Some(why) = revoked {
+            return Some(Refusal::Revoked(why));
+        }
+        let ago = self.confirmed_ago();
+        (ago > self.inner.config.freshness()).then_some(Refusal::Stale(ago))
     }
 
     /// Checks an `Authorization` header value (`Bearer TOKEN`).
@@ -622,10 +692,15 @@ async fn feed(inner: Arc<Inner>) {
         let more = match poll_once(&inner, &ack).await {
             Ok(batch) => {
                 ack = batch.applied;
+                if !ack.is_empty() {
+                    inner.news.send_modify(|n| n.changes += 1);
+                }
                 if batch.complete
                     && let Ok(mut confirmed) = inner.confirmed.lock()
                 {
                     *confirmed = sent;
+                    drop(confirmed);
+                    inner.news.send_if_modified(|n| std::mem::take(&mut n.stale));
                 }
                 batch.more
             }
@@ -652,6 +727,33 @@ async fn feed(inner: Arc<Inner>) {
         }
         if !more {
             tokio::time::sleep(inner.config.poll_interval).await;
+        }
+    }
+}
+
+fn confirmed_ago(inner: &Inner) -> Duration {
+    inner.confirmed.lock().map_or(Duration::MAX, |t| t.elapsed())
+}
+
+/// The freshness watchdog: tells the watches the moment the feed goes unconfirmed past the freshness bound. It
+/// sleeps until the bound would pass (once per bound while the feed is fresh) and, while the feed is stale, until
+/// the feed confirms again.
+async fn watchdog(inner: Arc<Inner>) {
+    let bound = inner.config.freshness();
+    let mut news = inner.news.subscribe();
+    loop {
+        if news.borrow_and_update().stale {
+            if news.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let ago = confirmed_ago(&inner);
+        if ago > bound {
+            inner.news.send_modify(|n| n.stale = true);
+        } else {
+            // Just past the bound, so `check` already refuses when the watches look.
+            tokio::time::sleep(bound.saturating_sub(ago) + Duration::from_millis(1)).await;
         }
     }
 }

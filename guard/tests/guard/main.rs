@@ -11,6 +11,7 @@
 )]
 
 mod harness;
+mod long_lived;
 
 use std::time::Duration;
 
