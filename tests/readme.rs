@@ -30,6 +30,7 @@
 //! under `CI=true` (`.ci/run` installs them) and otherwise prints `SKIPPED` and passes.
 //!
 //! None of the walkthroughs needs PostgreSQL: they run on the default SQLite file, as a newcomer would.
+//! Why it is built this way: `docs/decisions/0035-readme-walkthroughs-run-verbatim.md`.
 #![expect(
     clippy::expect_used,
     reason = "test code: a panic is a test failure with its message"
