@@ -262,6 +262,12 @@ fn run(w: &Walkthrough, work: &Path, logs: &Path, path_var: &str, home: &str) ->
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // Checked before the group is killed: the block itself must have stopped what it started.
+    let still_taken: Vec<u16> = if status.is_some_and(|s| s.success()) {
+        w.ports().into_iter().filter(|p| !port_is_free(*p)).collect()
+    } else {
+        Vec::new()
+    };
     drop(group);
     let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     let show = |why: String| {
@@ -288,12 +294,10 @@ fn run(w: &Walkthrough, work: &Path, logs: &Path, path_var: &str, home: &str) ->
             }
         }
     }
-    for port in w.ports() {
-        if !port_is_free(port) {
-            return Err(show(format!(
-                "127.0.0.1:{port} is still taken after the block ended: it must stop what it started"
-            )));
-        }
+    if let Some(port) = still_taken.first() {
+        return Err(show(format!(
+            "127.0.0.1:{port} was still taken when the block ended: it must stop what it started"
+        )));
     }
     Ok(output)
 }
