@@ -22,9 +22,9 @@
 //! than [`BLOCK_TIMEOUT`] fails.
 //!
 //! **Ports**: the walkthroughs use the README's fixed loopback ports (8080 for offboard, 9001 for the receiver:
-//! every `127.0.0.1:PORT` a block names). Other tests listen on port 0, and the other test of this binary listens on
-//! nothing, so the walkthroughs run one after the other; the test fails at once, naming the port, when one is already taken on this
-//! machine (stop what listens there), and checks that each block released its ports at its end.
+//! every `127.0.0.1:PORT` a block names). Other tests listen on port 0 and the other test of this binary on
+//! nothing; the walkthroughs run one after the other. The test fails at once, naming the port, when one is already
+//! taken on this machine (stop what listens there), and checks that each block released its ports at its end.
 //!
 //! **Tools**: `bash`, `curl`, `jq`, `sqlite3` (the README's prerequisites). When one is missing, the test fails
 //! under `CI=true` (`.ci/run` installs them) and otherwise prints `SKIPPED` and passes.
