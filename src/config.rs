@@ -995,6 +995,99 @@ mod tests {
     }
 
     #[test]
+    fn errors_name_the_key_once() {
+        for (name, value, key) in [
+            ("OFFBOARD_LOG_FORMAT", "xml", "log_format"),
+            ("OFFBOARD_FANOUT__SUBJECT_FORMAT", "sub", "subject_format"),
+            ("OFFBOARD_LIMITS__MAX_RESULTS", "many", "max_results"),
+        ] {
+            let err = Config::load_from(None, env(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err.matches(key).count(), 1, "{err}");
+            assert!(!err.contains('\n'), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn toml_syntax_errors_give_the_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offboard.toml");
+        std::fs::write(&path, "# comment\n[limits]\nmax_results = = 5\n").unwrap();
+        let err = Config::load_from(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("line 3, column 15"), "{err}");
+        assert_eq!(line_and_column("ab\nçd", 5), (2, 2));
+        assert_eq!(line_and_column("ab\nçd", 4), (2, 1));
+        assert_eq!(line_and_column("ab", 99), (1, 3));
+    }
+
+    #[test]
+    fn other_commands_variables_are_not_unknown_keys() {
+        let loaded = Config::load_from(
+            None,
+            env(&[
+                ("OFFBOARD_STREAM_AUTH_HEADER", "Bearer x"),
+                ("OFFBOARD_GUARD_ISSUER", "https://offboard.example.com"),
+                ("OFFBOARD_GUARD_STREAM_CREDENTIAL", "id:secret"),
+            ]),
+        )
+        .unwrap();
+        assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+    }
+
+    #[test]
+    fn listen_takes_an_address_or_a_host_name() {
+        let c = Config::load_from(None, env(&[("OFFBOARD_LISTEN", "localhost:18080")]))
+            .unwrap()
+            .config;
+        let addrs = c.listen_addrs().unwrap();
+        assert!(!addrs.is_empty());
+        assert!(
+            addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 18080),
+            "{addrs:?}"
+        );
+        let c = Config::load_from(None, env(&[("OFFBOARD_LISTEN", "[::1]:9000")]))
+            .unwrap()
+            .config;
+        assert_eq!(c.listen_addrs().unwrap(), vec!["[::1]:9000".parse().unwrap()]);
+        for bad in [
+            "localhost",
+            "localhost:99999",
+            ":8080",
+            "no-such-host.invalid:8080",
+        ] {
+            let err = Config::load_from(None, env(&[("OFFBOARD_LISTEN", bad)])).unwrap_err();
+            assert!(err.to_string().contains("`listen`"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_shown_configuration_has_every_secret_redacted() {
+        let loaded = Config::load_from(
+            None,
+            env(&[
+                ("OFFBOARD_KEYS__KEK", "c2VjcmV0LWtlay12YWx1ZQ=="),
+                (
+                    "OFFBOARD_DATABASE_URL",
+                    "postgres://app:pa55word@db/offboard?sslmode=require&password=pa55word",
+                ),
+            ]),
+        )
+        .unwrap();
+        let shown = toml::to_string_pretty(&loaded.config).unwrap();
+        let json = serde_json::to_string(&loaded.config).unwrap();
+        for text in [&shown, &json] {
+            assert!(!text.contains("c2VjcmV0") && !text.contains("pa55word"), "{text}");
+            assert!(text.contains(REDACTED), "{text}");
+            assert!(
+                text.contains("postgres://app:***@db/offboard?sslmode=require&password=***"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_reported_not_fatal() {
         let loaded = Config::load_from(
             None,
