@@ -493,6 +493,59 @@ fn serve_checks_its_port_and_configuration_before_creating_anything() {
     drop(taken);
 }
 
+#[test]
+fn serve_listens_on_a_host_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let keys = test_keys_file().to_str().expect("utf-8 path").to_owned();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_offboard"));
+    cmd.arg("serve")
+        .current_dir(dir.path())
+        .env_remove("OFFBOARD_CONFIG")
+        .env("OFFBOARD_LISTEN", format!("localhost:{port}"))
+        .env("OFFBOARD_ISSUER", format!("http://127.0.0.1:{port}"))
+        .env("OFFBOARD_LOG_LEVEL", "warn")
+        .env("OFFBOARD_KEYS__KEK", TEST_KEK)
+        .env("OFFBOARD_KEYS__IMPORT_PEM_FILE", keys)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run offboard serve");
+    let started = std::time::Instant::now();
+    let answer = loop {
+        use std::io::{Read, Write};
+        let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| {
+            c.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            let mut text = String::new();
+            c.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        match got {
+            // Not ready yet (503) is asked again, like a refused connection.
+            Ok(text) if text.starts_with("HTTP/1.1 200") => break text,
+            _ if started.elapsed() < std::time::Duration::from_secs(30) => {
+                assert!(child.try_wait().expect("wait").is_none(), "serve exited");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Ok(text) => break text,
+            Err(e) => {
+                child.kill().expect("kill");
+                panic!("serve on localhost:{port} never answered: {e}");
+            }
+        }
+    };
+    child.kill().expect("kill");
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Checks that `args` fail at once (well within the 5 s connect timeout), with one line naming `problem`, without
 /// `secret`, and create nothing in the directory they run in.
 fn fails_at_once(env: &[(&str, &str)], args: &[&str], problem: &str, secret: &str) {
