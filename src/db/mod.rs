@@ -739,5 +739,44 @@ mod tests {
         let url = DbUrl::parse("postgres://app:s3cret@db:5432/offboard").unwrap();
         assert_eq!(url.redacted(), "postgres://app:***@db:5432/offboard");
         assert!(!url.redacted().contains("s3cret"));
+        let url = DbUrl::parse("postgres://app:p@ss@db/offboard?sslmode=require&Password=s3cret").unwrap();
+        assert_eq!(
+            url.redacted(),
+            "postgres://app:***@db/offboard?sslmode=require&Password=***"
+        );
+        assert_eq!(
+            url_passwords(&url.target),
+            vec!["p@ss".to_owned(), "s3cret".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_driver_error_becomes_one_line() {
+        assert_eq!(
+            first_line(
+                "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  database \"x\" does not exist\n\tHINT: …"
+            ),
+            "database \"x\" does not exist"
+        );
+        assert_eq!(first_line("\n  invalid port   number\n"), "invalid port number");
+    }
+
+    #[test]
+    fn preflight_refuses_a_missing_sqlite_directory_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = preflight(&DbUrl::sqlite(missing.join("x.db").to_str().unwrap())).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(!missing.exists());
+        preflight(&DbUrl::sqlite(dir.path().join("x.db").to_str().unwrap())).unwrap();
+        preflight(&DbUrl::sqlite("relative.db")).unwrap();
+        preflight(&DbUrl::sqlite(":memory:")).unwrap();
+        assert!(!dir.path().join("x.db").exists());
+    }
+
+    #[test]
+    fn preflight_lets_a_refused_connection_through_to_the_pool_s_retries() {
+        // Nothing listens on port 1: transient (a server still starting), so the pool's timeout applies.
+        preflight(&DbUrl::parse("postgres://postgres@127.0.0.1:1/test").unwrap()).unwrap();
     }
 }
