@@ -46,7 +46,7 @@ fn open_db_unmigrated(config: &Config, pool_size: u32) -> anyhow::Result<Db> {
     let url = config.db_url();
     // A permanent error (unknown database or role, bad URL, missing directory) fails here, at once, in one line;
     // the pool below waits out transient ones (a server still starting) up to the connect timeout
-    // (docs/decisions/0035-fail-before-creating.md).
+    // (docs/decisions/0038-fail-before-creating.md).
     if let Err(e) = offboard::db::preflight(&url) {
         anyhow::bail!("cannot open database {}: {e}", url.redacted());
     }

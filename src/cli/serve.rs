@@ -89,7 +89,7 @@ fn bind(config: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     // The configuration was validated when it was loaded; the port is checked here. Only then are the database
-    // file, the key-encryption key and the signing keys created (docs/decisions/0035-fail-before-creating.md).
+    // file, the key-encryption key and the signing keys created (docs/decisions/0038-fail-before-creating.md).
     let listeners = bind(&config)?;
     let addrs: Vec<String> = listeners
         .iter()
