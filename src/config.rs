@@ -10,20 +10,28 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::db::{Backend, DbUrl};
 
-/// Environment variables that are not configuration keys.
 const ENV_PREFIX: &str = "OFFBOARD_";
-const ENV_NOT_KEYS: &[&str] = &["OFFBOARD_CONFIG"];
+/// Environment variables with the prefix that are not configuration keys: the config file's path, and what the
+/// `streams`/`receiver` commands read (the push endpoint's `Authorization` header).
+const ENV_NOT_KEYS: &[&str] = &["OFFBOARD_CONFIG", "OFFBOARD_STREAM_AUTH_HEADER"];
+/// Prefixes of other programs' environment variables (the `offboard-guard` sidecar's), never configuration keys.
+const ENV_NOT_KEY_PREFIXES: &[&str] = &["OFFBOARD_GUARD_"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Toml { path: PathBuf, message: String },
+    #[error("config file {path} is not valid TOML: {location}{message}")]
+    Toml {
+        path: PathBuf,
+        /// `line L, column C: `, or empty when the parser gave no position.
+        location: String,
+        message: String,
+    },
     #[error("invalid configuration key `{key}`: {message}")]
     Invalid { key: String, message: String },
 }
@@ -38,10 +46,14 @@ impl ConfigError {
 }
 
 /// The whole configuration. Defaults run on a fresh machine with nothing else installed.
-#[derive(Debug, Clone, Deserialize)]
+///
+/// `Serialize` is for showing it (`offboard config check`): it writes every secret redacted (the database URL's
+/// password, the key-encryption key), so its output is never a usable configuration for those keys.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Config {
     /// `postgres://…` / `postgresql://…` for PostgreSQL; `sqlite://PATH`, `file:PATH` or a bare path for SQLite.
+    #[serde(serialize_with = "redacted_db_url")]
     pub database_url: String,
     /// Socket address the HTTP server binds.
     pub listen: String,
@@ -73,7 +85,7 @@ pub struct Config {
 }
 
 /// The operator console at `/console`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ConsoleConfig {
     /// Minutes without a request after which a console session ends.
@@ -94,7 +106,7 @@ impl Default for ConsoleConfig {
 }
 
 /// Logging beyond the level and format.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct LogConfig {
     /// One line per request at info (target `offboard::access`): method, route, status, latency, request id,
@@ -110,7 +122,7 @@ impl Default for LogConfig {
 }
 
 /// The audit log.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct AuditConfig {
     /// Days an entry is kept; older entries are archived (when `archive_dir` is set) and deleted. 0 keeps every
@@ -139,7 +151,7 @@ impl Default for AuditConfig {
 }
 
 /// Delivery of Security Event Tokens to streams.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct FanoutConfig {
     /// Attempts before a SET is dead-lettered. The default, with the 60 s cap, keeps retrying for about a day.
@@ -182,7 +194,7 @@ pub struct FanoutConfig {
     pub allowed_private_hosts: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectFormat {
     IssSub,
@@ -210,7 +222,7 @@ impl Default for FanoutConfig {
 }
 
 /// Access and refresh token lifetimes and claims.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct TokenConfig {
     /// Lifetime of an access token, seconds.
@@ -239,7 +251,7 @@ pub struct TokenConfig {
     pub client_credentials: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum TokenAlgorithm {
     RS256,
     EdDSA,
@@ -255,7 +267,7 @@ impl TokenAlgorithm {
 }
 
 /// Signing keys and the key-encryption key that seals them at rest.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct KeyConfig {
     /// The key-encryption key: 32 random bytes, base64 (e.g. `openssl rand -base64 32`). Prefer the env var
@@ -290,6 +302,22 @@ impl SecretString {
     }
 }
 
+/// What is shown in place of a secret.
+pub const REDACTED: &str = "[redacted]";
+
+impl Serialize for SecretString {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+fn redacted_db_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    match DbUrl::parse(url) {
+        Ok(parsed) => s.serialize_str(&parsed.redacted()),
+        Err(_) => s.serialize_str(REDACTED),
+    }
+}
+
 impl fmt::Debug for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretString(…)")
@@ -297,7 +325,7 @@ impl fmt::Debug for SecretString {
 }
 
 /// An IdP whose signed tokens offboard trusts (RFC 8693 subject tokens, Global Token Revocation assertions).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TrustedIssuer {
     /// The exact `iss` of its tokens.
     pub issuer: String,
@@ -346,7 +374,7 @@ fn default_attribute() -> MappedAttribute {
     MappedAttribute::ExternalId
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum MappedAttribute {
     #[serde(rename = "userName")]
     UserName,
@@ -356,14 +384,14 @@ pub enum MappedAttribute {
     Email,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
     /// Connections in the read pool (and, on PostgreSQL, for writes too). SQLite always writes through one.
@@ -377,7 +405,7 @@ pub struct DatabaseConfig {
     pub sqlite_busy_timeout_ms: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Limits {
     /// Largest accepted request body in bytes; larger bodies get 413.
@@ -509,7 +537,14 @@ impl Config {
                 })?;
                 toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Toml {
                     path: path.to_owned(),
-                    message: e.message().to_owned(),
+                    location: e
+                        .span()
+                        .map(|span| {
+                            let (line, column) = line_and_column(&text, span.start);
+                            format!("line {line}, column {column}: ")
+                        })
+                        .unwrap_or_default(),
+                    message: e.message().trim_end().to_owned(),
                 })?
             }
             None => toml::Table::new(),
@@ -519,7 +554,10 @@ impl Config {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if ENV_NOT_KEYS.contains(&name.as_str()) || key.is_empty() {
+            if ENV_NOT_KEYS.contains(&name.as_str())
+                || ENV_NOT_KEY_PREFIXES.iter().any(|p| name.starts_with(p))
+                || key.is_empty()
+            {
                 continue;
             }
             overlay(&mut table, &key.to_ascii_lowercase(), value);
@@ -529,14 +567,15 @@ impl Config {
         let de = serde_ignored::Deserializer::new(toml::Value::Table(table), &mut on_unknown);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            ConfigError::invalid(&key, e.into_inner())
+            // The TOML value's own error ends with "in `key`"; the key is named once, by `Invalid`.
+            ConfigError::invalid(&key, e.into_inner().message().trim_end())
         })?;
         let config = config.validated()?;
         Ok(Loaded { config, unknown_keys })
     }
 
     fn validated(mut self) -> Result<Self, ConfigError> {
-        self.listen_addr()?;
+        self.listen_addrs()?;
         DbUrl::parse(&self.database_url).map_err(|m| ConfigError::invalid("database_url", m))?;
         let issuer = self.issuer.trim_end_matches('/').to_owned();
         if !(issuer.starts_with("http://") || issuer.starts_with("https://"))
@@ -694,10 +733,36 @@ impl Config {
         v
     }
 
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .parse()
-            .map_err(|e| ConfigError::invalid("listen", format_args!("{e} (expected HOST:PORT)")))
+    /// The addresses `listen` names: an IP address and port, or a host name and port resolved here
+    /// (`localhost:8080` may give both `127.0.0.1:8080` and `[::1]:8080`).
+    pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let listen = self.listen.trim();
+        if let Ok(addr) = listen.parse::<SocketAddr>() {
+            return Ok(vec![addr]);
+        }
+        let Some((host, port)) = listen.rsplit_once(':') else {
+            return Err(ConfigError::invalid(
+                "listen",
+                "expected HOST:PORT, e.g. 127.0.0.1:8080",
+            ));
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(ConfigError::invalid(
+                "listen",
+                format_args!("`{listen}` is not HOST:PORT with a port from 0 to 65535"),
+            ));
+        }
+        let mut addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(listen)
+            .map_err(|e| ConfigError::invalid("listen", format_args!("cannot resolve host `{host}`: {e}")))?
+            .collect();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return Err(ConfigError::invalid(
+                "listen",
+                format_args!("host `{host}` resolves to no address"),
+            ));
+        }
+        Ok(addrs)
     }
 
     /// Threads per HTTP worker for database work. SQLite work is CPU-bound and serial for writes, so a few threads
@@ -737,6 +802,18 @@ pub fn is_loopback_http(url: &str) -> bool {
         .and_then(|h| h.split_once(']').map(|(h, _)| h))
         .unwrap_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| h));
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = text.get(..end).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    (line, column)
 }
 
 /// Sets `a__b__c` in the table to a string value, creating tables on the way.
@@ -915,6 +992,99 @@ mod tests {
         assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
         let err = Config::load_from(None, env(&[("OFFBOARD_LOG__ACCESS", "sometimes")])).unwrap_err();
         assert!(err.to_string().contains("log.access"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_key_once() {
+        for (name, value, key) in [
+            ("OFFBOARD_LOG_FORMAT", "xml", "log_format"),
+            ("OFFBOARD_FANOUT__SUBJECT_FORMAT", "sub", "subject_format"),
+            ("OFFBOARD_LIMITS__MAX_RESULTS", "many", "max_results"),
+        ] {
+            let err = Config::load_from(None, env(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err.matches(key).count(), 1, "{err}");
+            assert!(!err.contains('\n'), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn toml_syntax_errors_give_the_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offboard.toml");
+        std::fs::write(&path, "# comment\n[limits]\nmax_results = = 5\n").unwrap();
+        let err = Config::load_from(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("line 3, column 15"), "{err}");
+        assert_eq!(line_and_column("ab\nçd", 5), (2, 2));
+        assert_eq!(line_and_column("ab\nçd", 4), (2, 1));
+        assert_eq!(line_and_column("ab", 99), (1, 3));
+    }
+
+    #[test]
+    fn other_commands_variables_are_not_unknown_keys() {
+        let loaded = Config::load_from(
+            None,
+            env(&[
+                ("OFFBOARD_STREAM_AUTH_HEADER", "Bearer x"),
+                ("OFFBOARD_GUARD_ISSUER", "https://offboard.example.com"),
+                ("OFFBOARD_GUARD_STREAM_CREDENTIAL", "id:secret"),
+            ]),
+        )
+        .unwrap();
+        assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+    }
+
+    #[test]
+    fn listen_takes_an_address_or_a_host_name() {
+        let c = Config::load_from(None, env(&[("OFFBOARD_LISTEN", "localhost:18080")]))
+            .unwrap()
+            .config;
+        let addrs = c.listen_addrs().unwrap();
+        assert!(!addrs.is_empty());
+        assert!(
+            addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 18080),
+            "{addrs:?}"
+        );
+        let c = Config::load_from(None, env(&[("OFFBOARD_LISTEN", "[::1]:9000")]))
+            .unwrap()
+            .config;
+        assert_eq!(c.listen_addrs().unwrap(), vec!["[::1]:9000".parse().unwrap()]);
+        for bad in [
+            "localhost",
+            "localhost:99999",
+            ":8080",
+            "no-such-host.invalid:8080",
+        ] {
+            let err = Config::load_from(None, env(&[("OFFBOARD_LISTEN", bad)])).unwrap_err();
+            assert!(err.to_string().contains("`listen`"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_shown_configuration_has_every_secret_redacted() {
+        let loaded = Config::load_from(
+            None,
+            env(&[
+                ("OFFBOARD_KEYS__KEK", "c2VjcmV0LWtlay12YWx1ZQ=="),
+                (
+                    "OFFBOARD_DATABASE_URL",
+                    "postgres://app:pa55word@db/offboard?sslmode=require&password=pa55word",
+                ),
+            ]),
+        )
+        .unwrap();
+        let shown = toml::to_string_pretty(&loaded.config).unwrap();
+        let json = serde_json::to_string(&loaded.config).unwrap();
+        for text in [&shown, &json] {
+            assert!(!text.contains("c2VjcmV0") && !text.contains("pa55word"), "{text}");
+            assert!(text.contains(REDACTED), "{text}");
+            assert!(
+                text.contains("postgres://app:***@db/offboard?sslmode=require&password=***"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The `offboard` command line: `serve`, `migrate`, `credentials`, `keys`, `users`, `token`, `streams`, `audit`,
-//! `receiver`. Parses arguments and dispatches to the command group's file in `cli/`, which loads what it needs
+//! `receiver`, `config`. Parses arguments and dispatches to the command group's file in `cli/`, which loads what it needs
 //! and calls into the library; no logic of its own beyond presentation.
 
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 use cli::audit::AuditCommand;
+use cli::config::ConfigCommand;
 use cli::credentials::CredentialsCommand;
 use cli::keys::KeysCommand;
 use cli::receiver::ReceiverArgs;
@@ -55,6 +56,9 @@ enum Command {
     /// The audit log: verify the chain, export entries, offboarding reports, retention.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The configuration: check it and show it as `serve` would load it.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run a verifying SET receiver that prints every event it gets (to check a stream's wiring).
     Receiver(ReceiverArgs),
 }
@@ -72,6 +76,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Config(cmd) = cli.command {
+        // Loads the configuration itself, to report an invalid one rather than stop at it.
+        return cli::config::run(cli.config.as_deref(), &cmd);
+    }
     let config = cli::load_config(cli.config.as_deref(), matches!(cli.command, Command::Serve))?;
     if !matches!(cli.command, Command::Serve) {
         // What an administrator does here is recorded with actor `cli`.
@@ -87,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Streams(cmd) => cli::streams::run(config, cmd),
         Command::Audit(cmd) => cli::audit::run(config, cmd),
         Command::Receiver(args) => cli::receiver::run(&config, args),
+        Command::Config(_) => unreachable!("handled before the configuration is loaded"),
     }
 }
 

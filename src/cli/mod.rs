@@ -9,6 +9,7 @@ use offboard::db::{Db, DbOptions};
 use offboard::telemetry;
 
 pub mod audit;
+pub mod config;
 pub mod credentials;
 pub mod keys;
 pub mod migrate;
@@ -43,6 +44,12 @@ fn open_db(config: &Config, pool_size: u32) -> anyhow::Result<Db> {
 /// Opens the database without applying pending migrations (`offboard migrate` applies and reports them).
 fn open_db_unmigrated(config: &Config, pool_size: u32) -> anyhow::Result<Db> {
     let url = config.db_url();
+    // A permanent error (unknown database or role, bad URL, missing directory) fails here, at once, in one line;
+    // the pool below waits out transient ones (a server still starting) up to the connect timeout
+    // (docs/decisions/0038-fail-before-creating.md).
+    if let Err(e) = offboard::db::preflight(&url) {
+        anyhow::bail!("cannot open database {}: {e}", url.redacted());
+    }
     let opts = DbOptions {
         pool_size,
         connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),

@@ -69,8 +69,35 @@ fn audit_tasks(state: &AppState) -> [actix_web::rt::task::JoinHandle<()>; 2] {
     [retention, checkpoints]
 }
 
+/// Binds every address `listen` names, before anything is created: a port in use fails `serve` with nothing left
+/// behind. An address of a family this machine lacks (`::1` without IPv6) is skipped if another one binds.
+fn bind(config: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::new();
+    let mut unavailable = None;
+    for addr in config.listen_addrs()? {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => listeners.push(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => unavailable = Some((addr, e)),
+            Err(e) => anyhow::bail!("cannot listen on {addr} (key `listen`): {e}"),
+        }
+    }
+    match (listeners.is_empty(), unavailable) {
+        (true, Some((addr, e))) => anyhow::bail!("cannot listen on {addr} (key `listen`): {e}"),
+        _ => Ok(listeners),
+    }
+}
+
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let addr = config.listen_addr()?;
+    // The configuration was validated when it was loaded; the port is checked here. Only then are the database
+    // file, the key-encryption key and the signing keys created (docs/decisions/0038-fail-before-creating.md).
+    let listeners = bind(&config)?;
+    let addrs: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    let addr = addrs.join(", ");
+    keys::Kek::check(&config)?;
     let db = super::open_db(&config, config.database.pool_size)?;
     let workers = if config.workers == 0 {
         std::thread::available_parallelism().map_or(2, usize::from)
@@ -130,13 +157,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             })
         };
         let [retention, checkpoints] = audit_tasks(&state);
-        let server =
+        let mut server =
             actix_web::HttpServer::new(move || actix_web::App::new().configure(configure(state.clone())))
                 .workers(workers)
-                .worker_max_blocking_threads(blocking_threads)
-                .bind(addr)
-                .with_context(|| format!("cannot listen on {addr} (key `listen`)"))?
-                .run();
+                .worker_max_blocking_threads(blocking_threads);
+        for listener in listeners {
+            server = server
+                .listen(listener)
+                .with_context(|| format!("cannot listen on {addr} (key `listen`)"))?;
+        }
+        let server = server.run();
         server.await.context("HTTP server failed")?;
         for task in [flusher, activity, reloader, pruner, retention, checkpoints] {
             task.abort();

@@ -8,7 +8,7 @@ use offboard::lifecycle::users;
 
 use serde_json::json;
 
-use super::{fmt_time, json_time, print_json};
+use super::{fmt_time, json_time, json_time_opt, print_json};
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
@@ -22,6 +22,9 @@ pub enum UsersCommand {
     Show {
         /// The userName (case-insensitive).
         user_name: String,
+        /// Print JSON (one object) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Break glass: deactivate a user now, as a SCIM `active:false` would (tokens die, logins end), and hold it
     /// inactive whatever the identity provider sends until `offboard users release`.
@@ -54,7 +57,7 @@ pub fn run(config: &Config, cmd: UsersCommand) -> anyhow::Result<()> {
     let db = &super::open_db(config, 2)?;
     match cmd {
         UsersCommand::List { json } => list_users(db, json)?,
-        UsersCommand::Show { user_name } => show_user(db, &user_name)?,
+        UsersCommand::Show { user_name, json } => show_user(db, &user_name, json)?,
         UsersCommand::Deactivate { user_name, reason } => {
             if reason.trim().is_empty() {
                 anyhow::bail!("--reason must say why");
@@ -161,10 +164,55 @@ fn list_users(db: &Db, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn show_user(db: &Db, user_name: &str) -> anyhow::Result<()> {
+fn show_user(db: &Db, user_name: &str, json: bool) -> anyhow::Result<()> {
     let view = find_user(db, user_name)?;
     let u = &view.user;
     let access = users::access_of(db, &u.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if json {
+        let hold = access.hold.as_ref().map(
+            |h| json!({ "reason": h.reason, "heldAt": json_time(h.held_at), "idpActive": h.idp_active }),
+        );
+        let groups: Vec<_> = view
+            .groups
+            .iter()
+            .map(|(id, name)| json!({ "id": id, "displayName": name }))
+            .collect();
+        let logins: Vec<_> = access
+            .live_logins
+            .iter()
+            .map(|f| {
+                json!({
+                    "sid": f.sid,
+                    "clientId": f.client_id,
+                    "created": json_time(f.created),
+                    "expiresAt": json_time(f.expires_at),
+                })
+            })
+            .collect();
+        let activity: Vec<_> = access
+            .activity
+            .iter()
+            .map(|a| {
+                json!({
+                    "clientId": a.client_id,
+                    "lastMintedAt": json_time_opt(a.last_minted_at),
+                    "lastRefreshedAt": json_time_opt(a.last_refreshed_at),
+                    "lastIntrospectedAt": json_time_opt(a.last_introspected_at),
+                })
+            })
+            .collect();
+        return print_json(&json!({
+            "userName": u.user_name,
+            "id": u.id,
+            "active": u.active,
+            "hold": hold,
+            "generation": u.token_generation,
+            "groups": groups,
+            "lastModified": json_time(u.last_modified),
+            "liveLogins": logins,
+            "tokenActivity": activity,
+        }));
+    }
     println!("user        {} ({})", u.user_name, u.id);
     println!("active      {}", u.active);
     if let Some(h) = &access.hold {

@@ -101,15 +101,131 @@ impl DbUrl {
 }
 
 fn redact_password(url: &str) -> String {
+    let redacted = redact_userinfo_password(url);
+    // libpq also takes the password as a query parameter: `postgres://host/db?password=…`.
+    match redacted.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+        None => redacted,
+    }
+}
+
+fn redact_userinfo_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_owned();
     };
     match userinfo.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
+    }
+}
+
+/// Why a database cannot be opened at all: retrying would not help.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PermanentDbError(String);
+
+/// Errors a PostgreSQL server gives while it (or the network to it) is still coming up; anything else is permanent.
+const TRANSIENT_PG_ERRORS: &[&str] = &[
+    "connection refused",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "too many clients",
+    "timeout",
+    "timed out",
+    "could not translate host name",
+    "temporary failure in name resolution",
+    "network is unreachable",
+    "no route to host",
+    "connection reset",
+    "server closed the connection unexpectedly",
+];
+
+/// The one line of a driver's error that says what is wrong (libpq prefixes `connection to server … failed:
+/// FATAL:` and adds hints on further lines).
+fn first_line(message: &str) -> String {
+    let line = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(message);
+    let line = line.rsplit_once("FATAL:").map_or(line, |(_, rest)| rest);
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The passwords a PostgreSQL URL carries (in its userinfo or a `password=` parameter), to keep them out of
+/// messages.
+fn url_passwords(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some((_, rest)) = url.split_once("://")
+        && let Some((userinfo, _)) = rest.rsplit_once('@')
+        && let Some((_, password)) = userinfo.split_once(':')
+    {
+        found.push(password.to_owned());
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        for param in query.split('&') {
+            if let Some((k, v)) = param.split_once('=')
+                && k.eq_ignore_ascii_case("password")
+            {
+                found.push(v.to_owned());
+            }
+        }
+    }
+    found.retain(|p| !p.is_empty());
+    found
+}
+
+/// Looks, once and without retrying, for what would make [`Db::open`] fail however long it waited: a SQLite file
+/// whose directory does not exist, a PostgreSQL server that refuses the database, role, password or URL. A
+/// transient failure (the server not yet accepting connections) passes, so the pool's connect timeout still waits
+/// for it. Creates nothing: SQLite is only checked, PostgreSQL gets one connection that is closed at once.
+pub fn preflight(url: &DbUrl) -> Result<(), PermanentDbError> {
+    match url.backend {
+        Backend::Sqlite => {
+            let path = url.target.as_str();
+            if path.is_empty() || path.starts_with(':') || path.contains('?') {
+                return Ok(());
+            }
+            let dir = std::path::Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if !dir.is_dir() {
+                return Err(PermanentDbError(format!(
+                    "the directory {} of the SQLite file does not exist (create it, or change `database_url`)",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Backend::Postgres => match PgConnection::establish(&url.target) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let message = e.to_string();
+                let lower = message.to_ascii_lowercase();
+                if TRANSIENT_PG_ERRORS.iter().any(|t| lower.contains(t)) {
+                    return Ok(());
+                }
+                let mut line = first_line(&message);
+                for secret in url_passwords(&url.target) {
+                    line = line.replace(&secret, "***");
+                }
+                Err(PermanentDbError(line))
+            }
+        },
     }
 }
 
@@ -623,5 +739,44 @@ mod tests {
         let url = DbUrl::parse("postgres://app:s3cret@db:5432/offboard").unwrap();
         assert_eq!(url.redacted(), "postgres://app:***@db:5432/offboard");
         assert!(!url.redacted().contains("s3cret"));
+        let url = DbUrl::parse("postgres://app:p@ss@db/offboard?sslmode=require&Password=s3cret").unwrap();
+        assert_eq!(
+            url.redacted(),
+            "postgres://app:***@db/offboard?sslmode=require&Password=***"
+        );
+        assert_eq!(
+            url_passwords(&url.target),
+            vec!["p@ss".to_owned(), "s3cret".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_driver_error_becomes_one_line() {
+        assert_eq!(
+            first_line(
+                "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  database \"x\" does not exist\n\tHINT: …"
+            ),
+            "database \"x\" does not exist"
+        );
+        assert_eq!(first_line("\n  invalid port   number\n"), "invalid port number");
+    }
+
+    #[test]
+    fn preflight_refuses_a_missing_sqlite_directory_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = preflight(&DbUrl::sqlite(missing.join("x.db").to_str().unwrap())).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(!missing.exists());
+        preflight(&DbUrl::sqlite(dir.path().join("x.db").to_str().unwrap())).unwrap();
+        preflight(&DbUrl::sqlite("relative.db")).unwrap();
+        preflight(&DbUrl::sqlite(":memory:")).unwrap();
+        assert!(!dir.path().join("x.db").exists());
+    }
+
+    #[test]
+    fn preflight_lets_a_refused_connection_through_to_the_pool_s_retries() {
+        // Nothing listens on port 1: transient (a server still starting), so the pool's timeout applies.
+        preflight(&DbUrl::parse("postgres://postgres@127.0.0.1:1/test").unwrap()).unwrap();
     }
 }

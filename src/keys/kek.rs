@@ -82,6 +82,19 @@ impl Kek {
         &self.id
     }
 
+    /// Checks, creating nothing, that [`Kek::load`] will find a usable KEK: the configured one parses, the
+    /// configured file reads and parses, or dev mode may use (or create) `offboard.kek`.
+    pub fn check(config: &Config) -> Result<(), KeyError> {
+        if config.keys.kek.is_some() || config.keys.kek_file.is_some() || !config.dev_mode() {
+            return Self::load(config).map(drop);
+        }
+        match std::fs::read_to_string(DEV_KEK_FILE) {
+            Ok(text) => Self::from_base64(&text).map(drop),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(KeyError::Kek(format!("file {DEV_KEK_FILE} cannot be read: {e}"))),
+        }
+    }
+
     /// Loads the KEK the configuration names, creating the dev file when allowed.
     pub fn load(config: &Config) -> Result<(Self, KekSource), KeyError> {
         if let Some(kek) = &config.keys.kek {
