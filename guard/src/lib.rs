@@ -22,6 +22,7 @@
 //! each miss what the other acknowledged. Give every service instance its own poll stream.
 
 mod jwks;
+mod persist;
 mod state;
 
 #[cfg(feature = "actix")]
@@ -31,6 +32,8 @@ pub mod axum;
 #[cfg(feature = "actix")]
 pub mod sidecar;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -60,6 +63,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// How often the JWKS is fetched again even when every `kid` is known (retired keys leave it).
 const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// The most verified tokens remembered (see [`Inner::verified`]); about 400 bytes each.
+const VERIFIED_CAP: usize = 100_000;
 
 /// What [`Guard::check`] does when the feed has not been confirmed within the freshness bound.
 #[derive(Clone)]
@@ -107,6 +113,8 @@ pub struct GuardConfig {
     pub request_timeout: Duration,
     /// Entries per page of the snapshot read at start (1–1000). Default 1000.
     pub snapshot_page_size: u32,
+    /// Where to keep the revocation state across restarts (see [`Guard::start`]). Default: nowhere.
+    pub state_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for GuardConfig {
@@ -119,6 +127,7 @@ impl std::fmt::Debug for GuardConfig {
             .field("freshness_bound", &self.freshness())
             .field("leeway", &self.leeway)
             .field("when_stale", &self.when_stale)
+            .field("state_file", &self.state_file)
             .finish_non_exhaustive()
     }
 }
@@ -143,6 +152,7 @@ impl GuardConfig {
             when_stale: WhenStale::FailClosed,
             request_timeout: Duration::from_secs(5),
             snapshot_page_size: 1000,
+            state_file: None,
         }
     }
 
@@ -250,6 +260,8 @@ pub struct Status {
     pub sets_applied: u64,
     /// (subjects, sessions, tokens, keys) held.
     pub entries: (usize, usize, usize, usize),
+    /// Whether the guard started from its state file rather than a snapshot.
+    pub restored: bool,
 }
 
 struct Inner {
@@ -258,10 +270,14 @@ struct Inner {
     /// The stream's `aud` (the SETs' audience).
     stream_audience: String,
     keys: RwLock<KeySet>,
+    /// The JWKS document `keys` was parsed from, for the state file.
+    jwks_text: RwLock<String>,
     /// When the JWKS was last fetched; the lock also makes concurrent refreshes one.
     jwks_fetched: tokio::sync::Mutex<Instant>,
     revocations: RwLock<Revocations>,
-    confirmed: Mutex<Instant>,
+    /// When the feed was last confirmed; `None`: not since the state file was written, as far as this process
+    /// can tell.
+    confirmed: Mutex<Option<Instant>>,
     /// Told of every change of `revocations` and of the feed going stale or fresh again: what [`Guard::watch`]
     /// waits on.
     news: tokio::sync::watch::Sender<News>,
@@ -270,6 +286,11 @@ struct Inner {
     snapshot_position: i64,
     jwks_fetches: AtomicU64,
     sets_applied: AtomicU64,
+    restored: bool,
+    /// Tokens whose signature, `typ`, `iss`, `aud` and `nbf` were verified, by the SHA-256 of the token: a token
+    /// seen again costs a hash and a lookup instead of a signature check. A hit still needs its key published
+    /// and the token unexpired (else it is verified afresh); the revocation state is checked on every call.
+    verified: RwLock<HashMap<[u8; 32], Claims>>,
 }
 
 /// What the feed tells the watches: a counter of revocation-state changes and whether the feed is stale.
@@ -359,6 +380,15 @@ impl Guard {
     /// Starts a guard: reads the stream (for its audience), the JWKS and the whole revocation snapshot, then
     /// starts polling. Returns only once the guard knows every revocation that can still matter, so the first
     /// request it checks is already judged against them. Needs a Tokio runtime.
+    ///
+    /// With [`GuardConfig::state_file`], the state is written to that file (atomically) after every poll that
+    /// changed it, before the poll that acknowledges those SETs; and a guard that starts with a usable file
+    /// (same issuer, audience and stream, written within the access-token lifetime) loads it instead of reading
+    /// a snapshot, then polls once, draining what the stream queued meanwhile, before it returns. offboard
+    /// unreachable, it still starts, complete as of the file: tokens the file revokes are refused as revoked,
+    /// and the feed counts as confirmed when the file says it last was, so past the freshness bound every
+    /// other token is refused as stale (or introspected) until a poll succeeds. An unusable file is ignored (with
+    /// a warning) and the guard reads a snapshot.
     pub async fn start(config: GuardConfig) -> Result<Self, GuardError> {
         config.validate()?;
         // reqwest's rustls needs a process-wide provider; another part of the process may have installed one.
@@ -368,6 +398,18 @@ impl Guard {
             .no_proxy()
             .build()
             .map_err(|e| GuardError::Http(e.to_string()))?;
+        if let Some(path) = config.state_file.clone() {
+            match persist::load(&path, &config)
+                .map_err(|e| e.to_string())
+                .and_then(|saved| KeySet::parse(&saved.jwks).map(|keys| (saved, keys)))
+            {
+                Ok((saved, keys)) => return Ok(Self::resume(config, http, saved, keys).await),
+                Err(e) => tracing::warn!(
+                    "offboard-guard: state file {} not used ({e}); reading the snapshot",
+                    path.display()
+                ),
+            }
+        }
         let iss = config.issuer.clone();
         let bearer = format!("Bearer {}", config.stream_credential);
         let (_, stream) = fetch_text(
@@ -389,8 +431,8 @@ impl Guard {
                 config.stream_id
             )));
         }
-        let (_, jwks) = fetch_text(http.get(format!("{iss}/.well-known/jwks.json"))).await?;
-        let mut keys = KeySet::parse(&jwks).map_err(GuardError::Answer)?;
+        let (_, jwks_text) = fetch_text(http.get(format!("{iss}/.well-known/jwks.json"))).await?;
+        let mut keys = KeySet::parse(&jwks_text).map_err(GuardError::Answer)?;
         // The snapshot: every page, following `Link: rel="next"`.
         let started = Instant::now();
         let mut revocations = Revocations::default();
@@ -432,23 +474,114 @@ impl Guard {
             http,
             stream_audience,
             keys: RwLock::new(keys),
+            jwks_text: RwLock::new(jwks_text),
             jwks_fetched: tokio::sync::Mutex::new(Instant::now()),
             revocations: RwLock::new(revocations),
-            confirmed: Mutex::new(started),
+            confirmed: Mutex::new(Some(started)),
             news: tokio::sync::watch::Sender::new(News::default()),
             max_token_lifetime,
             snapshot_position,
             jwks_fetches: AtomicU64::new(1),
             sets_applied: AtomicU64::new(0),
+            restored: false,
+            verified: RwLock::default(),
         });
+        persist(&inner).await;
+        Ok(Self::spawn(inner, Vec::new()))
+    }
+
+    fn spawn(inner: Arc<Inner>, ack: Vec<String>) -> Self {
         let tasks = vec![
-            tokio::spawn(feed(inner.clone())),
+            tokio::spawn(feed(inner.clone(), ack)),
             tokio::spawn(watchdog(inner.clone())),
         ];
-        Ok(Self {
+        Self {
             inner,
             _task: Arc::new(Task(tasks)),
-        })
+        }
+    }
+
+    /// Starts from the state file, then drains what the stream queued since (if offboard answers).
+    async fn resume(
+        config: GuardConfig,
+        http: reqwest::Client,
+        saved: persist::Saved<Revocations>,
+        mut keys: KeySet,
+    ) -> Self {
+        let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
+        let mut revocations = saved.revocations;
+        revocations.prune(epoch_now() - leeway);
+        for kid in revocations.compromised_kids() {
+            keys.remove(&kid);
+        }
+        // The file's confirmation, on this process's clock; one from the future (the clock went back) is none.
+        let confirmed = saved.confirmed_at_ms.and_then(|at| {
+            let ago = u64::try_from(epoch_ms() - at).ok()?;
+            Instant::now().checked_sub(Duration::from_millis(ago))
+        });
+        let inner = Arc::new(Inner {
+            config,
+            http,
+            stream_audience: saved.stream_audience,
+            keys: RwLock::new(keys),
+            jwks_text: RwLock::new(saved.jwks),
+            // The JWKS of the file may be old: the feed fetches it again at once.
+            jwks_fetched: tokio::sync::Mutex::new(
+                Instant::now()
+                    .checked_sub(JWKS_MAX_AGE)
+                    .unwrap_or_else(Instant::now),
+            ),
+            revocations: RwLock::new(revocations),
+            confirmed: Mutex::new(confirmed),
+            news: tokio::sync::watch::Sender::new(News::default()),
+            max_token_lifetime: saved.max_token_lifetime,
+            snapshot_position: saved.snapshot_position,
+            jwks_fetches: AtomicU64::new(0),
+            sets_applied: AtomicU64::new(0),
+            restored: true,
+            verified: RwLock::default(),
+        });
+        tracing::info!(
+            "offboard-guard: revocation state loaded from {:?} (snapshot position {}, {:?} entries)",
+            inner.config.state_file,
+            inner.snapshot_position,
+            inner.revocations.read().map_or((0, 0, 0, 0), |r| r.len())
+        );
+        // offboard keeps every SET of the stream until it is acknowledged: what happened since the file was
+        // written is queued there. Drain it before the first check.
+        let mut ack = Vec::new();
+        let mut complete = true;
+        loop {
+            let sent = Instant::now();
+            match poll_once(&inner, &ack).await {
+                Ok(batch) => {
+                    complete &= batch.complete;
+                    if complete
+                        && !batch.more
+                        && let Ok(mut c) = inner.confirmed.lock()
+                    {
+                        *c = Some(sent);
+                    }
+                    ack = if batch.applied.is_empty() || persist(&inner).await {
+                        batch.applied
+                    } else {
+                        Vec::new()
+                    };
+                    if !batch.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "offboard-guard: cannot poll stream {} ({e}); checking tokens against the state file, \
+                         stale until a poll succeeds",
+                        inner.config.stream_id
+                    );
+                    break;
+                }
+            }
+        }
+        Self::spawn(inner, ack)
     }
 
     pub fn config(&self) -> &GuardConfig {
@@ -462,6 +595,7 @@ impl Guard {
             jwks_fetches: self.inner.jwks_fetches.load(Ordering::Relaxed),
             sets_applied: self.inner.sets_applied.load(Ordering::Relaxed),
             entries: self.inner.revocations.read().map_or((0, 0, 0, 0), |r| r.len()),
+            restored: self.inner.restored,
         }
     }
 
@@ -558,6 +692,39 @@ impl Guard {
 
     /// Signature, `typ`, `iss`, `aud`, `exp`, `nbf`: everything that needs no revocation state.
     async fn verify(&self, token: &str) -> Result<Claims, Refusal> {
+        let digest = token_digest(token);
+        if let Some(claims) = self.cached(&digest) {
+            return Ok(claims);
+        }
+        let claims = self.verify_afresh(token).await?;
+        if let Ok(mut verified) = self.inner.verified.write() {
+            if verified.len() >= VERIFIED_CAP {
+                let now = epoch_now();
+                verified.retain(|_, c| c.exp >= now);
+                if verified.len() >= VERIFIED_CAP {
+                    verified.clear();
+                }
+            }
+            verified.insert(digest, claims.clone());
+        }
+        Ok(claims)
+    }
+
+    /// The claims of a token verified before, if verifying it again now would accept it: its key is still
+    /// published (a compromised key is removed from the set) and it is not expired, with a margin of a second
+    /// so the boundary is decided by a full verification.
+    fn cached(&self, digest: &[u8; 32]) -> Option<Claims> {
+        let verified = self.inner.verified.read().ok()?;
+        let claims = verified.get(digest)?;
+        let leeway = i64::try_from(self.inner.config.leeway.as_secs()).unwrap_or(0);
+        if claims.exp <= epoch_now() - leeway {
+            return None;
+        }
+        self.inner.keys.read().ok()?.get(&claims.kid)?;
+        Some(claims.clone())
+    }
+
+    async fn verify_afresh(&self, token: &str) -> Result<Claims, Refusal> {
         let header = decode_header(token).map_err(|e| Refusal::Invalid(e.to_string()))?;
         if !typ_is(header.typ.as_deref(), "at+jwt") {
             return Err(Refusal::Invalid("typ is not at+jwt".into()));
@@ -640,9 +807,12 @@ async fn refresh_jwks(inner: &Inner) {
     let url = format!("{}/.well-known/jwks.json", inner.config.issuer);
     match fetch_text(inner.http.get(url))
         .await
-        .map(|(_, body)| KeySet::parse(&body))
+        .map(|(_, body)| KeySet::parse(&body).map(|set| (set, body)))
     {
-        Ok(Ok(mut set)) => {
+        Ok(Ok((mut set, body))) => {
+            if let Ok(mut text) = inner.jwks_text.write() {
+                *text = body;
+            }
             if let Ok(r) = inner.revocations.read() {
                 for kid in r.compromised_kids() {
                     set.remove(&kid);
@@ -654,6 +824,79 @@ async fn refresh_jwks(inner: &Inner) {
         }
         Ok(Err(e)) => tracing::warn!("offboard-guard: {e}"),
         Err(e) => tracing::warn!("offboard-guard: fetching the JWKS failed: {e}"),
+    }
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Writes the state file, if one is configured. Returns whether what the guard is about to acknowledge may be:
+/// the file was written, or (it could not be) removed, so a restart reads a snapshot instead of missing it.
+async fn persist(inner: &Arc<Inner>) -> bool {
+    let Some(path) = inner.config.state_file.clone() else {
+        return true;
+    };
+    let from = inner.clone();
+    let target = path.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let revocations = from
+            .revocations
+            .read()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let confirmed_at_ms = from
+            .confirmed
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .map(|t| epoch_ms() - i64::try_from(t.elapsed().as_millis()).unwrap_or(i64::MAX));
+        let jwks = from.jwks_text.read().map(|t| t.clone()).unwrap_or_default();
+        persist::write(
+            &target,
+            &persist::Saved {
+                version: persist::VERSION,
+                issuer: from.config.issuer.clone(),
+                audience: from.config.audience.clone(),
+                stream_id: from.config.stream_id.clone(),
+                stream_audience: from.stream_audience.clone(),
+                written_at: epoch_now(),
+                confirmed_at_ms,
+                snapshot_position: from.snapshot_position,
+                max_token_lifetime: from.max_token_lifetime,
+                jwks,
+                revocations: &*revocations,
+            },
+        )
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let Err(e) = written else {
+        return true;
+    };
+    tracing::warn!(
+        "offboard-guard: cannot write the state file {}: {e}",
+        path.display()
+    );
+    match std::fs::remove_file(&path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => {
+            tracing::warn!(
+                "offboard-guard: cannot remove the outdated state file {} either ({e}): holding back \
+                 acknowledgements until it can be written",
+                path.display()
+            );
+            false
+        }
     }
 }
 
@@ -684,24 +927,28 @@ fn apply_snapshot(r: &mut Revocations, page: &Value) {
 
 /// The feed task: polls the stream, applies each SET, acknowledges what it applied with the next poll, and
 /// marks the feed confirmed when a poll's every SET was applied.
-async fn feed(inner: Arc<Inner>) {
-    let mut ack: Vec<String> = Vec::new();
+async fn feed(inner: Arc<Inner>, mut ack: Vec<String>) {
     let mut pruned = Instant::now();
     loop {
         let sent = Instant::now();
         let more = match poll_once(&inner, &ack).await {
             Ok(batch) => {
-                ack = batch.applied;
-                if !ack.is_empty() {
+                if !batch.applied.is_empty() {
                     inner.news.send_modify(|n| n.changes += 1);
                 }
                 if batch.complete
                     && let Ok(mut confirmed) = inner.confirmed.lock()
                 {
-                    *confirmed = sent;
+                    *confirmed = Some(sent);
                     drop(confirmed);
                     inner.news.send_if_modified(|n| std::mem::take(&mut n.stale));
                 }
+                // The state file first: a SET is acknowledged only once a restart would find it.
+                ack = if batch.applied.is_empty() || persist(&inner).await {
+                    batch.applied
+                } else {
+                    Vec::new()
+                };
                 batch.more
             }
             Err(e) => {
@@ -732,7 +979,12 @@ async fn feed(inner: Arc<Inner>) {
 }
 
 fn confirmed_ago(inner: &Inner) -> Duration {
-    inner.confirmed.lock().map_or(Duration::MAX, |t| t.elapsed())
+    inner
+        .confirmed
+        .lock()
+        .ok()
+        .and_then(|c| *c)
+        .map_or(Duration::MAX, |t| t.elapsed())
 }
 
 /// The freshness watchdog: tells the watches the moment the feed goes unconfirmed past the freshness bound. It

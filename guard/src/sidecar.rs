@@ -3,8 +3,8 @@
 //! `auth_request`, Traefik `forwardAuth`, Envoy `ext_authz` (HTTP service).
 //!
 //! - `/check` (any method, any path below it, as Envoy appends the original path): reads `Authorization` and
-//!   answers 200 with `X-Auth-Subject` (`sub`), `X-Auth-User` (`preferred_username`, when the token has one) and
-//!   `X-Auth-Groups` (the groups, comma-separated); 401 with `WWW-Authenticate: Bearer` (no token) or `Bearer
+//!   answers 200 with `X-Auth-Subject` (`sub`), `X-Auth-User` (`preferred_username`, empty when the token has
+//!   none) and `X-Auth-Groups` (the groups, comma-separated, empty when none); 401 with `WWW-Authenticate: Bearer` (no token) or `Bearer
 //!   error="invalid_token"` (a bad or revoked one); 503 with `Retry-After` while the feed is stale (the guard fails
 //!   closed) or before the guard has read the revocation snapshot.
 //! - `/healthz`: 200 while the process serves. `/readyz`: 200 once the snapshot is loaded and the feed is fresh,
@@ -94,10 +94,14 @@ async fn check(req: HttpRequest, slot: web::Data<Slot>) -> HttpResponse {
                     res.insert_header((name, v));
                 }
             };
+            // All three always, empty when the token has no user name or groups: a proxy that copies them onto
+            // the request (Traefik `authResponseHeaders`, Envoy `allowed_upstream_headers`) then replaces any a
+            // client sent.
             put("X-Auth-Subject", &claims.sub);
-            if let Some(user) = &claims.preferred_username {
-                put("X-Auth-User", user);
-            }
+            put(
+                "X-Auth-User",
+                claims.preferred_username.as_deref().unwrap_or_default(),
+            );
             put("X-Auth-Groups", &claims.groups.join(","));
             res.finish()
         }

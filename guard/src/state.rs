@@ -19,7 +19,7 @@ pub enum Revoked {
     Generation,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Revocations {
     /// `sub` → (minimum generation, until).
     subjects: HashMap<String, (i64, i64)>,

@@ -48,6 +48,11 @@ struct Args {
     /// 503. Default: the poll interval + 5 s.
     #[arg(long, env = "OFFBOARD_GUARD_FRESHNESS_BOUND", value_parser = seconds)]
     freshness_bound: Option<Duration>,
+    /// Keep the revocation state in this file (written atomically after every change) and start from it when it
+    /// is at most one access-token lifetime old, so a restart while offboard is unreachable still refuses revoked
+    /// tokens (the others get 503 until a poll succeeds). Default: no file; every start reads offboard's snapshot.
+    #[arg(long, env = "OFFBOARD_GUARD_STATE_FILE")]
+    state_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
     let mut config = GuardConfig::new(args.issuer, args.audience, args.stream_id, args.stream_credential);
     config.poll_interval = args.poll_interval;
     config.freshness_bound = args.freshness_bound;
+    config.state_file = args.state_file;
     // Logs the configuration without the credential (GuardConfig's Debug leaves it out).
     tracing::info!("offboard-guard: {config:?}");
     let listener = match std::net::TcpListener::bind(args.listen) {

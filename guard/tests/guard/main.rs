@@ -208,6 +208,121 @@ async fn after_a_restart_a_deactivated_users_token_is_refused_at_once(backend: B
     assert!(restarted.status().snapshot_position > 0);
 }
 
+/// The state file: a guard restarted with it reads no snapshot and drains what the stream queued meanwhile (a
+/// deactivation while no guard ran); restarted again while offboard is down, it is still complete (the
+/// deactivated users are refused as revoked, by the file) and, once the freshness bound has passed since the
+/// last confirmation the file records, says its feed is stale (every other token refused, the sidecar answering
+/// 503 and not ready); an unusable file (garbage, too old) is never loaded, so offboard being
+/// down the guard does not start at all.
+async fn a_guard_restarts_from_its_state_file_even_while_offboard_is_down(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let (stream, secret) = ob.poll_stream("svc-p").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("guard-state.json");
+    let mut config = GuardConfig::new(&ob.issuer, &ob.issuer, &stream, &secret);
+    config.poll_interval = POLL;
+    config.state_file = Some(file.clone());
+    config.freshness_bound = Some(Duration::from_secs(1));
+    let a = ob.create_user("pa@example.com").await;
+    let b = ob.create_user("pb@example.com").await;
+    ob.create_user("pc@example.com").await;
+    let (ta, tb, tc) = (
+        ob.login("pa@example.com").access_token,
+        ob.login("pb@example.com").access_token,
+        ob.login("pc@example.com").access_token,
+    );
+    let first = Guard::start(config.clone()).await.unwrap();
+    assert!(!first.status().restored);
+    assert!(file.exists(), "written at start");
+    ob.deactivate(&a).await;
+    eventually(POLL + MARGIN, || async { refused(&first, &ta).await.is_some() }).await;
+    eventually(POLL + MARGIN, || async { ob.pending(&stream) == 0 }).await;
+    drop(first);
+
+    // While no guard runs, b is deactivated: only the stream knows.
+    ob.deactivate(&b).await;
+    let second = Guard::start(config.clone()).await.unwrap();
+    let status = second.status();
+    assert!(status.restored, "{status:?}");
+    assert!(
+        status.sets_applied >= 1,
+        "b's SETs, drained before start returned: {status:?}"
+    );
+    assert!(status.confirmed_ago < config.freshness(), "{status:?}");
+    for t in [&ta, &tb] {
+        assert_eq!(
+            refused(&second, t).await,
+            Some(Refusal::Revoked(Revoked::Generation))
+        );
+    }
+    second.check(&tc).await.unwrap();
+    eventually(POLL + MARGIN, || async { ob.pending(&stream) == 0 }).await;
+    drop(second);
+
+    // offboard down: the file alone.
+    ob.stop().await;
+    let third = Guard::start(config.clone()).await.unwrap();
+    let status = third.status();
+    assert!(status.restored, "{status:?}");
+    // The file says when the feed was last confirmed: within the bound of that, tokens pass as they would have
+    // in the guard that wrote it; past it, the guard is stale.
+    assert!(status.confirmed_ago < Duration::from_secs(60), "{status:?}");
+    let bound = config.freshness();
+    eventually(bound + MARGIN, || async { third.status().confirmed_ago > bound }).await;
+    for t in [&ta, &tb] {
+        assert_eq!(
+            refused(&third, t).await,
+            Some(Refusal::Revoked(Revoked::Generation)),
+            "complete: refused as revoked, not only as stale"
+        );
+    }
+    assert!(
+        matches!(refused(&third, &tc).await, Some(Refusal::Stale(_))),
+        "fail closed"
+    );
+    drop(third);
+
+    // The sidecar with the same file: 401 for the revoked, 503 for the rest, not ready.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = offboard_guard::sidecar::serve(config.clone(), listener).unwrap();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status = |path: &'static str, token: Option<String>| {
+        let mut req = http.get(format!("http://{addr}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    eventually(MARGIN, || async {
+        status("/check", Some(ta.clone())).await == 401
+    })
+    .await;
+    assert_eq!(status("/check", Some(tc.clone())).await, 503);
+    assert_eq!(status("/readyz", None).await, 503);
+    handle.stop(false).await;
+
+    // Unusable files are not loaded: without offboard there is then nothing to start from.
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &good[..good.len() / 2]).unwrap();
+    assert!(Guard::start(config.clone()).await.is_err(), "a torn file");
+    let mut old: Value = serde_json::from_slice(&good).unwrap();
+    old["written_at"] =
+        json!(old["written_at"].as_i64().unwrap() - old["max_token_lifetime"].as_i64().unwrap() - 1);
+    std::fs::write(&file, old.to_string()).unwrap();
+    assert!(
+        Guard::start(config.clone()).await.is_err(),
+        "older than the token lifetime"
+    );
+    std::fs::write(&file, &good).unwrap();
+    let mut other = config.clone();
+    other.audience = "another-service".into();
+    assert!(Guard::start(other).await.is_err(), "another audience's file");
+    assert!(Guard::start(config).await.is_ok(), "the good file again");
+}
+
 /// A SCIM deactivation reaches a running guard within the poll interval + margin.
 async fn a_deactivation_is_refused_within_the_poll_interval(backend: Backend) {
     let ob = Offboard::start(backend);
@@ -730,6 +845,7 @@ both_backends!(
     a_session_ended_by_reuse_or_revocation_is_refused,
     a_token_revoked_by_jti_is_refused,
     after_a_restart_a_deactivated_users_token_is_refused_at_once,
+    a_guard_restarts_from_its_state_file_even_while_offboard_is_down,
     a_deactivation_is_refused_within_the_poll_interval,
     a_stale_feed_fails_closed_or_introspects,
     an_unknown_kid_costs_one_rate_limited_jwks_fetch,
