@@ -130,3 +130,31 @@ impl FromRequest for Verified {
         })
     }
 }
+
+/// The RFC 8935 push endpoint of a guard with [`crate::Delivery::Push`]: route it with
+/// `.route("/ssf/push", web::post().to(receive_push))`, outside anything wrapped in [`require`] (offboard's push
+/// carries no access token), and give its URL as the push stream's `endpoint_url`. Answers 202 once the SET is
+/// applied, else the RFC 8935 error (`{"err", "description"}`; 400, 401 or 403).
+pub async fn receive_push(req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    match guard_of(&req) {
+        Ok(guard) => push_response(&guard, &req, &body).await,
+        Err(e) => e.error_response(),
+    }
+}
+
+/// Hands a pushed SET to `guard` and renders the answer.
+pub(crate) async fn push_response(guard: &Guard, req: &HttpRequest, body: &[u8]) -> HttpResponse {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    match guard
+        .receive(
+            header(actix_web::http::header::CONTENT_TYPE),
+            header(actix_web::http::header::AUTHORIZATION),
+            body,
+        )
+        .await
+    {
+        Ok(()) => HttpResponse::Accepted().finish(),
+        Err(e) => HttpResponse::build(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST))
+            .json(e.body()),
+    }
+}

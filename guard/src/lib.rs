@@ -20,9 +20,17 @@
 //!
 //! One guard per stream: a poll acknowledges SETs for the whole stream, so two processes sharing one stream would
 //! each miss what the other acknowledged. Give every service instance its own poll stream.
+//!
+//! **Push** ([`Delivery::Push`], optional): offboard POSTs each SET to the guard (RFC 8935), which verifies and
+//! applies it as a poll would, through [`Guard::receive`] (the actix handler [`actix::receive_push`], or the
+//! sidecar's `/ssf/push`). The freshness bound still holds: every poll interval the guard reads the stream's
+//! delivery progress (`GET /ssf/status`), and confirms the feed as of a moment only once offboard reports every
+//! SET queued before it delivered; a dead-lettered SET makes it read the snapshot again
+//! (`docs/decisions/0039-push-guard-freshness.md`).
 
 mod jwks;
 mod persist;
+mod push;
 mod state;
 
 #[cfg(feature = "actix")]
@@ -34,7 +42,7 @@ pub mod sidecar;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +51,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use jwks::KeySet;
+pub use push::PushError;
 pub use state::{Revocations, Revoked};
 
 /// The largest leeway a guard accepts for `exp` and `nbf`.
@@ -89,6 +98,30 @@ impl std::fmt::Debug for WhenStale {
     }
 }
 
+/// How SETs reach the guard.
+#[derive(Clone, Default)]
+pub enum Delivery {
+    /// The guard polls its stream (RFC 8936; `POST /ssf/streams` without `delivery`). Works behind NAT.
+    #[default]
+    Poll,
+    /// offboard pushes each SET to the guard (RFC 8935; a stream whose `endpoint_url` reaches
+    /// [`Guard::receive`]). `authorization`, when set, is the `Authorization` header value every push must carry
+    /// (the stream's `authorization_header`); it is compared in constant time.
+    Push { authorization: Option<String> },
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Poll => f.write_str("Poll"),
+            Self::Push { authorization } => f
+                .debug_struct("Push")
+                .field("authorization", &authorization.as_ref().map(|_| "…"))
+                .finish(),
+        }
+    }
+}
+
 /// How a guard reaches offboard and how strict it is.
 #[derive(Clone)]
 pub struct GuardConfig {
@@ -96,11 +129,14 @@ pub struct GuardConfig {
     pub issuer: String,
     /// The `aud` this service accepts.
     pub audience: String,
-    /// The service's poll stream (`POST /ssf/streams` without `delivery`), one per guard.
+    /// The service's stream, one per guard: a poll stream (`POST /ssf/streams` without `delivery`), or a push
+    /// stream with [`Delivery::Push`].
     pub stream_id: String,
     /// The secret of the credential that owns the stream (scope `ssf.manage`).
     pub stream_credential: String,
-    /// How often the stream is polled. Default 1 s.
+    /// Poll (default) or push.
+    pub delivery: Delivery,
+    /// How often the stream is polled (push: how often its delivery progress is read). Default 1 s.
     pub poll_interval: Duration,
     /// How long after the last confirmed poll tokens are still accepted. Default `poll_interval` + 5 s.
     pub freshness_bound: Option<Duration>,
@@ -123,6 +159,7 @@ impl std::fmt::Debug for GuardConfig {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("stream_id", &self.stream_id)
+            .field("delivery", &self.delivery)
             .field("poll_interval", &self.poll_interval)
             .field("freshness_bound", &self.freshness())
             .field("leeway", &self.leeway)
@@ -145,6 +182,7 @@ impl GuardConfig {
             audience: audience.into(),
             stream_id: stream_id.into(),
             stream_credential: stream_credential.into(),
+            delivery: Delivery::Poll,
             poll_interval: Duration::from_secs(1),
             freshness_bound: None,
             leeway: Duration::from_secs(5),
@@ -185,6 +223,10 @@ impl GuardConfig {
         }
         if self.poll_interval.is_zero() || self.freshness() < self.poll_interval {
             return bad("poll_interval must be positive and the freshness bound at least the poll interval");
+        }
+        if self.state_file.is_some() && matches!(self.delivery, Delivery::Push { .. }) {
+            // A restart from the file drains the stream by polling; a push stream is not polled.
+            return bad("state_file works with poll delivery only");
         }
         Ok(())
     }
@@ -284,6 +326,11 @@ struct Inner {
     /// `tokens.max_access_ttl_secs` + leeway, from the snapshot.
     max_token_lifetime: i64,
     snapshot_position: i64,
+    /// The outbox position the revocation state is known complete to without the feed: the snapshot's, or that of
+    /// the snapshot read again after a dead letter (push).
+    known_position: AtomicI64,
+    /// The stream's dead-letter count when the revocation state was last known complete (push).
+    dead_baseline: AtomicI64,
     jwks_fetches: AtomicU64,
     sets_applied: AtomicU64,
     restored: bool,
@@ -425,47 +472,26 @@ impl Guard {
             Value::Array(a) => a.first().and_then(Value::as_str).unwrap_or_default().to_owned(),
             _ => String::new(),
         };
-        if at(at(&stream, "delivery"), "method") != "urn:ietf:rfc:8936" {
+        let (method, kind) = match config.delivery {
+            Delivery::Poll => ("urn:ietf:rfc:8936", "poll"),
+            Delivery::Push { .. } => ("urn:ietf:rfc:8935", "push"),
+        };
+        if at(at(&stream, "delivery"), "method") != method {
             return Err(GuardError::Config(format!(
-                "stream {} is not a poll stream",
+                "stream {} is not a {kind} stream",
                 config.stream_id
             )));
         }
         let (_, jwks_text) = fetch_text(http.get(format!("{iss}/.well-known/jwks.json"))).await?;
         let mut keys = KeySet::parse(&jwks_text).map_err(GuardError::Answer)?;
+        // Push: dead letters counted before the snapshot, so one given up on after it is noticed.
+        let dead_baseline = match config.delivery {
+            Delivery::Poll => 0,
+            Delivery::Push { .. } => push::dead_letters(&http, &config).await?,
+        };
         // The snapshot: every page, following `Link: rel="next"`.
         let started = Instant::now();
-        let mut revocations = Revocations::default();
-        let mut url = format!("{iss}/ssf/snapshot");
-        let mut query = vec![
-            ("stream_id", config.stream_id.clone()),
-            ("limit", config.snapshot_page_size.to_string()),
-        ];
-        let mut first: Option<(i64, i64)> = None;
-        loop {
-            let (headers, text) = fetch_text(
-                http.get(&url)
-                    .query(&query)
-                    .header(reqwest::header::AUTHORIZATION, &bearer),
-            )
-            .await?;
-            let page: Value =
-                serde_json::from_str(&text).map_err(|e| GuardError::Answer(format!("the snapshot: {e}")))?;
-            // The first page's position: every later page is at least as new.
-            first.get_or_insert((
-                at(&page, "position").as_i64().unwrap_or_default(),
-                at(&page, "max_token_lifetime").as_i64().unwrap_or(3600),
-            ));
-            apply_snapshot(&mut revocations, &page);
-            match next_link(&headers) {
-                Some(next) => {
-                    url = next;
-                    query.clear();
-                }
-                None => break,
-            }
-        }
-        let (snapshot_position, max_token_lifetime) = first.unwrap_or((0, 3600));
+        let (revocations, snapshot_position, max_token_lifetime) = read_snapshot(&http, &config).await?;
         for kid in revocations.compromised_kids() {
             keys.remove(&kid);
         }
@@ -481,6 +507,8 @@ impl Guard {
             news: tokio::sync::watch::Sender::new(News::default()),
             max_token_lifetime,
             snapshot_position,
+            known_position: AtomicI64::new(snapshot_position),
+            dead_baseline: AtomicI64::new(dead_baseline),
             jwks_fetches: AtomicU64::new(1),
             sets_applied: AtomicU64::new(0),
             restored: false,
@@ -534,6 +562,8 @@ impl Guard {
             revocations: RwLock::new(revocations),
             confirmed: Mutex::new(confirmed),
             news: tokio::sync::watch::Sender::new(News::default()),
+            known_position: AtomicI64::new(saved.snapshot_position),
+            dead_baseline: AtomicI64::new(0),
             max_token_lifetime: saved.max_token_lifetime,
             snapshot_position: saved.snapshot_position,
             jwks_fetches: AtomicU64::new(0),
@@ -782,6 +812,47 @@ impl Guard {
     }
 }
 
+/// Reads the whole revocation snapshot, following `Link: rel="next"`: (the state, the first page's position, the
+/// longest access-token lifetime).
+async fn read_snapshot(
+    http: &reqwest::Client,
+    config: &GuardConfig,
+) -> Result<(Revocations, i64, i64), GuardError> {
+    let bearer = format!("Bearer {}", config.stream_credential);
+    let mut revocations = Revocations::default();
+    let mut url = format!("{}/ssf/snapshot", config.issuer);
+    let mut query = vec![
+        ("stream_id", config.stream_id.clone()),
+        ("limit", config.snapshot_page_size.to_string()),
+    ];
+    let mut first: Option<(i64, i64)> = None;
+    loop {
+        let (headers, text) = fetch_text(
+            http.get(&url)
+                .query(&query)
+                .header(reqwest::header::AUTHORIZATION, &bearer),
+        )
+        .await?;
+        let page: Value =
+            serde_json::from_str(&text).map_err(|e| GuardError::Answer(format!("the snapshot: {e}")))?;
+        // The first page's position: every later page is at least as new.
+        first.get_or_insert((
+            at(&page, "position").as_i64().unwrap_or_default(),
+            at(&page, "max_token_lifetime").as_i64().unwrap_or(3600),
+        ));
+        apply_snapshot(&mut revocations, &page);
+        match next_link(&headers) {
+            Some(next) => {
+                url = next;
+                query.clear();
+            }
+            None => break,
+        }
+    }
+    let (position, lifetime) = first.unwrap_or((0, 3600));
+    Ok((revocations, position, lifetime))
+}
+
 async fn key(inner: &Inner, kid: &str) -> Option<(jsonwebtoken::Algorithm, jsonwebtoken::DecodingKey)> {
     if let Some(k) = inner.keys.read().ok()?.get(kid) {
         return Some(k.clone());
@@ -928,11 +999,20 @@ fn apply_snapshot(r: &mut Revocations, page: &Value) {
 /// The feed task: polls the stream, applies each SET, acknowledges what it applied with the next poll, and
 /// marks the feed confirmed when a poll's every SET was applied.
 async fn feed(inner: Arc<Inner>, mut ack: Vec<String>) {
+    let mut progress = push::Heartbeats::default();
     let mut pruned = Instant::now();
     loop {
         let sent = Instant::now();
-        let more = match poll_once(&inner, &ack).await {
-            Ok(batch) => {
+        let polled = match inner.config.delivery {
+            Delivery::Poll => Some(poll_once(&inner, &ack).await),
+            Delivery::Push { .. } => {
+                push::heartbeat(&inner, &mut progress).await;
+                None
+            }
+        };
+        let more = match polled {
+            None => false,
+            Some(Ok(batch)) => {
                 if !batch.applied.is_empty() {
                     inner.news.send_modify(|n| n.changes += 1);
                 }
@@ -951,7 +1031,7 @@ async fn feed(inner: Arc<Inner>, mut ack: Vec<String>) {
                 };
                 batch.more
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(
                     "offboard-guard: polling stream {} failed: {e}",
                     inner.config.stream_id
@@ -1093,33 +1173,50 @@ fn user_of(subject: &Value, issuer: &str) -> Option<String> {
 
 /// Verifies one SET (RFC 8417: `typ` `secevent+jwt`, the key's algorithm, `iss`, the stream's `aud`, no `exp`)
 /// and applies it to the revocation state.
-async fn apply_set(inner: &Inner, set: &str) -> Result<(), String> {
-    let header = decode_header(set).map_err(|e| e.to_string())?;
+async fn apply_set(inner: &Inner, set: &str) -> Result<(), PushError> {
+    use jsonwebtoken::errors::ErrorKind;
+    let request = |m: &str| PushError::bad("invalid_request", m);
+    let header = decode_header(set).map_err(|e| request(&e.to_string()))?;
     if !typ_is(header.typ.as_deref(), "secevent+jwt") {
-        return Err("typ is not secevent+jwt".into());
+        return Err(request("typ is not secevent+jwt"));
     }
-    let kid = header.kid.ok_or("the SET names no kid")?;
+    let kid = header.kid.ok_or_else(|| request("the SET names no kid"))?;
     let (alg, key) = key(inner, &kid)
         .await
-        .ok_or_else(|| format!("unknown kid {kid}"))?;
+        .ok_or_else(|| PushError::bad("invalid_key", &format!("unknown kid {kid}")))?;
     let mut validation = Validation::new(alg);
     validation.validate_exp = false;
     validation.set_issuer(&[&inner.config.issuer]);
     validation.set_audience(&[&inner.stream_audience]);
     validation.set_required_spec_claims(&["iss", "aud"]);
     let claims: Value = decode::<Value>(set, &key, &validation)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            let err = match e.kind() {
+                ErrorKind::InvalidIssuer => "invalid_issuer",
+                ErrorKind::InvalidAudience => "invalid_audience",
+                ErrorKind::InvalidSignature => "invalid_key",
+                _ => "invalid_request",
+            };
+            PushError::bad(err, &e.to_string())
+        })?
         .claims;
     let iat = at(&claims, "iat").as_i64().unwrap_or_else(epoch_now);
     let until = iat + inner.max_token_lifetime + i64::try_from(inner.config.leeway.as_secs()).unwrap_or(0);
     let subject = &at(&claims, "sub_id");
     let issuer = inner.config.issuer.as_str();
-    let events = at(&claims, "events").as_object().ok_or("the SET has no events")?;
-    let mut r = inner.revocations.write().map_err(|e| e.to_string())?;
+    let events = at(&claims, "events")
+        .as_object()
+        .ok_or_else(|| request("the SET has no events"))?;
+    let mut r = inner
+        .revocations
+        .write()
+        .map_err(|_| PushError::unavailable("the revocation state is unusable"))?;
     for (event, body) in events {
         match event.as_str() {
             KEY_COMPROMISED => {
-                let kid = at(body, "kid").as_str().ok_or("key-compromised without a kid")?;
+                let kid = at(body, "kid")
+                    .as_str()
+                    .ok_or_else(|| request("key-compromised without a kid"))?;
                 r.compromise_key(kid, until + KEY_MEMORY);
                 if let Ok(mut keys) = inner.keys.write() {
                     keys.remove(kid);
@@ -1127,9 +1224,11 @@ async fn apply_set(inner: &Inner, set: &str) -> Result<(), String> {
             }
             SESSION_REVOKED if at(subject, "format") == "jwt_id" => {
                 if at(subject, "iss") != issuer {
-                    return Err("a jwt_id subject of another issuer".into());
+                    return Err(request("a jwt_id subject of another issuer"));
                 }
-                let jti = at(subject, "jti").as_str().ok_or("jwt_id without a jti")?;
+                let jti = at(subject, "jti")
+                    .as_str()
+                    .ok_or_else(|| request("jwt_id without a jti"))?;
                 let exp = at(body, "exp").as_i64().unwrap_or(until);
                 r.revoke_token(
                     jti,
@@ -1143,7 +1242,7 @@ async fn apply_set(inner: &Inner, set: &str) -> Result<(), String> {
                     (subject, None)
                 };
                 let sub = user_of(user, issuer).ok_or_else(|| {
-                    format!("a subject the guard cannot map to a user id: {subject} (use the iss_sub or aliases subject format)")
+                    request(&format!("a subject the guard cannot map to a user id: {subject} (use the iss_sub or aliases subject format)"))
                 })?;
                 if let Some(sid) = session {
                     r.end_session(sid, until);

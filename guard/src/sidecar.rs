@@ -7,6 +7,9 @@
 //!   none) and `X-Auth-Groups` (the groups, comma-separated, empty when none); 401 with `WWW-Authenticate: Bearer` (no token) or `Bearer
 //!   error="invalid_token"` (a bad or revoked one); 503 with `Retry-After` while the feed is stale (the guard fails
 //!   closed) or before the guard has read the revocation snapshot.
+//! - `/ssf/push` (POST; with [`crate::Delivery::Push`]): the RFC 8935 push endpoint the guard's push stream
+//!   names: 202 once the SET is applied, the RFC 8935 error otherwise, 503 before the guard has started (offboard
+//!   retries).
 //! - `/healthz`: 200 while the process serves. `/readyz`: 200 once the snapshot is loaded and the feed is fresh,
 //!   else 503.
 //!
@@ -60,6 +63,7 @@ pub fn serve(
             .app_data(web::Data::new(slot.clone()))
             .route("/check", web::route().to(check))
             .route("/check/{tail:.*}", web::route().to(check))
+            .route("/ssf/push", web::post().to(push))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
     })
@@ -106,6 +110,18 @@ async fn check(req: HttpRequest, slot: web::Data<Slot>) -> HttpResponse {
             res.finish()
         }
         Err(refusal) => Rejected(refusal).error_response(),
+    }
+}
+
+async fn push(req: HttpRequest, body: web::Bytes, slot: web::Data<Slot>) -> HttpResponse {
+    match slot.get() {
+        Some(guard) => crate::actix::push_response(guard, &req, &body).await,
+        None => HttpResponse::ServiceUnavailable()
+            .insert_header((RETRY_AFTER, "1"))
+            .json(serde_json::json!({
+                "err": "temporarily_unavailable",
+                "description": "the guard has not read the revocation snapshot yet"
+            })),
     }
 }
 

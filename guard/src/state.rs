@@ -90,6 +90,22 @@ impl Revocations {
             .map(|_| Revoked::Session)
     }
 
+    /// Adds every entry of `other` (a snapshot read again): like applying each, it only tightens.
+    pub fn merge(&mut self, other: Self) {
+        for (sub, (g, until)) in other.subjects {
+            self.raise(&sub, g, until);
+        }
+        for (sid, until) in other.sessions {
+            self.end_session(&sid, until);
+        }
+        for (jti, until) in other.tokens {
+            self.revoke_token(&jti, until);
+        }
+        for (kid, until) in other.keys {
+            self.compromise_key(&kid, until);
+        }
+    }
+
     /// Drops the entries whose `until` is before `now` (seconds since the epoch).
     pub fn prune(&mut self, now: i64) {
         self.subjects.retain(|_, (_, until)| *until >= now);

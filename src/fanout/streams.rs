@@ -459,6 +459,32 @@ pub fn set_subject(db: &Db, id: &str, user_id: &str, include: bool) -> Result<()
     Ok(())
 }
 
+/// Where a stream's delivery stands, offboard's extension of the stream status
+/// (docs/decisions/0035-push-guard-freshness.md): `position`, the newest outbox id now (after expanding every
+/// committed change); `undelivered_from`, the id of the stream's oldest SET not yet delivered (push) or
+/// acknowledged (poll), if any; `dead_letters`, how many of its SETs are dead-lettered. Outbox ids follow commit
+/// order and a push stream's SETs go out in id order, so every SET of the stream with an id below
+/// `undelivered_from` (or up to `position` when it is `None`) has been delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub position: i64,
+    pub undelivered_from: Option<i64>,
+    pub dead_letters: i64,
+}
+
+/// The delivery [`Progress`] of a stream, read in one snapshot after expanding waiting changes.
+pub fn progress(db: &Db, id: &str) -> Result<Progress, StreamError> {
+    super::pending::expand(db)?;
+    let id = id.to_owned();
+    Ok(db.snapshot(|c| {
+        Ok::<_, DbError>(Progress {
+            position: repo::revocations::outbox_position(c)?,
+            undelivered_from: repo::fanout::oldest_pending(c, &id)?,
+            dead_letters: repo::fanout::dead_count(c, &id)?,
+        })
+    })?)
+}
+
 /// The shortest time between two verification requests of one stream.
 pub const MIN_VERIFICATION_INTERVAL_SECS: i64 = 15;
 

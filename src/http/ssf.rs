@@ -415,11 +415,23 @@ async fn get_status(
     q: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, SsfError> {
     let id = required(q.into_inner().stream_id)?;
-    let row = auth
-        .run_as::<_, SsfError, _>(move |db, client| owned(db, &id, client))
+    let (row, progress) = auth
+        .run_as::<_, SsfError, _>(move |db, client| {
+            let row = owned(db, &id, client)?;
+            let progress = streams::progress(db, &id)?;
+            Ok::<_, SsfError>((row, progress))
+        })
         .await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"stream_id": row.id, "status": row.status, "reason": row.status_reason})))
+    // `position`, `undelivered_from` and `dead_letters` are offboard's extension: how far delivery has come, so a
+    // push receiver can tell a quiet stream from a broken one (docs/decisions/0035-push-guard-freshness.md).
+    Ok(HttpResponse::Ok().json(json!({
+        "stream_id": row.id,
+        "status": row.status,
+        "reason": row.status_reason,
+        "position": progress.position,
+        "undelivered_from": progress.undelivered_from,
+        "dead_letters": progress.dead_letters,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

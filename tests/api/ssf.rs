@@ -224,6 +224,23 @@ fn outbox(app: &TestApp, stream: &str) -> Vec<offboard::db::models::OutboxRow> {
         .unwrap()
 }
 
+/// The delivery progress `GET /ssf/status` reports: (`position`, `undelivered_from`, `dead_letters`).
+async fn progress(app: &TestApp, id: &str, manage: &str) -> (Value, Value, Value) {
+    let res = call(
+        app,
+        "GET",
+        &format!("/ssf/status?stream_id={id}"),
+        Some(manage),
+        None,
+    )
+    .await;
+    (
+        res.body["position"].clone(),
+        res.body["undelivered_from"].clone(),
+        res.body["dead_letters"].clone(),
+    )
+}
+
 async fn stream_status_is_read_and_set(backend: Backend) {
     let app = TestApp::start(backend).await;
     let manage = app.credential("svc-b", &[Scope::SsfManage]);
@@ -239,7 +256,34 @@ async fn stream_status_is_read_and_set(backend: Backend) {
     .await;
     assert_eq!(
         res.body,
-        json!({"stream_id": id, "status": "enabled", "reason": null})
+        json!({"stream_id": id, "status": "enabled", "reason": null,
+               "position": 0, "undelivered_from": null, "dead_letters": 0})
+    );
+    // The delivery progress (docs/decisions/0035-push-guard-freshness.md): a queued SET is the oldest undelivered
+    // one until it is delivered, then nothing is.
+    let res = call(
+        &app,
+        "POST",
+        "/ssf/verify",
+        Some(&manage),
+        Some(json!({"stream_id": id})),
+    )
+    .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    let queued = outbox(&app, &id).last().unwrap().id;
+    assert_eq!(
+        progress(&app, &id, &manage).await,
+        (json!(queued), json!(queued), json!(0))
+    );
+    app.db()
+        .write(|c| {
+            offboard::db::repo::fanout::mark_delivered(c, queued, offboard::db::now())
+                .map_err(offboard::db::DbError::from)
+        })
+        .unwrap();
+    assert_eq!(
+        progress(&app, &id, &manage).await,
+        (json!(queued), Value::Null, json!(0))
     );
     let res = call(
         &app,

@@ -31,7 +31,8 @@ struct Args {
     /// The `aud` the protected service accepts.
     #[arg(long, env = "OFFBOARD_GUARD_AUDIENCE")]
     audience: String,
-    /// This sidecar's own poll stream (POST /ssf/streams without `delivery`); one per running sidecar.
+    /// This sidecar's own stream, one per running sidecar: a poll stream (POST /ssf/streams without `delivery`),
+    /// or with --push a push stream whose `endpoint_url` is this sidecar's /ssf/push.
     #[arg(long, env = "OFFBOARD_GUARD_STREAM_ID")]
     stream_id: String,
     /// The secret of the credential (scope ssf.manage) that owns the stream. Prefer the environment variable:
@@ -41,7 +42,21 @@ struct Args {
     /// The address to listen on (the proxy must reach it; keep it private).
     #[arg(long, env = "OFFBOARD_GUARD_LISTEN", default_value = "127.0.0.1:9090")]
     listen: SocketAddr,
-    /// How often the revocation stream is polled, in seconds (fractions allowed).
+    /// Receive SETs pushed by offboard (RFC 8935) at POST /ssf/push instead of polling; the stream must be a push
+    /// stream pointing there. Freshness is then confirmed from the stream's delivery progress every poll interval.
+    #[arg(long, env = "OFFBOARD_GUARD_PUSH")]
+    push: bool,
+    /// With --push: the Authorization header value every push must carry (the stream's `authorization_header`).
+    /// Prefer the environment variable.
+    #[arg(
+        long,
+        env = "OFFBOARD_GUARD_PUSH_AUTHORIZATION",
+        hide_env_values = true,
+        requires = "push"
+    )]
+    push_authorization: Option<String>,
+    /// How often the revocation stream is polled (with --push: how often its delivery progress is read), in
+    /// seconds (fractions allowed).
     #[arg(long, env = "OFFBOARD_GUARD_POLL_INTERVAL", default_value = "1", value_parser = seconds)]
     poll_interval: Duration,
     /// How long after the last confirmed poll tokens are still accepted, in seconds; past it every check answers
@@ -66,6 +81,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let mut config = GuardConfig::new(args.issuer, args.audience, args.stream_id, args.stream_credential);
     config.poll_interval = args.poll_interval;
+    if args.push {
+        config.delivery = offboard_guard::Delivery::Push {
+            authorization: args.push_authorization,
+        };
+    }
     config.freshness_bound = args.freshness_bound;
     config.state_file = args.state_file;
     // Logs the configuration without the credential (GuardConfig's Debug leaves it out).

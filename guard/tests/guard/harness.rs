@@ -212,6 +212,36 @@ impl Offboard {
         (body["stream_id"].as_str().unwrap().to_owned(), secret)
     }
 
+    /// Starts the fan-out worker (push delivery), as `offboard serve` does; it stops when dropped.
+    pub fn fanout(&self) -> offboard::fanout::worker::Running {
+        offboard::fanout::worker::Worker::new(
+            self.state.db.clone(),
+            self.state.config.clone(),
+            self.state.tokens.keys.clone(),
+            self.state.fanout.clone(),
+        )
+        .spawn()
+        .unwrap()
+    }
+
+    /// A push stream of a new `ssf.manage` credential to `endpoint`, whose pushes carry `authorization`:
+    /// (stream id, secret).
+    pub async fn push_stream(&self, name: &str, endpoint: &str, authorization: &str) -> (String, String) {
+        let secret = self.credential(name, &[Scope::SsfManage]);
+        let delivery = json!({"method": "urn:ietf:rfc:8935", "endpoint_url": endpoint,
+                              "authorization_header": authorization});
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/ssf/streams",
+                &secret,
+                Some(json!({ "delivery": delivery })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (body["stream_id"].as_str().unwrap().to_owned(), secret)
+    }
+
     /// A guard on a new poll stream, polling every 200 ms.
     pub async fn guard(&self, name: &str) -> (Guard, GuardConfig) {
         let (stream, secret) = self.poll_stream(name).await;

@@ -16,7 +16,8 @@ mod long_lived;
 use std::time::Duration;
 
 use offboard::credentials::Scope;
-use offboard_guard::{Guard, GuardConfig, Refusal, Revoked, WhenStale};
+use offboard_guard::actix::receive_push;
+use offboard_guard::{Delivery, Guard, GuardConfig, Refusal, Revoked, WhenStale};
 use serde_json::{Value, json};
 
 use harness::{Backend, Offboard, POLL, both_backends, eventually};
@@ -837,7 +838,254 @@ async fn nginx_auth_request_asks_the_sidecar(backend: Backend) {
     sidecar_handle.stop(false).await;
 }
 
+/// Serves `guard`'s push endpoint (`/ssf/push`) on `listener`.
+fn push_receiver(guard: &Guard, listener: std::net::TcpListener) -> actix_web::dev::ServerHandle {
+    let guard = guard.clone();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(actix_web::web::Data::new(guard.clone()))
+            .route("/ssf/push", actix_web::web::post().to(receive_push))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    handle
+}
+
+/// A guard receiving pushes (RFC 8935) on loopback: offboard's fan-out worker delivers a deactivation's SETs to
+/// the guard's `/ssf/push`, which verifies and applies them, so the token is refused; a quiet stream stays
+/// confirmed through the delivery-progress heartbeat; bad pushes get RFC 8935 errors.
+async fn a_push_stream_delivers_revocations_to_the_guard(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let _worker = ob.fanout();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!(
+        "http://127.0.0.1:{}/ssf/push",
+        listener.local_addr().unwrap().port()
+    );
+    let (stream, secret) = ob.push_stream("svc-p", &endpoint, "Bearer push-secret").await;
+    let mut config = GuardConfig::new(&ob.issuer, &ob.issuer, &stream, &secret);
+    config.delivery = Delivery::Push {
+        authorization: Some("Bearer push-secret".into()),
+    };
+    config.poll_interval = POLL;
+    config.freshness_bound = Some(Duration::from_secs(1));
+    let guard = Guard::start(config).await.unwrap();
+    let handle = push_receiver(&guard, listener);
+
+    let id = ob.create_user("p@example.com").await;
+    let token = ob.login("p@example.com").access_token;
+    guard.check(&token).await.unwrap();
+    // Nothing happens for longer than the freshness bound: the heartbeat keeps the quiet stream confirmed.
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    guard
+        .check(&token)
+        .await
+        .expect("a quiet push stream stays fresh");
+    ob.deactivate(&id).await;
+    let took = eventually(MARGIN, || async { refused(&guard, &token).await.is_some() }).await;
+    assert_eq!(
+        refused(&guard, &token).await,
+        Some(Refusal::Revoked(Revoked::Generation)),
+        "refused after {took:?}"
+    );
+    assert!(guard.status().sets_applied >= 1);
+
+    // Bad pushes: RFC 8935 errors, nothing applied.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let push = |auth: Option<&'static str>, ctype: &'static str, body: &'static str| {
+        let (http, endpoint) = (http.clone(), endpoint.clone());
+        async move {
+            let mut req = http.post(&endpoint).header("Content-Type", ctype).body(body);
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = push(None, "application/secevent+jwt", "x.y.z").await;
+    assert_eq!(
+        (status, &body["err"]),
+        (401, &json!("authentication_failed")),
+        "{body}"
+    );
+    let (status, body) = push(Some("Bearer wrong"), "application/secevent+jwt", "x.y.z").await;
+    assert_eq!(
+        (status, &body["err"]),
+        (401, &json!("authentication_failed")),
+        "{body}"
+    );
+    let (status, body) = push(Some("Bearer push-secret"), "application/json", "x.y.z").await;
+    assert_eq!((status, &body["err"]), (400, &json!("invalid_request")), "{body}");
+    let (status, body) = push(
+        Some("Bearer push-secret"),
+        "application/secevent+jwt",
+        "not a jwt",
+    )
+    .await;
+    assert_eq!((status, &body["err"]), (400, &json!("invalid_request")), "{body}");
+    // An access token is signed by offboard too, but it is no SET.
+    let other = ob.create_user("p2@example.com").await;
+    let _ = other;
+    let at = ob.login("p2@example.com").access_token;
+    let res = http
+        .post(&endpoint)
+        .header("Content-Type", "application/secevent+jwt")
+        .header("Authorization", "Bearer push-secret")
+        .body(at.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    guard.check(&at).await.expect("a refused push changes nothing");
+
+    // The receiver goes away: pushes fail, the heartbeat sees them undelivered, the guard fails closed.
+    handle.stop(false).await;
+    let id2 = ob.create_user("p3@example.com").await;
+    let t2 = ob.login("p3@example.com").access_token;
+    guard.check(&t2).await.unwrap();
+    ob.deactivate(&id2).await;
+    eventually(Duration::from_secs(10), || async {
+        matches!(refused(&guard, &t2).await, Some(Refusal::Stale(_)))
+    })
+    .await;
+    assert!(
+        guard.check(&at).await.is_err(),
+        "every token is refused while the push feed is not confirmed"
+    );
+}
+
+/// A guard in push mode refuses a poll stream (and the reverse), and a poll guard refuses pushes.
+async fn push_and_poll_streams_are_not_mixed(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let (poll_stream, secret) = ob.poll_stream("svc-q").await;
+    let mut config = GuardConfig::new(&ob.issuer, &ob.issuer, &poll_stream, &secret);
+    config.delivery = Delivery::Push { authorization: None };
+    assert!(matches!(
+        Guard::start(config).await,
+        Err(offboard_guard::GuardError::Config(_))
+    ));
+    let (push_stream, secret) = ob
+        .push_stream("svc-r", "http://127.0.0.1:9/ssf/push", "Bearer x")
+        .await;
+    let config = GuardConfig::new(&ob.issuer, &ob.issuer, &push_stream, &secret);
+    assert!(matches!(
+        Guard::start(config).await,
+        Err(offboard_guard::GuardError::Config(_))
+    ));
+    let (guard, _) = ob.guard("svc-s").await;
+    let e = guard
+        .receive(Some("application/secevent+jwt"), None, b"x.y.z")
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.err), (403, "access_denied"));
+}
+
+/// A pushed SET the guard refuses for good is dead-lettered by offboard, never applied: the heartbeat sees the
+/// dead-letter count rise and the guard reads the snapshot again, which holds the revocation. (Here every SET names
+/// the user by email, which a guard cannot map to a user id.)
+async fn a_dead_lettered_push_makes_the_guard_read_the_snapshot_again(backend: Backend) {
+    let ob = Offboard::start_with(backend, |c| {
+        c.fanout.subject_format = offboard::config::SubjectFormat::Email;
+    });
+    let _worker = ob.fanout();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!(
+        "http://127.0.0.1:{}/ssf/push",
+        listener.local_addr().unwrap().port()
+    );
+    let (stream, secret) = ob.push_stream("svc-dl", &endpoint, "Bearer dl").await;
+    let mut config = GuardConfig::new(&ob.issuer, &ob.issuer, &stream, &secret);
+    config.delivery = Delivery::Push {
+        authorization: Some("Bearer dl".into()),
+    };
+    config.poll_interval = POLL;
+    config.freshness_bound = Some(Duration::from_secs(1));
+    let guard = Guard::start(config).await.unwrap();
+    push_receiver(&guard, listener);
+    let id = ob.create_user("dl@example.com").await;
+    let token = ob.login("dl@example.com").access_token;
+    let stays = ob.create_user("stays-dl@example.com").await;
+    let _ = stays;
+    let other = ob.login("stays-dl@example.com").access_token;
+    guard.check(&token).await.unwrap();
+    ob.deactivate(&id).await;
+    eventually(MARGIN, || async {
+        refused(&guard, &token).await == Some(Refusal::Revoked(Revoked::Generation))
+    })
+    .await;
+    assert_eq!(guard.status().sets_applied, 0, "no pushed SET was applied");
+    let (_, status) = ob
+        .call(
+            reqwest::Method::GET,
+            &format!("/ssf/status?stream_id={stream}"),
+            &secret,
+            None,
+        )
+        .await;
+    assert!(status["dead_letters"].as_i64().unwrap() >= 1, "{status}");
+    // Confirmed again once the snapshot is read: other users' tokens pass past the bound.
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    guard.check(&other).await.expect("fresh again after the snapshot");
+}
+
+/// The sidecar in push mode: offboard pushes to its `/ssf/push`, and `/check` refuses a deactivated user's token.
+async fn the_sidecar_receives_pushes(backend: Backend) {
+    let ob = Offboard::start(backend);
+    let _worker = ob.fanout();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stream, secret) = ob
+        .push_stream("sidecar-push", &format!("{base}/ssf/push"), "Bearer side-push")
+        .await;
+    let mut config = GuardConfig::new(&ob.issuer, &ob.issuer, &stream, &secret);
+    config.delivery = Delivery::Push {
+        authorization: Some("Bearer side-push".into()),
+    };
+    config.poll_interval = POLL;
+    let server = offboard_guard::sidecar::serve(config, listener).unwrap();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let check = |token: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            http.get(format!("{base}/check"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let id = ob.create_user("side-push@example.com").await;
+    let token = ob.login("side-push@example.com").access_token;
+    eventually(MARGIN, || async { check(token.clone()).await == 200 }).await;
+    ob.deactivate(&id).await;
+    eventually(MARGIN, || async { check(token.clone()).await == 401 }).await;
+    let res = http
+        .post(format!("{base}/ssf/push"))
+        .header("Content-Type", "application/secevent+jwt")
+        .body("x.y.z")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "a push without the stream's header");
+    handle.stop(false).await;
+}
+
 both_backends!(
+    a_push_stream_delivers_revocations_to_the_guard,
+    the_sidecar_receives_pushes,
+    a_dead_lettered_push_makes_the_guard_read_the_snapshot_again,
+    push_and_poll_streams_are_not_mixed,
     nginx_auth_request_asks_the_sidecar,
     the_sidecar_answers_forward_auth,
     a_service_token_is_accepted_until_revoked,

@@ -68,6 +68,26 @@ pub fn outbox_counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, String
         .load(conn)
 }
 
+/// The id of a stream's oldest pending SET, if any (the `outbox_stream_pending` index).
+pub fn oldest_pending(conn: &mut DbConnection, stream_id: &str) -> QueryResult<Option<i64>> {
+    outbox::table
+        .filter(outbox::stream_id.eq(stream_id))
+        .filter(outbox::status.eq("pending"))
+        .select(diesel::dsl::min(outbox::id))
+        .get_result(conn)
+}
+
+/// How many of a stream's SETs are dead-lettered, from the `outbox_counts` counters.
+pub fn dead_count(conn: &mut DbConnection, stream_id: &str) -> QueryResult<i64> {
+    outbox_counts::table
+        .filter(outbox_counts::stream_id.eq(stream_id))
+        .filter(outbox_counts::state.eq("dead"))
+        .select(outbox_counts::n)
+        .first::<i64>(conn)
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
 /// Deletes up to `limit` settled (delivered or dead-lettered) SETs of one stream queued before `before`; returns
 /// how many. Reads the `outbox_settled` index.
 pub fn prune_settled(
