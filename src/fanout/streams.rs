@@ -460,7 +460,7 @@ pub fn set_subject(db: &Db, id: &str, user_id: &str, include: bool) -> Result<()
 }
 
 /// Where a stream's delivery stands, offboard's extension of the stream status
-/// (docs/decisions/0035-push-guard-freshness.md): `position`, the newest outbox id now (after expanding every
+/// (docs/decisions/0039-push-guard-freshness.md): `position`, the newest outbox id now (after expanding every
 /// committed change); `undelivered_from`, the id of the stream's oldest SET not yet delivered (push) or
 /// acknowledged (poll), if any; `dead_letters`, how many of its SETs are dead-lettered. Outbox ids follow commit
 /// order and a push stream's SETs go out in id order, so every SET of the stream with an id below

@@ -423,7 +423,7 @@ async fn get_status(
         })
         .await?;
     // `position`, `undelivered_from` and `dead_letters` are offboard's extension: how far delivery has come, so a
-    // push receiver can tell a quiet stream from a broken one (docs/decisions/0035-push-guard-freshness.md).
+    // push receiver can tell a quiet stream from a broken one (docs/decisions/0039-push-guard-freshness.md).
     Ok(HttpResponse::Ok().json(json!({
         "stream_id": row.id,
         "status": row.status,

@@ -259,7 +259,7 @@ async fn stream_status_is_read_and_set(backend: Backend) {
         json!({"stream_id": id, "status": "enabled", "reason": null,
                "position": 0, "undelivered_from": null, "dead_letters": 0})
     );
-    // The delivery progress (docs/decisions/0035-push-guard-freshness.md): a queued SET is the oldest undelivered
+    // The delivery progress (docs/decisions/0039-push-guard-freshness.md): a queued SET is the oldest undelivered
     // one until it is delivered, then nothing is.
     let res = call(
         &app,
