@@ -573,12 +573,28 @@ impl Db {
     where
         E: From<DbError>,
     {
+        self.snapshot_with("", f)
+    }
+
+    /// [`snapshot`](Self::snapshot), running `pg_setup` (statements such as `SET LOCAL …`, trusted text) right
+    /// after PostgreSQL's `BEGIN`, in the same round trip.
+    pub fn snapshot_with<T, E>(
+        &self,
+        pg_setup: &str,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        const PG_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
         let mut conn = self.read.get().map_err(DbError::from)?;
         let begun = match &mut *conn {
-            DbConnection::Postgres(c) => AnsiTransactionManager::begin_transaction_sql(
-                c,
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            ),
+            DbConnection::Postgres(c) if pg_setup.is_empty() => {
+                AnsiTransactionManager::begin_transaction_sql(c, PG_BEGIN)
+            }
+            DbConnection::Postgres(c) => {
+                AnsiTransactionManager::begin_transaction_sql(c, &format!("{PG_BEGIN}; {pg_setup}"))
+            }
             DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN DEFERRED"),
         };
         begun.map_err(|e| E::from(DbError::from(e)))?;

@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 
 use diesel::QueryableByName;
-use diesel::connection::SimpleConnection;
 use diesel::pg::Pg;
 use diesel::sqlite::Sqlite;
 use serde_json::Value;
@@ -166,23 +165,23 @@ fn read_bounded<T>(
         return db.read(f);
     }
     let ms = bounds.statement_timeout_ms;
-    db.snapshot(|c| {
-        c.batch_execute(&format!("SET LOCAL statement_timeout = {ms}"))?;
-        f(c)
-    })
-    .map_err(|e| match e {
-        AppError::Internal(cause) if cause.contains("statement timeout") => {
-            tracing::warn!("a list statement ran over limits.list_statement_timeout_ms ({ms} ms): {cause}");
-            ScimError::bad_request(
+    // Sent with the `BEGIN`: one round trip for both.
+    db.snapshot_with(&format!("SET LOCAL statement_timeout = {ms}"), f)
+        .map_err(|e| match e {
+            AppError::Internal(cause) if cause.contains("statement timeout") => {
+                tracing::warn!(
+                    "a list statement ran over limits.list_statement_timeout_ms ({ms} ms): {cause}"
+                );
+                ScimError::bad_request(
                 ScimType::TooMany,
                 format!(
                     "the search ran longer than limits.list_statement_timeout_ms ({ms} ms); narrow the filter"
                 ),
             )
             .into()
-        }
-        other => other,
-    })
+            }
+            other => other,
+        })
 }
 
 /// Parses, validates and bounds a filter for `rt` (none when absent or blank).
@@ -210,8 +209,20 @@ pub fn list<S: Source>(
     bounds: Bounds,
     base_url: &str,
 ) -> Result<Page, AppError> {
+    let filter = parse_filter(q.filter.as_deref(), source.rt(), &bounds)?;
+    list_parsed(db, source, filter.as_ref(), q, bounds, base_url)
+}
+
+/// [`list`] with the filter already parsed by [`parse_filter`].
+pub fn list_parsed<S: Source>(
+    db: &Db,
+    source: &S,
+    filter: Option<&Filter>,
+    q: &ListQuery,
+    bounds: Bounds,
+    base_url: &str,
+) -> Result<Page, AppError> {
     let rt = source.rt();
-    let filter = parse_filter(q.filter.as_deref(), rt, &bounds)?;
     let max_scan = bounds.max_scan;
     let sort = q.sort.clone().unwrap_or_else(SortBy::default_order);
     let order = Order::Key(sort.resolve_for(rt)?);
@@ -222,7 +233,7 @@ pub fn list<S: Source>(
         max_rows: usize::MAX,
     };
     let (total, resources) = read_bounded(db, &bounds, |c| {
-        select(c, source, filter.as_ref(), &order, window, base_url)
+        select(c, source, filter, &order, window, base_url)
     })?;
     Ok(Page {
         total,

@@ -12,7 +12,7 @@ use crate::db::filter_sql::{Dialect, SqlFilter, users_where};
 use crate::db::models::{NewUser, User, UserChange, UserHold};
 use crate::db::repo::groups::GroupRef;
 use crate::db::repo::list::{SortColumn, Table};
-use crate::db::repo::users::EmailKey;
+use crate::db::repo::users::{EmailKey, LiveKey};
 use crate::db::{Db, DbConnection, format_time, now, repo};
 use crate::error::AppError;
 use crate::scim::filter::Filter;
@@ -214,10 +214,13 @@ fn user_name_conflict(e: diesel::result::Error) -> AppError {
 
 /// GET /Users/{id}: live users only (tombstones answer 404).
 pub fn get(db: &Db, id: &str) -> Result<UserView, AppError> {
-    db.read(|c| {
-        let user = repo::users::find_live(c, id)?.ok_or_else(not_found)?;
-        UserView::load(c, user)
-    })
+    db.read(|c| find_live_view(c, LiveKey::Id(id)))?
+        .ok_or_else(not_found)
+}
+
+/// The live user and its groups, in one statement.
+fn find_live_view(c: &mut DbConnection, key: LiveKey<'_>) -> Result<Option<UserView>, AppError> {
+    Ok(repo::users::find_live_with_groups(c, key)?.map(|(user, groups)| UserView { user, groups }))
 }
 
 fn not_found() -> AppError {
@@ -519,12 +522,7 @@ pub fn release(db: &Db, id: &str, reason: &str) -> Result<Released, AppError> {
 
 /// The live user with this userName (case-insensitive), for CLI commands.
 pub fn find_by_user_name(db: &Db, user_name: &str) -> Result<Option<UserView>, AppError> {
-    db.read(
-        |c| match repo::users::find_live_by_folded_name(c, &fold(user_name))? {
-            Some(user) => Ok(Some(UserView::load(c, user)?)),
-            None => Ok(None),
-        },
-    )
+    db.read(|c| find_live_view(c, LiveKey::FoldedName(&fold(user_name))))
 }
 
 /// What access a user holds: live logins and token activity per client (`offboard users show`).
@@ -593,13 +591,50 @@ impl Source for Users {
 
 /// GET /Users and POST /Users/.search: filtered, sorted (`sortBy`, default creation time), paged; ties by id so
 /// paging is stable. `bounds` limits the filter's size and a filter or sort evaluated in Rust (`limits.*`).
+///
+/// `userName eq "…"` (every IdP's lookup before a create) takes a fast path: the same filter translation decides
+/// it, and then one indexed statement reads the user with its groups instead of the list engine's page and groups
+/// statements (and, on PostgreSQL, its snapshot and statement-timeout round trips: an equality on a unique index
+/// cannot run long). The answer is the general path's, byte for byte (tests/api/users.rs compares them;
+/// docs/decisions/0040-one-statement-reads.md).
 pub fn list(
     db: &Db,
     q: &ListQuery,
     bounds: super::listing::Bounds,
     base_url: &str,
 ) -> Result<Page, AppError> {
-    super::listing::list(db, &Users, q, bounds, base_url)
+    let filter = super::listing::parse_filter(q.filter.as_deref(), rt(), &bounds)?;
+    if let Some(folded) = filter.as_ref().and_then(user_name_eq) {
+        // The general path's checks of the other parameters, with the same errors.
+        q.sort
+            .clone()
+            .unwrap_or_else(crate::scim::list::SortBy::default_order)
+            .resolve_for(rt())?;
+        let found = db.read(|c| find_live_view(c, LiveKey::FoldedName(&folded)))?;
+        let total = usize::from(found.is_some());
+        // At most one live user has a userName: any order gives the same page; only the window matters.
+        let resources = match found {
+            Some(view) if q.start_index <= 1 && q.count > 0 => vec![to_scim(&view, base_url)],
+            _ => Vec::new(),
+        };
+        return Ok(Page {
+            total,
+            start_index: q.start_index,
+            resources,
+        });
+    }
+    super::listing::list_parsed(db, &Users, filter.as_ref(), q, bounds, base_url)
+}
+
+/// The folded userName when `f` is exactly a `userName eq` comparison as the list's SQL translation sees it (the
+/// translation is `user_name_folded = ?` with its one bind, exact), so the fast path matches what the general
+/// one would.
+fn user_name_eq(f: &Filter) -> Option<String> {
+    let sql = users_where(f, rt(), Dialect::Sqlite, 1);
+    match (sql.exact, sql.sql.as_str(), sql.binds.as_slice()) {
+        (true, "user_name_folded = ?", [crate::db::filter_sql::Bind::Text(folded)]) => Some(folded.clone()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -613,6 +648,31 @@ mod tests {
         assert!(if_match_allows("*", 9));
         assert!(if_match_allows("W/\"1\", W/\"3\"", 3));
         assert!(!if_match_allows("W/\"2\"", 3));
+    }
+
+    #[test]
+    fn only_a_user_name_equality_takes_the_fast_path() {
+        let fast = |text: &str| user_name_eq(&crate::scim::filter::parse(text).unwrap());
+        assert_eq!(
+            fast(r#"userName eq "Bob@Example.com""#).as_deref(),
+            Some("bob@example.com")
+        );
+        assert_eq!(fast(r#"USERNAME eq "bob""#).as_deref(), Some("bob"));
+        assert_eq!(
+            fast(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "bob""#).as_deref(),
+            Some("bob")
+        );
+        for slow in [
+            r#"userName eq "bob" and userName pr"#,
+            r#"userName ne "bob""#,
+            r#"userName sw "bob""#,
+            "userName eq null",
+            r#"displayName eq "bob""#,
+            r#"not (userName eq "bob")"#,
+            r#"emails[value eq "bob"]"#,
+        ] {
+            assert_eq!(fast(slow), None, "{slow}");
+        }
     }
 
     #[test]

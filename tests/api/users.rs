@@ -466,6 +466,133 @@ async fn patches_over_the_operation_limit_are_too_many(backend: Backend) {
     assert!(res.body.get("members").is_none());
 }
 
+/// Users with tricky userNames (case, quotes, backslash, ß, final sigma, titlecase), one deactivated, Alice in two
+/// groups, a tombstone, and a tombstone whose userName a live user took again: (ids, tombstone, the reuser).
+async fn seed_tricky_names(app: &TestApp) -> (Vec<String>, String, String) {
+    let names = [
+        "Alice.Smith@example.com",
+        "o\"brien@example.com",
+        "back\\slash@example.com",
+        "Straße@example.com",
+        "ΣΊΣΥΦΟΣ",
+        "ǅemal",
+        "deactivated@example.com",
+    ];
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push(app.create_user(name).await);
+    }
+    assert_eq!(app.deactivate(&ids[6]).await.status, 200);
+    // Alice in two groups, created in the reverse of their displayName order.
+    for g in ["zeta", "Alpha"] {
+        let res = app
+            .post(
+                "/Groups",
+                &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": g,
+                        "members": [{"value": ids[0]}]}),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text);
+    }
+    // A tombstone, and a tombstone whose userName a live user took again.
+    let gone = app.create_user("gone@example.com").await;
+    assert_eq!(app.delete(&format!("/Users/{gone}")).await.status, 204);
+    let old = app.create_user("reused@example.com").await;
+    assert_eq!(app.delete(&format!("/Users/{old}")).await.status, 204);
+    let reused = app.create_user("REUSED@example.com").await;
+
+    (ids, gone, reused)
+}
+
+/// `userName eq` takes a fast path (one statement); the answer must be the general list path's, byte for byte. The
+/// general path is forced with a conjunct that changes nothing (`and userName pr`: every user has a userName).
+async fn the_user_name_fast_path_answers_as_the_general_path(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (ids, gone, reused) = seed_tricky_names(&app).await;
+    let quoted = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    let values = [
+        quoted("alice.smith@EXAMPLE.com"),
+        quoted("Alice.Smith@example.com"),
+        quoted("o\"brien@example.com"),
+        quoted("back\\slash@example.com"),
+        quoted("STRASSE@example.com"),
+        quoted("straße@EXAMPLE.COM"),
+        quoted("σίσυφος"),
+        quoted("ǆemal"),
+        quoted("deactivated@example.com"),
+        quoted("gone@example.com"),
+        quoted("reused@example.com"),
+        quoted("nobody@example.com"),
+        quoted(""),
+    ];
+    let extras = [
+        "",
+        "&startIndex=2",
+        "&count=0",
+        "&startIndex=0&count=1",
+        "&sortBy=displayName&sortOrder=descending",
+        "&attributes=userName,groups",
+        "&excludedAttributes=emails",
+        "&sortBy=nosuch",
+    ];
+    let mut matched = Vec::new();
+    for value in &values {
+        for attr in [
+            "userName",
+            "USERNAME",
+            "urn:ietf:params:scim:schemas:core:2.0:User:userName",
+        ] {
+            for extra in extras {
+                let fast = format!("{attr} eq {value}");
+                let general = format!("{fast} and userName pr");
+                let a = app
+                    .get(&format!("/Users?filter={}{extra}", urlencode(&fast)))
+                    .await;
+                let b = app
+                    .get(&format!("/Users?filter={}{extra}", urlencode(&general)))
+                    .await;
+                assert_eq!((a.status, &a.text), (b.status, &b.text), "{fast}{extra}");
+                if a.body["totalResults"] == 1 && extra.is_empty() && attr == "userName" {
+                    matched.push(value.clone());
+                }
+            }
+        }
+    }
+    // Case folding found the live users; neither tombstones, nor an unknown or empty name matched. (`STRASSE` and
+    // final-sigma spellings match or not as the fold decides; the point is both paths agree.)
+    for must in [0, 1, 2, 3, 5, 7, 8, 10] {
+        assert!(matched.contains(&values[must]), "{} not found", values[must]);
+    }
+    for never in [9, 11, 12] {
+        assert!(!matched.contains(&values[never]), "{} found", values[never]);
+    }
+    // The live user that reuses a tombstone's userName is the one found.
+    let res = app
+        .get(&format!(
+            "/Users?filter={}",
+            urlencode("userName eq \"reused@example.com\"")
+        ))
+        .await;
+    assert_eq!(res.body["Resources"][0]["id"], reused.as_str());
+    // GET answers what the list holds, with the groups in displayName order.
+    let listed = app
+        .get(&format!(
+            "/Users?filter={}",
+            urlencode("userName eq \"alice.smith@example.com\" and userName pr")
+        ))
+        .await;
+    let got = app.get(&format!("/Users/{}", ids[0])).await;
+    assert_eq!(got.body, listed.body["Resources"][0]);
+    let groups: Vec<&str> = got.body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["display"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["Alpha", "zeta"]);
+    assert_eq!(app.get(&format!("/Users/{gone}")).await.status, 404);
+}
+
 both_backends!(
     patches_over_the_operation_limit_are_too_many,
     removing_active_ends_access,
@@ -480,4 +607,5 @@ both_backends!(
     lists_page_in_a_stable_order,
     filters_on_the_attributes_idps_use,
     concurrent_creates_and_patches_lose_nothing,
+    the_user_name_fast_path_answers_as_the_general_path,
 );

@@ -180,11 +180,13 @@ pub fn groups_of(conn: &mut DbConnection, user_ids: &[&str]) -> QueryResult<Hash
         .order((groups::display_name_folded.asc(), groups::id.asc()))
         .select((group_members::user_id, groups::id, groups::display_name));
     for chunk in user_ids.chunks(CHUNK) {
-        // One user (every GET, PUT, PATCH) with `=`: diesel caches that statement; an `IN (…)` list it prepares
-        // again on every call.
-        let rows: Vec<(String, String, String)> = match chunk {
-            [one] => base.filter(group_members::user_id.eq(*one)).load(conn)?,
-            many => base.filter(group_members::user_id.eq_any(many)).load(conn)?,
+        // One user (every PUT, PATCH) with `=`: diesel caches that statement. Many (a list page) on the backend's
+        // own connection: PostgreSQL binds them as one array (`= ANY($1)`), a statement it keeps prepared, where
+        // `MultiConnection` renders an `IN (…)` list prepared again on every call (as SQLite still does).
+        let rows: Vec<(String, String, String)> = match (chunk, &mut *conn) {
+            ([one], conn) => base.filter(group_members::user_id.eq(*one)).load(conn)?,
+            (many, DbConnection::Postgres(c)) => base.filter(group_members::user_id.eq_any(many)).load(c)?,
+            (many, DbConnection::Sqlite(c)) => base.filter(group_members::user_id.eq_any(many)).load(c)?,
         };
         for (user_id, group_id, name) in rows {
             out.entry(user_id).or_default().push((group_id, name));

@@ -40,6 +40,61 @@ pub fn find_live_by_folded_name(conn: &mut DbConnection, folded: &str) -> QueryR
         .map(super::unique)
 }
 
+/// How a live user is looked up with its groups.
+#[derive(Debug, Clone, Copy)]
+pub enum LiveKey<'a> {
+    Id(&'a str),
+    /// The folded userName (unique among live users).
+    FoldedName(&'a str),
+}
+
+/// A live user and its groups (id, displayName).
+pub type UserWithGroups = (User, Vec<(String, String)>);
+
+/// The live user with this id or folded userName and its groups, ordered as `groups::groups_of` orders them
+/// (folded displayName, then id), in one statement (a row per group): one round trip on PostgreSQL where a user
+/// and then its groups took two. Built with the query builder, so each backend keeps it prepared, and run on the
+/// backend's own connection, which skips `MultiConnection`'s second walk of the query
+/// (docs/decisions/0040-one-statement-reads.md).
+pub fn find_live_with_groups(
+    conn: &mut DbConnection,
+    key: LiveKey<'_>,
+) -> QueryResult<Option<UserWithGroups>> {
+    use crate::db::schema::{group_members, groups};
+    // A macro, not a value: `User::as_select()` is typed by the backend it runs on.
+    macro_rules! by {
+        ($column:expr, $value:expr) => {
+            users::table
+                .left_join(group_members::table.on(group_members::user_id.eq(users::id)))
+                .left_join(groups::table.on(groups::id.eq(group_members::group_id)))
+                .filter($column.eq($value))
+                .filter(users::deleted_at.is_null())
+                .order((groups::display_name_folded.asc(), groups::id.asc()))
+                .select((
+                    User::as_select(),
+                    groups::id.nullable(),
+                    groups::display_name.nullable(),
+                ))
+        };
+    }
+    type Row = (User, Option<String>, Option<String>);
+    let rows: Vec<Row> = match (conn, key) {
+        (DbConnection::Sqlite(c), LiveKey::Id(v)) => by!(users::id, v).load(c)?,
+        (DbConnection::Sqlite(c), LiveKey::FoldedName(v)) => by!(users::user_name_folded, v).load(c)?,
+        (DbConnection::Postgres(c), LiveKey::Id(v)) => by!(users::id, v).load(c)?,
+        (DbConnection::Postgres(c), LiveKey::FoldedName(v)) => by!(users::user_name_folded, v).load(c)?,
+    };
+    let mut user = None;
+    let mut groups = Vec::new();
+    for (row, group_id, group_name) in rows {
+        if let (Some(id), Some(name)) = (group_id, group_name) {
+            groups.push((id, name));
+        }
+        user.get_or_insert(row);
+    }
+    Ok(user.map(|u| (u, groups)))
+}
+
 /// The user with this id, live or tombstoned.
 pub fn find_any(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>> {
     users::table
