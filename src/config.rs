@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::db::{Backend, DbUrl};
+use crate::db::{Backend, DbUrl, Synchronous};
 
 /// Environment variables that are not configuration keys.
 const ENV_PREFIX: &str = "OFFBOARD_";
@@ -375,6 +375,13 @@ pub struct DatabaseConfig {
     /// SQLite `busy_timeout` in milliseconds (another process, e.g. the CLI, holding the write lock).
     #[serde(deserialize_with = "lenient")]
     pub sqlite_busy_timeout_ms: u32,
+    /// Commit many concurrent writes in one transaction, a savepoint each, each answered after the commit
+    /// (docs/decisions/0029-batch-writer.md). Off: every write is its own transaction.
+    #[serde(deserialize_with = "lenient")]
+    pub batch_writes: bool,
+    /// SQLite `synchronous`: `full` (default: a power loss loses no acknowledged write) or `normal` (a power loss
+    /// can lose the writes acknowledged since the last checkpoint; the file stays consistent).
+    pub sqlite_synchronous: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -464,6 +471,8 @@ impl Default for DatabaseConfig {
             pool_size: 16,
             connect_timeout_secs: 5,
             sqlite_busy_timeout_ms: 5000,
+            batch_writes: true,
+            sqlite_synchronous: "full".into(),
         }
     }
 }
@@ -552,6 +561,7 @@ impl Config {
         if self.database.pool_size == 0 {
             return Err(ConfigError::invalid("database.pool_size", "must be at least 1"));
         }
+        self.sqlite_synchronous()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "limits.max_body_bytes",
@@ -708,6 +718,24 @@ impl Config {
             (0, Backend::Sqlite) => 4,
             (0, Backend::Postgres) => usize::try_from(self.database.pool_size).unwrap_or(16),
             (n, _) => n,
+        }
+    }
+
+    /// `database.sqlite_synchronous` as the storage layer takes it.
+    pub fn sqlite_synchronous(&self) -> Result<Synchronous, ConfigError> {
+        match self
+            .database
+            .sqlite_synchronous
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "full" => Ok(Synchronous::Full),
+            "normal" => Ok(Synchronous::Normal),
+            _ => Err(ConfigError::invalid(
+                "database.sqlite_synchronous",
+                "must be `full` or `normal`",
+            )),
         }
     }
 
