@@ -24,7 +24,9 @@
 //! On SQLite the single writer orders appends already; on PostgreSQL the hook takes a transaction-scoped
 //! advisory lock just before reading the tail, so concurrent transactions never fork the chain
 //! (docs/decisions/0027-audit-chain-lock.md). The lock is taken as late as possible (at commit) and held only for
-//! the tail read, the insert and the commit.
+//! the tail read, the insert and the commit. With the batch writer the entries of every write in a batch are
+//! sealed together, in the order the writes ran, just before the batch commits (one lock, one tail read, one
+//! insert: docs/decisions/0029-batch-writer.md).
 //!
 //! Nothing secret goes in: no token, no credential secret, no key material, no password (invariant 7).
 

@@ -5,8 +5,10 @@
 //! Writes go through [`Db::write`]: on SQLite a single writer connection that begins with `BEGIN IMMEDIATE`
 //! (docs/decisions/0008-sqlite-write-transactions.md: a deferred transaction that upgrades fails with
 //! `SQLITE_BUSY_SNAPSHOT`), retried while
-//! another process (the CLI) holds the lock; on PostgreSQL a plain transaction from the shared pool. Reads use
-//! [`Db::read`]. Both are synchronous: callers run them inside one `web::block` hop.
+//! another process (the CLI) holds the lock; on PostgreSQL a plain transaction from the shared pool. With batching
+//! on (the default) concurrent writes share one such transaction, a savepoint each, and are answered after its
+//! commit (`batch.rs`, docs/decisions/0029-batch-writer.md). Reads use [`Db::read`]. Both are synchronous: callers
+//! run them inside one `web::block` hop.
 
 mod batch;
 pub mod filter_sql;
