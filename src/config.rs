@@ -882,6 +882,27 @@ mod tests {
     }
 
     #[test]
+    fn storage_durability_and_batching_are_configurable() {
+        let c = Config::load_from(None, env(&[])).unwrap().config;
+        assert!(c.database.batch_writes);
+        assert_eq!(c.sqlite_synchronous().unwrap(), Synchronous::Full);
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("OFFBOARD_DATABASE__BATCH_WRITES", "false"),
+                ("OFFBOARD_DATABASE__SQLITE_SYNCHRONOUS", "NORMAL"),
+            ]),
+        )
+        .unwrap()
+        .config;
+        assert!(!c.database.batch_writes);
+        assert_eq!(c.sqlite_synchronous().unwrap(), Synchronous::Normal);
+        let err =
+            Config::load_from(None, env(&[("OFFBOARD_DATABASE__SQLITE_SYNCHRONOUS", "off")])).unwrap_err();
+        assert!(err.to_string().contains("database.sqlite_synchronous"), "{err}");
+    }
+
+    #[test]
     fn dev_mode_is_a_loopback_http_issuer() {
         let with = |issuer: &str| Config {
             issuer: issuer.into(),
