@@ -422,6 +422,7 @@ fn run_backend(bench_db: &BenchDb, args: &Args) -> anyhow::Result<Report> {
         pool_size: config.database.pool_size,
         connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
         sqlite_busy_timeout_ms: config.database.sqlite_busy_timeout_ms,
+        ..DbOptions::default()
     };
     let open = || Db::open(&url, &opts).with_context(|| format!("open {}", url.redacted()));
 

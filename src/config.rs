@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::db::{Backend, DbUrl};
+use crate::db::{Backend, DbUrl, Synchronous};
 
 const ENV_PREFIX: &str = "OFFBOARD_";
 /// Environment variables with the prefix that are not configuration keys: the config file's path, and what the
@@ -403,6 +403,13 @@ pub struct DatabaseConfig {
     /// SQLite `busy_timeout` in milliseconds (another process, e.g. the CLI, holding the write lock).
     #[serde(deserialize_with = "lenient")]
     pub sqlite_busy_timeout_ms: u32,
+    /// Commit many concurrent writes in one transaction, a savepoint each, each answered after the commit
+    /// (docs/decisions/0029-batch-writer.md). Off: every write is its own transaction.
+    #[serde(deserialize_with = "lenient")]
+    pub batch_writes: bool,
+    /// SQLite `synchronous`: `full` (default: a power loss loses no acknowledged write) or `normal` (a power loss
+    /// can lose the writes acknowledged since the last checkpoint; the file stays consistent).
+    pub sqlite_synchronous: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -492,6 +499,8 @@ impl Default for DatabaseConfig {
             pool_size: 16,
             connect_timeout_secs: 5,
             sqlite_busy_timeout_ms: 5000,
+            batch_writes: true,
+            sqlite_synchronous: "full".into(),
         }
     }
 }
@@ -591,6 +600,7 @@ impl Config {
         if self.database.pool_size == 0 {
             return Err(ConfigError::invalid("database.pool_size", "must be at least 1"));
         }
+        self.sqlite_synchronous()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "limits.max_body_bytes",
@@ -776,6 +786,24 @@ impl Config {
         }
     }
 
+    /// `database.sqlite_synchronous` as the storage layer takes it.
+    pub fn sqlite_synchronous(&self) -> Result<Synchronous, ConfigError> {
+        match self
+            .database
+            .sqlite_synchronous
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "full" => Ok(Synchronous::Full),
+            "normal" => Ok(Synchronous::Normal),
+            _ => Err(ConfigError::invalid(
+                "database.sqlite_synchronous",
+                "must be `full` or `normal`",
+            )),
+        }
+    }
+
     pub fn db_url(&self) -> DbUrl {
         // Checked in `validated`; a Config built by hand in tests goes through the same parser.
         DbUrl::parse(&self.database_url).unwrap_or_else(|_| DbUrl::sqlite(&self.database_url))
@@ -928,6 +956,27 @@ mod tests {
         assert!(err.to_string().contains("issuer"), "{err}");
         let err = Config::load_from(None, env(&[("OFFBOARD_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("log_format"), "{err}");
+    }
+
+    #[test]
+    fn storage_durability_and_batching_are_configurable() {
+        let c = Config::load_from(None, env(&[])).unwrap().config;
+        assert!(c.database.batch_writes);
+        assert_eq!(c.sqlite_synchronous().unwrap(), Synchronous::Full);
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("OFFBOARD_DATABASE__BATCH_WRITES", "false"),
+                ("OFFBOARD_DATABASE__SQLITE_SYNCHRONOUS", "NORMAL"),
+            ]),
+        )
+        .unwrap()
+        .config;
+        assert!(!c.database.batch_writes);
+        assert_eq!(c.sqlite_synchronous().unwrap(), Synchronous::Normal);
+        let err =
+            Config::load_from(None, env(&[("OFFBOARD_DATABASE__SQLITE_SYNCHRONOUS", "off")])).unwrap_err();
+        assert!(err.to_string().contains("database.sqlite_synchronous"), "{err}");
     }
 
     #[test]

@@ -24,7 +24,9 @@
 //! On SQLite the single writer orders appends already; on PostgreSQL the hook takes a transaction-scoped
 //! advisory lock just before reading the tail, so concurrent transactions never fork the chain
 //! (docs/decisions/0027-audit-chain-lock.md). The lock is taken as late as possible (at commit) and held only for
-//! the tail read, the insert and the commit.
+//! the tail read, the insert and the commit. With the batch writer the entries of every write in a batch are
+//! sealed together, in the order the writes ran, just before the batch commits (one lock, one tail read, one
+//! insert: docs/decisions/0029-batch-writer.md).
 //!
 //! Nothing secret goes in: no token, no credential secret, no key material, no password (invariant 7).
 
@@ -286,7 +288,19 @@ fn flush(conn: &mut DbConnection, serial: u64, request_id: Option<&str>) -> Quer
             .collect();
         crate::db::after_commit(move || observer.committed(&committed));
     }
-    append(conn, entries, request_id).map(drop)
+    // Sealed with the other entries of the batch, once, just before its commit (at once outside a batch).
+    let group: Box<dyn std::any::Any + Send> = Box::new((entries, request_id.map(str::to_owned)));
+    crate::db::at_batch_commit(conn, "audit", seal, group)
+}
+
+/// Chains and inserts the entries of every write of a batch, in the order the writes ran: one chain lock, one
+/// tail read and one insert for the batch.
+fn seal(conn: &mut DbConnection, groups: Vec<Box<dyn std::any::Any + Send>>) -> QueryResult<()> {
+    let groups: Vec<(Vec<Entry>, Option<String>)> = groups
+        .into_iter()
+        .filter_map(|g| g.downcast::<(Vec<Entry>, Option<String>)>().ok().map(|g| *g))
+        .collect();
+    append_groups(conn, groups).map(drop)
 }
 
 /// Appends `entries` to the chain now, inside the caller's transaction. Returns the rows written.
@@ -295,12 +309,24 @@ pub fn append(
     entries: Vec<Entry>,
     request_id: Option<&str>,
 ) -> QueryResult<Vec<AuditRow>> {
+    append_groups(conn, vec![(entries, request_id.map(str::to_owned))])
+}
+
+/// Appends groups of entries (each with its request id) to the chain now, in order, under one lock.
+fn append_groups(
+    conn: &mut DbConnection,
+    groups: Vec<(Vec<Entry>, Option<String>)>,
+) -> QueryResult<Vec<AuditRow>> {
+    if groups.iter().all(|(entries, _)| entries.is_empty()) {
+        return Ok(Vec::new());
+    }
     lock_chain(conn)?;
     let (mut seq, mut prev) = repo::audit::tail(conn)?.unwrap_or_else(|| (0, GENESIS.to_owned()));
     let time = now();
-    let rows: Vec<AuditRow> = entries
+    let rows: Vec<AuditRow> = groups
         .into_iter()
-        .map(|e| {
+        .flat_map(|(entries, request_id)| entries.into_iter().map(move |e| (e, request_id.clone())))
+        .map(|(e, request_id)| {
             seq += 1;
             let mut row = AuditRow {
                 seq,
@@ -311,7 +337,7 @@ pub fn append(
                 target_id: e.target_id,
                 target_name: e.target_name,
                 subject: e.subject,
-                request_id: request_id.map(str::to_owned),
+                request_id,
                 outcome: e.outcome.to_owned(),
                 details: canonical_json(&Value::Object(e.details)),
                 prev_hash: std::mem::take(&mut prev),

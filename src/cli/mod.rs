@@ -54,6 +54,12 @@ fn open_db_unmigrated(config: &Config, pool_size: u32) -> anyhow::Result<Db> {
         pool_size,
         connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
         sqlite_busy_timeout_ms: config.database.sqlite_busy_timeout_ms,
+        sqlite_synchronous: config.sqlite_synchronous()?,
+        batch_writes: if config.database.batch_writes {
+            offboard::db::DEFAULT_BATCH
+        } else {
+            0
+        },
     };
     Db::open(&url, &opts).with_context(|| format!("cannot open database {}", url.redacted()))
 }

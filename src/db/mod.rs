@@ -5,9 +5,12 @@
 //! Writes go through [`Db::write`]: on SQLite a single writer connection that begins with `BEGIN IMMEDIATE`
 //! (docs/decisions/0008-sqlite-write-transactions.md: a deferred transaction that upgrades fails with
 //! `SQLITE_BUSY_SNAPSHOT`), retried while
-//! another process (the CLI) holds the lock; on PostgreSQL a plain transaction from the shared pool. Reads use
-//! [`Db::read`]. Both are synchronous: callers run them inside one `web::block` hop.
+//! another process (the CLI) holds the lock; on PostgreSQL a plain transaction from the shared pool. With batching
+//! on (the default) concurrent writes share one such transaction, a savepoint each, and are answered after its
+//! commit (`batch.rs`, docs/decisions/0029-batch-writer.md). Reads use [`Db::read`]. Both are synchronous: callers
+//! run them inside one `web::block` hop.
 
+mod batch;
 pub mod filter_sql;
 pub mod models;
 pub mod repo;
@@ -21,6 +24,8 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use batch::{Seal, at_batch_commit};
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -243,6 +248,7 @@ pub enum DbError {
 pub struct Manager {
     url: DbUrl,
     busy_timeout_ms: u32,
+    synchronous: Synchronous,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -261,8 +267,9 @@ impl r2d2::ManageConnection for Manager {
                 // inside a transaction.
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
-                     PRAGMA synchronous = NORMAL;",
-                    self.busy_timeout_ms
+                     PRAGMA synchronous = {};",
+                    self.busy_timeout_ms,
+                    self.synchronous.pragma()
                 ))
                 .map_err(diesel::r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
@@ -287,12 +294,34 @@ impl r2d2::ManageConnection for Manager {
 pub type Pool = r2d2::Pool<Manager>;
 pub type PooledConn = r2d2::PooledConnection<Manager>;
 
+/// SQLite's `synchronous` setting in WAL mode: `Full` syncs the WAL at every commit, so a power loss loses no
+/// acknowledged commit; `Normal` syncs only at checkpoints, so a power loss can lose the commits since the last
+/// one (never corrupting the file). docs/decisions/0029-batch-writer.md says why `Full` is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+}
+
 /// Options for opening the pools.
 #[derive(Debug, Clone)]
 pub struct DbOptions {
     pub pool_size: u32,
     pub connect_timeout: Duration,
     pub sqlite_busy_timeout_ms: u32,
+    pub sqlite_synchronous: Synchronous,
+    /// Most write use cases one transaction of the batch writer holds; 0 or 1: every write is its own transaction
+    /// (docs/decisions/0029-batch-writer.md).
+    pub batch_writes: usize,
 }
 
 impl Default for DbOptions {
@@ -301,9 +330,14 @@ impl Default for DbOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             sqlite_busy_timeout_ms: 5000,
+            sqlite_synchronous: Synchronous::Full,
+            batch_writes: DEFAULT_BATCH,
         }
     }
 }
+
+/// The default most members of one batch.
+pub const DEFAULT_BATCH: usize = 64;
 
 /// The database handle shared by the server and the CLI: cheap to clone.
 #[derive(Clone)]
@@ -314,6 +348,8 @@ pub struct Db {
     write: Pool,
     /// Told how long each checkout waited for a connection (see [`Db::on_checkout`]).
     checkouts: Arc<CheckoutHook>,
+    /// The batch writer, when writes are batched.
+    batch: Option<Arc<batch::Batcher>>,
 }
 
 /// What a pool looks like now (r2d2's `state()`, no query).
@@ -500,6 +536,7 @@ impl Db {
                 .build(Manager {
                     url: url.clone(),
                     busy_timeout_ms: opts.sqlite_busy_timeout_ms,
+                    synchronous: opts.sqlite_synchronous,
                 })
         };
         let read = build(opts.pool_size)?;
@@ -507,11 +544,13 @@ impl Db {
             Backend::Sqlite => build(1)?,
             Backend::Postgres => read.clone(),
         };
+        let batch = (opts.batch_writes > 1).then(|| Arc::new(batch::Batcher::new(opts.batch_writes)));
         Ok(Self {
             url: url.clone(),
             read,
             write,
             checkouts,
+            batch,
         })
     }
 
@@ -540,6 +579,11 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.url.backend
+    }
+
+    /// With the batch writer on: how many batches committed so far and how many write use cases they held.
+    pub fn batch_stats(&self) -> Option<(u64, u64)> {
+        self.batch.as_ref().map(|b| b.stats())
     }
 
     pub fn url(&self) -> &DbUrl {
@@ -618,6 +662,13 @@ impl Db {
     where
         E: From<DbError> + From<diesel::result::Error>,
     {
+        // A write started inside a batch member (on another connection) goes its own way.
+        if let Some(batch) = &self.batch
+            && !batch::in_member()
+        {
+            return batch.write(&self.write, &mut f);
+        }
+        let _outside = batch::Outside::enter();
         let mut conn = self.write.get().map_err(DbError::from)?;
         let mut attempt = 0;
         drop(take_after_commit());

@@ -221,3 +221,192 @@ fn postgres_survives_sigkill() {
         crash_between_commit_and_delivery_and_during_delivery(Backend::Postgres);
     }
 }
+
+/// PATCH active=false; `Some(true)` when acknowledged (200), `Some(false)` for any other answer, `None` when the
+/// server did not answer (killed).
+fn try_deactivate(client: &reqwest::blocking::Client, port: u16, scim: &str, id: &str) -> Option<bool> {
+    let res = client
+        .patch(format!("http://127.0.0.1:{port}/scim/v2/Users/{id}"))
+        .bearer_auth(scim)
+        .header("Content-Type", "application/scim+json")
+        .body(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "path": "active", "value": false}]})
+            .to_string(),
+        )
+        .send()
+        .ok()?;
+    Some(res.status() == 200)
+}
+
+/// Client threads of the mid-batch crash test, and users each deprovisions.
+const THREADS: usize = 12;
+const PER_THREAD: usize = 40;
+
+/// SIGKILL while batches of concurrent deprovisionings are being committed (docs/decisions/0029-batch-writer.md):
+/// every acknowledged write is there with its audit entry and its SETs; a write that was not acknowledged is
+/// there entirely or not at all; the audit chain verifies.
+fn sigkill_mid_batch_loses_no_acknowledged_write(backend: Backend) {
+    offboard::outbound::install_crypto_provider();
+    let test_db = TestDb::create(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let url = test_db.url();
+    let db = Db::open(&DbUrl::parse(&url).unwrap(), &DbOptions::default()).unwrap();
+    db.migrate().unwrap();
+    let scim = credentials::create(&db, "idp", &[Scope::Scim])
+        .unwrap()
+        .expose()
+        .to_owned();
+    let rx = receiver();
+    rx.status.store(503, Ordering::SeqCst);
+    let port = free_port();
+    let server = serve(&url, dir.path(), port);
+    let config = offboard::config::Config {
+        database_url: url.clone(),
+        issuer: format!("http://127.0.0.1:{port}"),
+        keys: offboard::config::KeyConfig {
+            kek: Some(offboard::config::SecretString::new(TEST_KEK)),
+            import_pem_file: Some(test_keys_file().to_owned()),
+            ..offboard::config::KeyConfig::default()
+        },
+        ..offboard::config::Config::default()
+    };
+    let state = offboard::AppState::open(db.clone(), config).unwrap();
+    let stream = streams::create(
+        &db,
+        &state.tokens.keys,
+        &NewStream {
+            audience: "svc".into(),
+            delivery: Delivery::Push {
+                endpoint_url: rx.url.clone(),
+                authorization_header: None,
+            },
+            events_requested: Vec::new(),
+            description: None,
+            created_by: "test".into(),
+        },
+    )
+    .unwrap()
+    .id;
+
+    // Users to deprovision, created over HTTP by a few threads at once.
+    let ids: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let scim = &scim;
+                s.spawn(move || {
+                    (0..PER_THREAD)
+                        .map(|i| create_user(port, scim, &format!("u{t}-{i}@example.com")))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+
+    let acknowledged = deprovision_until_killed(server, port, &scim, &ids);
+    let all: Vec<&String> = ids.iter().flatten().collect();
+    assert!(
+        !acknowledged.is_empty(),
+        "some writes were acknowledged before the kill"
+    );
+    assert!(
+        acknowledged.len() < all.len(),
+        "the kill came while writes were in flight"
+    );
+
+    drop(state);
+    drop(db);
+    check_after_crash(&url, &stream, &all, &acknowledged);
+}
+
+/// Every thread deprovisions its users one after another; the server is killed once a few dozen were answered.
+/// Returns the acknowledged ones.
+fn deprovision_until_killed(server: Server, port: u16, scim: &str, ids: &[Vec<String>]) -> Vec<String> {
+    let acks = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|mine| {
+                let acks = &acks;
+                s.spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    let mut acked = Vec::new();
+                    for id in mine {
+                        match try_deactivate(&client, port, scim, id) {
+                            Some(true) => {
+                                acks.fetch_add(1, Ordering::SeqCst);
+                                acked.push(id.clone());
+                            }
+                            Some(false) => panic!("a deprovisioning was refused"),
+                            None => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        // Kill once a few dozen writes were answered, while the others are queued or in a batch.
+        let started = Instant::now();
+        while acks.load(Ordering::SeqCst) < 60 && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        server.kill();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// What the database holds after the crash (reopened: a SQLite WAL is recovered): every acknowledged
+/// deprovisioning, each change whole or absent, an intact chain.
+fn check_after_crash(url: &str, stream: &str, all: &[&String], acknowledged: &[String]) {
+    let db = Db::open(&DbUrl::parse(url).unwrap(), &DbOptions::default()).unwrap();
+    let rows = outbox(&db, stream);
+    let audit = db
+        .read(|c| offboard::db::repo::audit::after(c, 0, 100_000).map_err(offboard::db::DbError::from))
+        .unwrap();
+    let mut inactive = 0;
+    for id in all {
+        let user = db
+            .read(|c| offboard::db::repo::users::find_live(c, id).map_err(offboard::db::DbError::from))
+            .unwrap()
+            .expect("the user exists");
+        let patched = audit
+            .iter()
+            .filter(|e| e.action == "scim.user.patch" && e.target_id.as_deref() == Some(id.as_str()))
+            .count();
+        let sets = rows
+            .iter()
+            .filter(|r| r.user_id.as_deref() == Some(id.as_str()))
+            .count();
+        if acknowledged.contains(*id) {
+            assert!(!user.active, "acknowledged deprovisioning of {id} was lost");
+        }
+        if user.active {
+            assert_eq!(
+                (patched, sets),
+                (0, 0),
+                "{id}: half a write (audit, SETs) without its change"
+            );
+        } else {
+            inactive += 1;
+            assert_eq!(patched, 1, "{id}: the change without its audit entry");
+            assert!(sets > 0, "{id}: the change without its SETs");
+        }
+    }
+    assert!(inactive >= acknowledged.len());
+    let check = offboard::keys::audit_signature_checker(&db).unwrap();
+    let v = offboard::audit::verify::run(&db, &check).unwrap();
+    assert!(v.ok, "the audit chain after the crash: {v:?}");
+}
+
+#[test]
+fn sqlite_sigkill_mid_batch_loses_no_acknowledged_write() {
+    sigkill_mid_batch_loses_no_acknowledged_write(Backend::Sqlite);
+}
+
+#[test]
+fn postgres_sigkill_mid_batch_loses_no_acknowledged_write() {
+    if crate::harness::postgres_available("crash::postgres_sigkill_mid_batch") {
+        sigkill_mid_batch_loses_no_acknowledged_write(Backend::Postgres);
+    }
+}

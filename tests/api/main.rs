@@ -10,6 +10,7 @@ mod harness;
 
 mod audit;
 mod auth;
+mod batch;
 mod cli;
 mod console;
 mod crash;

@@ -22,10 +22,13 @@ pub fn tail(conn: &mut DbConnection) -> QueryResult<Option<(i64, String)>> {
 pub fn insert(conn: &mut DbConnection, rows: &[AuditRow]) -> QueryResult<()> {
     // One multi-row statement (most changes write one to three entries); the multi-backend has no batch insert,
     // each backend does.
-    match conn {
-        DbConnection::Postgres(c) => diesel::insert_into(audit_log::table).values(rows).execute(c)?,
-        DbConnection::Sqlite(c) => diesel::insert_into(audit_log::table).values(rows).execute(c)?,
-    };
+    // A batch of writes seals its entries together: chunks stay far below either backend's bound parameters.
+    for chunk in rows.chunks(500) {
+        match conn {
+            DbConnection::Postgres(c) => diesel::insert_into(audit_log::table).values(chunk).execute(c)?,
+            DbConnection::Sqlite(c) => diesel::insert_into(audit_log::table).values(chunk).execute(c)?,
+        };
+    }
     Ok(())
 }
 
