@@ -404,9 +404,10 @@ pub struct DatabaseConfig {
     #[serde(deserialize_with = "lenient")]
     pub sqlite_busy_timeout_ms: u32,
     /// Commit many concurrent writes in one transaction, a savepoint each, each answered after the commit
-    /// (docs/decisions/0029-batch-writer.md). Off: every write is its own transaction.
+    /// (docs/decisions/0029-batch-writer.md). `auto` (default): on for SQLite, off for PostgreSQL; `true`/`false`
+    /// for both. Off: every write is its own transaction.
     #[serde(deserialize_with = "lenient")]
-    pub batch_writes: bool,
+    pub batch_writes: BatchWrites,
     /// SQLite `synchronous`: `full` (default: a power loss loses no acknowledged write) or `normal` (a power loss
     /// can lose the writes acknowledged since the last checkpoint; the file stays consistent).
     pub sqlite_synchronous: String,
@@ -499,7 +500,7 @@ impl Default for DatabaseConfig {
             pool_size: 16,
             connect_timeout_secs: 5,
             sqlite_busy_timeout_ms: 5000,
-            batch_writes: true,
+            batch_writes: BatchWrites::Auto,
             sqlite_synchronous: "full".into(),
         }
     }
@@ -865,6 +866,58 @@ fn overlay(table: &mut toml::Table, key: &str, value: &str) {
 }
 
 /// Accepts a number from TOML or a numeric string from the environment.
+/// `database.batch_writes`: whether concurrent writes share one transaction (docs/decisions/0029-batch-writer.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchWrites {
+    /// On for SQLite, where it pays for `synchronous = FULL`; off for PostgreSQL, where it measured within noise
+    /// and would hold per-user locks across a batch, letting two instances deadlock.
+    Auto,
+    #[serde(rename = "true")]
+    On,
+    #[serde(rename = "false")]
+    Off,
+}
+
+impl BatchWrites {
+    /// Whether writes to this backend are batched.
+    pub fn enabled(self, backend: Backend) -> bool {
+        match self {
+            Self::Auto => backend == Backend::Sqlite,
+            Self::On => true,
+            Self::Off => false,
+        }
+    }
+}
+
+impl FromStr for BatchWrites {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "true" | "on" => Ok(Self::On),
+            "false" | "off" => Ok(Self::Off),
+            _ => Err("must be `auto`, `true` or `false`".into()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchWrites {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Flag(bool),
+            Text(String),
+        }
+        match Either::deserialize(de)? {
+            Either::Flag(true) => Ok(Self::On),
+            Either::Flag(false) => Ok(Self::Off),
+            Either::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 fn lenient<'de, D, T>(de: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -961,7 +1014,9 @@ mod tests {
     #[test]
     fn storage_durability_and_batching_are_configurable() {
         let c = Config::load_from(None, env(&[])).unwrap().config;
-        assert!(c.database.batch_writes);
+        assert_eq!(c.database.batch_writes, BatchWrites::Auto);
+        assert!(c.database.batch_writes.enabled(Backend::Sqlite));
+        assert!(!c.database.batch_writes.enabled(Backend::Postgres));
         assert_eq!(c.sqlite_synchronous().unwrap(), Synchronous::Full);
         let c = Config::load_from(
             None,
@@ -972,8 +1027,22 @@ mod tests {
         )
         .unwrap()
         .config;
-        assert!(!c.database.batch_writes);
+        assert_eq!(c.database.batch_writes, BatchWrites::Off);
+        assert!(!c.database.batch_writes.enabled(Backend::Sqlite));
         assert_eq!(c.sqlite_synchronous().unwrap(), Synchronous::Normal);
+        for (text, want) in [
+            ("true", BatchWrites::On),
+            ("on", BatchWrites::On),
+            ("auto", BatchWrites::Auto),
+        ] {
+            let c = Config::load_from(None, env(&[("OFFBOARD_DATABASE__BATCH_WRITES", text)]))
+                .unwrap()
+                .config;
+            assert_eq!(c.database.batch_writes, want, "{text}");
+        }
+        let err =
+            Config::load_from(None, env(&[("OFFBOARD_DATABASE__BATCH_WRITES", "sometimes")])).unwrap_err();
+        assert!(err.to_string().contains("database.batch_writes"), "{err}");
         let err =
             Config::load_from(None, env(&[("OFFBOARD_DATABASE__SQLITE_SYNCHRONOUS", "off")])).unwrap_err();
         assert!(err.to_string().contains("database.sqlite_synchronous"), "{err}");

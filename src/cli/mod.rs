@@ -55,7 +55,7 @@ fn open_db_unmigrated(config: &Config, pool_size: u32) -> anyhow::Result<Db> {
         connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
         sqlite_busy_timeout_ms: config.database.sqlite_busy_timeout_ms,
         sqlite_synchronous: config.sqlite_synchronous()?,
-        batch_writes: if config.database.batch_writes {
+        batch_writes: if config.database.batch_writes.enabled(url.backend) {
             offboard::db::DEFAULT_BATCH
         } else {
             0

@@ -40,6 +40,8 @@ fn serve(db_url: &str, dir: &std::path::Path, port: u16) -> Server {
         .env("OFFBOARD_FANOUT__PUSH_TIMEOUT_SECS", "1")
         .env("OFFBOARD_FANOUT__BACKOFF_BASE_MS", "50")
         .env("OFFBOARD_FANOUT__BACKOFF_CAP_SECS", "1")
+        // Batched on both backends (PostgreSQL's default is off), so a kill can land inside a batch.
+        .env("OFFBOARD_DATABASE__BATCH_WRITES", "true")
         .env("OFFBOARD_LOG_LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
