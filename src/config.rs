@@ -845,13 +845,25 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Sets `a__b__c` in the table to a string value, creating tables on the way.
+/// Sets `a__b__c` in the table to the value, creating tables on the way: a TOML array when the value is written
+/// as one (`["svc-a", "svc-b"]`, for list keys such as `tokens.audiences`), else a string (an IPv6 `listen` such
+/// as `[::1]:8080` is no TOML array and stays a string).
 fn overlay(table: &mut toml::Table, key: &str, value: &str) {
     let mut parts = key.split("__").peekable();
     let mut current = table;
     while let Some(part) = parts.next() {
         if parts.peek().is_none() {
-            current.insert(part.to_owned(), toml::Value::String(value.to_owned()));
+            let array = value
+                .trim_start()
+                .starts_with('[')
+                .then(|| toml::from_str::<toml::Table>(&format!("v = {value}")).ok())
+                .flatten()
+                .and_then(|mut t| t.remove("v"))
+                .filter(toml::Value::is_array);
+            current.insert(
+                part.to_owned(),
+                array.unwrap_or_else(|| toml::Value::String(value.to_owned())),
+            );
             return;
         }
         let entry = current
@@ -1009,6 +1021,25 @@ mod tests {
         assert!(err.to_string().contains("issuer"), "{err}");
         let err = Config::load_from(None, env(&[("OFFBOARD_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("log_format"), "{err}");
+    }
+
+    #[test]
+    fn lists_can_be_set_from_the_environment() {
+        let c = Config::load_from(
+            None,
+            env(&[("OFFBOARD_TOKENS__AUDIENCES", r#"["svc-a", "svc-b"]"#)]),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.tokens.audiences, ["svc-a", "svc-b"]);
+        // Not an array: still a string, and a list key refuses it by name.
+        let err = Config::load_from(None, env(&[("OFFBOARD_TOKENS__AUDIENCES", "svc-a")])).unwrap_err();
+        assert!(err.to_string().contains("tokens.audiences"), "{err}");
+        // An IPv6 listen address looks like an array's start but stays a string.
+        let c = Config::load_from(None, env(&[("OFFBOARD_LISTEN", "[::1]:8181")]))
+            .unwrap()
+            .config;
+        assert!(c.listen.contains("::1"), "{:?}", c.listen);
     }
 
     #[test]
