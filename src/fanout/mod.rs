@@ -367,7 +367,8 @@ pub fn enqueue(
     pending::record(conn, txn, user_id, at, &stored, &targets)?;
     // The worker writes the change's outbox rows (for poll streams too), then pushes what is due.
     crate::db::after_commit(worker::wake);
-    // Other instances on the same PostgreSQL: NOTIFY is delivered at commit, and dropped on rollback.
+    // Other instances on the same PostgreSQL: the notification (`pg_notify`, NOTIFY as a function) is delivered at
+    // commit, and dropped on rollback.
     if let DbConnection::Postgres(_) = conn {
         repo::fanout::notify(conn, worker::CHANNEL)?;
     }
