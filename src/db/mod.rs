@@ -15,6 +15,7 @@ pub mod filter_sql;
 pub mod models;
 pub mod repo;
 pub mod schema;
+pub mod statements;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -257,12 +258,16 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<DbConnection, Self::Error> {
         match self.url.backend {
-            Backend::Postgres => PgConnection::establish(&self.url.target)
-                .map(DbConnection::Postgres)
-                .map_err(diesel::r2d2::Error::ConnectionError),
+            Backend::Postgres => {
+                let mut conn = PgConnection::establish(&self.url.target)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                conn.set_instrumentation(statements::Counter::default());
+                Ok(DbConnection::Postgres(conn))
+            }
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.url.target)
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
+                conn.set_instrumentation(statements::Counter::default());
                 // Order matters (docs/decisions/0009-sqlite-pragmas-at-connect.md): busy_timeout before WAL, never
                 // inside a transaction.
                 conn.batch_execute(&format!(

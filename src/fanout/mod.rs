@@ -232,16 +232,24 @@ pub(crate) fn queue(
     )
 }
 
-/// The user's primary email (else the first), as provisioned, for `email` subjects.
-fn primary_email(conn: &mut DbConnection, user_id: &str) -> diesel::QueryResult<Option<String>> {
+/// The user's primary email (else the first), as provisioned, for `email` subjects: from `resource`, the stored
+/// resource when the caller has it, else read.
+fn primary_email(
+    conn: &mut DbConnection,
+    user_id: &str,
+    resource: Option<&str>,
+) -> diesel::QueryResult<Option<String>> {
     use diesel::prelude::*;
 
     use crate::db::schema::users;
-    let resource: Option<String> = users::table
-        .filter(users::id.eq(user_id))
-        .select(users::resource)
-        .load(conn)
-        .map(repo::unique)?;
+    let resource: Option<String> = match resource {
+        Some(r) => Some(r.to_owned()),
+        None => users::table
+            .filter(users::id.eq(user_id))
+            .select(users::resource)
+            .load(conn)
+            .map(repo::unique)?,
+    };
     let emails = resource
         .and_then(|r| serde_json::from_str::<Value>(&r).ok())
         .and_then(|v| v.get("emails").cloned())
@@ -299,10 +307,12 @@ pub fn new_txn() -> String {
 /// Records the SETs of a change for every stream that receives them (enabled or paused, asking for the event
 /// type, not having removed the user from its subjects), inside the caller's transaction: ONE `outbox_changes` row
 /// with the receivers as of now, which [`pending::expand`] turns into one outbox row per event per stream after
-/// the commit (the worker is woken for it then). Returns the SETs that will be queued.
+/// the commit (the worker is woken for it then). `resource` is the user's stored resource when the caller has
+/// it (saves reading it for the `email` subject). Returns the SETs that will be queued.
 pub fn enqueue(
     conn: &mut DbConnection,
     user_id: &str,
+    resource: Option<&str>,
     txn: &str,
     min_tgen: i64,
     events: &[Event<'_>],
@@ -336,7 +346,7 @@ pub fn enqueue(
     // taken at insert, so enqueuing transactions take turns (the lock is held until commit), and so does the
     // expansion (src/fanout/pending.rs). SQLite's single writer takes turns already.
     repo::advisory_lock(conn, "outbox", "order")?;
-    let email = primary_email(conn, user_id)?;
+    let email = primary_email(conn, user_id, resource)?;
     let at = now();
     // Each event's stored form is the same on every stream: built once, stored once.
     let payloads: Vec<String> = events
@@ -357,9 +367,10 @@ pub fn enqueue(
     pending::record(conn, txn, user_id, at, &stored, &targets)?;
     // The worker writes the change's outbox rows (for poll streams too), then pushes what is due.
     crate::db::after_commit(worker::wake);
-    // Other instances on the same PostgreSQL: NOTIFY is delivered at commit, and dropped on rollback.
-    if let DbConnection::Postgres(c) = conn {
-        diesel::RunQueryDsl::execute(diesel::sql_query(format!("NOTIFY {}", worker::CHANNEL)), c)?;
+    // Other instances on the same PostgreSQL: the notification (`pg_notify`, NOTIFY as a function) is delivered at
+    // commit, and dropped on rollback.
+    if let DbConnection::Postgres(_) = conn {
+        repo::fanout::notify(conn, worker::CHANNEL)?;
     }
     Ok(queued)
 }
@@ -394,8 +405,8 @@ pub fn enqueue_unattributed(
     }
     if rows.iter().any(|(stream, _)| stream.delivery_method == "push") {
         crate::db::after_commit(worker::wake);
-        if let DbConnection::Postgres(c) = conn {
-            diesel::RunQueryDsl::execute(diesel::sql_query(format!("NOTIFY {}", worker::CHANNEL)), c)?;
+        if let DbConnection::Postgres(_) = conn {
+            repo::fanout::notify(conn, worker::CHANNEL)?;
         }
     }
     Ok(rows.len())

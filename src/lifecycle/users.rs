@@ -5,14 +5,13 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Deprovision;
 use super::listing::{Purpose, Source};
 use crate::audit::{self, Entry};
 use crate::db::filter_sql::{Dialect, SqlFilter, users_where};
 use crate::db::models::{NewUser, User, UserChange, UserHold};
 use crate::db::repo::groups::GroupRef;
 use crate::db::repo::list::{SortColumn, Table};
-use crate::db::repo::users::{EmailKey, LiveKey};
+use crate::db::repo::users::{EmailKey, ForWrite, LiveKey};
 use crate::db::{Db, DbConnection, format_time, now, repo};
 use crate::error::AppError;
 use crate::scim::filter::Filter;
@@ -54,13 +53,6 @@ pub struct UserView {
 }
 
 impl UserView {
-    /// Loads the groups of `user`.
-    fn load(c: &mut DbConnection, user: User) -> Result<Self, AppError> {
-        let mut groups = repo::groups::groups_of(c, &[user.id.as_str()])?;
-        let groups = groups.remove(&user.id).unwrap_or_default();
-        Ok(Self { user, groups })
-    }
-
     /// Loads the groups of many users in one query.
     fn load_many(c: &mut DbConnection, users: Vec<User>) -> Result<Vec<Self>, AppError> {
         let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
@@ -186,13 +178,11 @@ pub fn create(db: &Db, input: &Value) -> Result<UserView, AppError> {
             created: at,
             last_modified: at,
         };
-        repo::users::insert(c, &new, &ix.emails).map_err(user_name_conflict)?;
+        let user = repo::users::insert(c, &new, &ix.emails).map_err(user_name_conflict)?;
         audit::record(
             write_entry("scim.user.create", &id, &ix.user_name)
                 .detail("changes", audit::changes(None, Some(&stored))),
         );
-        let user =
-            repo::users::find_live(c, &id)?.ok_or_else(|| AppError::internal("created user vanished"))?;
         // A new user belongs to no group yet.
         Ok::<_, AppError>(UserView {
             user,
@@ -227,12 +217,19 @@ fn not_found() -> AppError {
     ScimError::not_found("no such user").into()
 }
 
-/// Loads the user for a read-modify-write, holding its lock until the transaction ends.
-fn load_for_update(c: &mut DbConnection, id: &str, if_match: Option<&str>) -> Result<User, AppError> {
+/// Loads the user for a read-modify-write, with its hold and groups (one statement), holding its lock until the
+/// transaction ends.
+fn load_for_update(c: &mut DbConnection, id: &str, if_match: Option<&str>) -> Result<ForWrite, AppError> {
     repo::users::lock(c, id)?;
-    let user = repo::users::find_live(c, id)?.ok_or_else(not_found)?;
-    check_if_match(if_match, &user)?;
-    Ok(user)
+    let found = repo::users::find_for_write(c, id)?.ok_or_else(not_found)?;
+    check_if_match(if_match, &found.user)?;
+    Ok(found)
+}
+
+/// The error of a compare-and-set write that found its user changed: the lock makes it impossible; the version
+/// guard catches a bug that breaks the lock.
+fn changed_under_lock(id: &str) -> AppError {
+    AppError::internal(format!("user {id} changed under its lock"))
 }
 
 /// The audit entry of a write to user `id` (SCIM or CLI), with when the request arrived.
@@ -281,13 +278,14 @@ fn hold_write(
     Ok(Some(wish))
 }
 
-/// Writes a new stored resource for `before`, records the write as `action` and runs the transition it implies.
-/// Returns the new row.
+/// Writes a new stored resource for `before` (whose groups are `groups`), records the write as `action` and runs
+/// the transition it implies. Returns the new row with its groups (a write to a user never changes them).
 fn store(
     c: &mut DbConnection,
     action: &'static str,
     reason: Option<&str>,
     before: &User,
+    groups: Vec<GroupRef>,
     stored: &Value,
     held_wish: Option<bool>,
 ) -> Result<UserView, AppError> {
@@ -309,14 +307,24 @@ fn store(
         resource: &ix.resource,
         last_modified: now(),
     };
-    let n = repo::users::update(c, &before.id, before.version, &change).map_err(user_name_conflict)?;
-    if n != 1 {
-        // The lock makes this impossible; the version guard catches a bug that breaks the lock.
-        return Err(AppError::internal(format!(
-            "user {} changed under its lock",
-            before.id
-        )));
+    let known = super::Known {
+        id: &before.id,
+        user_name: &ix.user_name,
+        resource: &ix.resource,
+    };
+    let user = if before.active && !ix.active {
+        // The row is written in the statement that raises the generation (docs/decisions/0041-fewer-statements-per-write.md).
+        let ending = super::Ending::Deactivate {
+            version: before.version,
+            change: &change,
+        };
+        super::deprovision(c, known, ending)
+            .map_err(user_name_conflict)?
+            .and_then(|(_, user)| user)
+    } else {
+        repo::users::update(c, &before.id, before.version, &change).map_err(user_name_conflict)?
     }
+    .ok_or_else(|| changed_under_lock(&before.id))?;
     // Most changes (deactivation above all) leave the emails alone: rewrite their index rows only when they moved.
     let old_emails = serde_json::from_str::<Value>(&before.resource)
         .map(|v| email_keys(&v))
@@ -324,24 +332,23 @@ fn store(
     if old_emails != ix.emails {
         repo::users::replace_emails(c, &before.id, &ix.emails)?;
     }
-    if before.active && !ix.active {
-        super::deprovision(c, &before.id, Deprovision::Deactivate)?;
-    } else if !before.active && ix.active {
+    if !before.active && ix.active {
         // Reactivation never lowers the generation: tokens from before the deactivation stay dead.
-        super::reactivated(c, &before.id, before.token_generation)?;
+        super::reactivated(c, known, before.token_generation)?;
     }
-    let user =
-        repo::users::find_live(c, &before.id)?.ok_or_else(|| AppError::internal("updated user vanished"))?;
-    UserView::load(c, user)
+    Ok(UserView { user, groups })
 }
 
 /// PUT /Users/{id}: replaces every writable attribute. `active` left out keeps its current value.
 pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Result<UserView, AppError> {
     let mut stored = rt().normalize_replacement(input)?;
     db.write(|c| {
-        let before = load_for_update(c, id, if_match)?;
+        let ForWrite {
+            user: before,
+            hold,
+            groups,
+        } = load_for_update(c, id, if_match)?;
         crate::scim::schema::check_indexed_changes(&stored, &current_resource(&before)?)?;
-        let hold = repo::users::hold(c, id)?;
         let asked = stored.get("active").and_then(Value::as_bool);
         let held_wish = hold_write(c, hold.as_ref(), asked, &mut stored)?;
         if asked.is_none() && held_wish.is_none() {
@@ -349,9 +356,9 @@ pub fn replace(db: &Db, id: &str, input: &Value, if_match: Option<&str>) -> Resu
         }
         if same_resource(&before, &stored) {
             record_unchanged("scim.user.replace", &before, held_wish);
-            return UserView::load(c, before);
+            return Ok(UserView { user: before, groups });
         }
-        store(c, "scim.user.replace", None, &before, &stored, held_wish)
+        store(c, "scim.user.replace", None, &before, groups, &stored, held_wish)
     })
 }
 
@@ -366,9 +373,12 @@ pub fn patch(
 ) -> Result<UserView, AppError> {
     let ops = patch::parse_request(body, max_ops)?;
     db.write(|c| {
-        let before = load_for_update(c, id, if_match)?;
+        let ForWrite {
+            user: before,
+            hold,
+            groups,
+        } = load_for_update(c, id, if_match)?;
         let current = current_resource(&before)?;
-        let hold = repo::users::hold(c, id)?;
         // A held user's operations apply to what the identity provider believes (its own `active`), so an
         // operation on `active` is told from one that leaves it alone.
         let mut seen = current.clone();
@@ -385,9 +395,9 @@ pub fn patch(
         let held_wish = hold_write(c, hold.as_ref(), asked, &mut stored)?;
         if stored == current {
             record_unchanged("scim.user.patch", &before, held_wish);
-            return UserView::load(c, before);
+            return Ok(UserView { user: before, groups });
         }
-        store(c, "scim.user.patch", None, &before, &stored, held_wish)
+        store(c, "scim.user.patch", None, &before, groups, &stored, held_wish)
     })
 }
 
@@ -401,21 +411,33 @@ fn same_resource(before: &User, stored: &Value) -> bool {
 /// DELETE /Users/{id}: tombstones the user and ends its access in one transaction.
 pub fn delete(db: &Db, id: &str, if_match: Option<&str>) -> Result<(), AppError> {
     db.write(|c| {
-        let before = load_for_update(c, id, if_match)?;
-        let left = repo::groups::remove_user_everywhere(c, id)?;
-        if !left.is_empty() {
-            tracing::info!(user.id = %id, "removed deleted user {id} from {} groups", left.len());
+        let ForWrite {
+            user: before,
+            hold,
+            groups,
+        } = load_for_update(c, id, if_match)?;
+        // The groups were read with the user, under its lock.
+        if !groups.is_empty() {
+            repo::groups::remove_user_everywhere(c, id)?;
+            tracing::info!(user.id = %id, "removed deleted user {id} from {} groups", groups.len());
         }
         audit::record(
-            write_entry("scim.user.delete", id, &before.user_name).detail("groups_left", left.len()),
+            write_entry("scim.user.delete", id, &before.user_name).detail("groups_left", groups.len()),
         );
-        repo::users::delete_hold(c, id)?;
-        let n = repo::users::tombstone(c, id, before.version, now())?;
-        if n != 1 {
-            return Err(AppError::internal(format!("user {id} changed under its lock")));
+        if hold.is_some() {
+            repo::users::delete_hold(c, id)?;
         }
-        super::deprovision(c, id, Deprovision::Delete)?;
-        Ok(())
+        let known = super::Known {
+            id,
+            user_name: &before.user_name,
+            resource: &before.resource,
+        };
+        let ending = super::Ending::Delete {
+            version: before.version,
+            at: now(),
+        };
+        super::deprovision(c, known, ending)?.ok_or_else(|| changed_under_lock(id))?;
+        Ok::<_, AppError>(())
     })?;
     tracing::info!(user.id = %id, "deleted user {id}");
     Ok(())
@@ -451,8 +473,12 @@ pub enum Held {
 /// token is minted, refreshed or exchanged for it. Recorded as `user.hold` with the reason.
 pub fn deactivate(db: &Db, id: &str, reason: &str) -> Result<Held, AppError> {
     db.write(|c| {
-        let before = load_for_update(c, id, None)?;
-        if repo::users::hold(c, id)?.is_some() {
+        let ForWrite {
+            user: before,
+            hold,
+            groups,
+        } = load_for_update(c, id, None)?;
+        if hold.is_some() {
             return Ok(Held::AlreadyHeld);
         }
         let hold = UserHold {
@@ -475,7 +501,15 @@ pub fn deactivate(db: &Db, id: &str, reason: &str) -> Result<Held, AppError> {
         }
         let mut stored = current_resource(&before)?;
         set_active(&mut stored, false);
-        let view = store(c, "admin.user.deactivate", Some(reason), &before, &stored, None)?;
+        let view = store(
+            c,
+            "admin.user.deactivate",
+            Some(reason),
+            &before,
+            groups,
+            &stored,
+            None,
+        )?;
         tracing::info!(user.id = %id, reason, "deactivated user {id} by an administrator");
         Ok(Held::Deactivated(view.user.token_generation))
     })
@@ -497,8 +531,12 @@ pub enum Released {
 /// for. Recorded as `user.release` with the reason.
 pub fn release(db: &Db, id: &str, reason: &str) -> Result<Released, AppError> {
     db.write(|c| {
-        let before = load_for_update(c, id, None)?;
-        let Some(hold) = repo::users::hold(c, id)? else {
+        let ForWrite {
+            user: before,
+            hold,
+            groups,
+        } = load_for_update(c, id, None)?;
+        let Some(hold) = hold else {
             return Ok(Released::NotHeld);
         };
         repo::users::delete_hold(c, id)?;
@@ -515,7 +553,15 @@ pub fn release(db: &Db, id: &str, reason: &str) -> Result<Released, AppError> {
         }
         let mut stored = current_resource(&before)?;
         set_active(&mut stored, true);
-        store(c, "admin.user.release", Some(reason), &before, &stored, None)?;
+        store(
+            c,
+            "admin.user.release",
+            Some(reason),
+            &before,
+            groups,
+            &stored,
+            None,
+        )?;
         Ok(Released::Reactivated)
     })
 }

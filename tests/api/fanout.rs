@@ -634,7 +634,7 @@ async fn another_instance_wakes_the_worker(backend: Backend) {
             reason: "another instance",
             initiator: offboard::fanout::Initiator::Admin,
         };
-        offboard::fanout::enqueue(&mut conn, &id, "txn-other", 1, &[event]).unwrap();
+        offboard::fanout::enqueue(&mut conn, &id, None, "txn-other", 1, &[event]).unwrap();
     })
     .join()
     .unwrap();

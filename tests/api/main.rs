@@ -28,6 +28,7 @@ mod pending;
 mod snapshot;
 mod ssf;
 mod state;
+mod statements;
 mod storage;
 mod tokens;
 mod users;

@@ -5,29 +5,68 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::fixed::{self, Param};
 use crate::db::models::AuditRow;
 use crate::db::schema::audit_log;
 use crate::db::{DbConnection, MultiBackend};
 
-/// The last entry's `seq` and `hash`, if any.
+/// The last entry's `seq` and `hash`, if any. A fixed statement with `LIMIT 1` written out: diesel binds a
+/// `LIMIT`, which SQLite plans again on every run (docs/decisions/0041-fewer-statements-per-write.md).
 pub fn tail(conn: &mut DbConnection) -> QueryResult<Option<(i64, String)>> {
-    audit_log::table
-        .order(audit_log::seq.desc())
-        .select((audit_log::seq, audit_log::hash))
-        .limit(1)
-        .load(conn)
-        .map(super::unique)
+    #[derive(QueryableByName)]
+    struct Tail {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        seq: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        hash: String,
+    }
+    let rows = fixed::load::<Tail>(
+        conn,
+        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+        &[],
+    )?;
+    Ok(super::unique(rows).map(|t| (t.seq, t.hash)))
 }
 
+/// Most entries in one insert statement: each count up to it is its own statement, prepared once per
+/// connection; a batch of writes with more entries takes several.
+const ROWS_PER_INSERT: usize = 64;
+
+/// The columns of an entry, in the order [`insert`] binds them.
+const INSERT: &str = "INSERT INTO audit_log (seq, time, actor, action, target_type, target_id, target_name, \
+                      subject, request_id, outcome, details, prev_hash, hash) VALUES ";
+const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Inserts entries in one statement per [`ROWS_PER_INSERT`] (most changes write one to three): fixed text for
+/// each count, so every one stays prepared, where diesel's multi-row insert is prepared again on PostgreSQL and
+/// is one statement per row inside a savepoint on SQLite.
 pub fn insert(conn: &mut DbConnection, rows: &[AuditRow]) -> QueryResult<()> {
-    // One multi-row statement (most changes write one to three entries); the multi-backend has no batch insert,
-    // each backend does.
-    // A batch of writes seals its entries together: chunks stay far below either backend's bound parameters.
-    for chunk in rows.chunks(500) {
-        match conn {
-            DbConnection::Postgres(c) => diesel::insert_into(audit_log::table).values(chunk).execute(c)?,
-            DbConnection::Sqlite(c) => diesel::insert_into(audit_log::table).values(chunk).execute(c)?,
-        };
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::with_capacity(INSERT.len() + chunk.len() * (ROW.len() + 2));
+        sql.push_str(INSERT);
+        let mut params = Vec::with_capacity(chunk.len() * 13);
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(ROW);
+            params.extend([
+                Param::BigInt(r.seq),
+                Param::Time(r.time),
+                Param::Text(&r.actor),
+                Param::Text(&r.action),
+                Param::OptText(r.target_type.as_deref()),
+                Param::OptText(r.target_id.as_deref()),
+                Param::OptText(r.target_name.as_deref()),
+                Param::OptText(r.subject.as_deref()),
+                Param::OptText(r.request_id.as_deref()),
+                Param::Text(&r.outcome),
+                Param::Text(&r.details),
+                Param::Text(&r.prev_hash),
+                Param::Text(&r.hash),
+            ]);
+        }
+        fixed::execute(conn, &sql, &params)?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamp};
 
+use super::fixed::Param;
 use crate::db::DbConnection;
 use crate::db::models::{NewOutbox, NewOutboxChange, OutboxChangeRow, OutboxRow, StreamRow};
 use crate::db::schema::{outbox, outbox_changes, outbox_counts, stream_exclusions, streams};
@@ -118,8 +119,10 @@ pub fn prune_settled(
 
 /// Streams that receive events now or later: `enabled`, and `paused` ones (which hold them).
 pub fn receiving_streams(conn: &mut DbConnection) -> QueryResult<Vec<StreamRow>> {
+    // Two comparisons, not `eq_any`: an `IN` list of bound values is prepared again on every call
+    // (docs/decisions/0041-fewer-statements-per-write.md).
     streams::table
-        .filter(streams::status.eq_any(["enabled", "paused"]))
+        .filter(streams::status.eq("enabled").or(streams::status.eq("paused")))
         .order(streams::id.asc())
         .select(StreamRow::as_select())
         .load(conn)
@@ -450,10 +453,26 @@ pub fn stream_ids(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
 
 /// Records a change whose SETs are still to be written to the outbox (src/fanout/pending.rs).
 pub fn insert_change(conn: &mut DbConnection, row: &NewOutboxChange<'_>) -> QueryResult<()> {
-    diesel::insert_into(outbox_changes::table)
-        .values(row)
-        .execute(conn)
-        .map(drop)
+    // A fixed statement: PostgreSQL would get diesel's insert prepared again on every call
+    // (docs/decisions/0041-fewer-statements-per-write.md).
+    super::fixed::execute(
+        conn,
+        "INSERT INTO outbox_changes (txn, user_id, created, events, targets) VALUES (?, ?, ?, ?, ?)",
+        &[
+            Param::Text(row.txn),
+            Param::Text(row.user_id),
+            Param::Time(row.created),
+            Param::Text(row.events),
+            Param::Text(row.targets),
+        ],
+    )
+    .map(drop)
+}
+
+/// Notifies PostgreSQL listeners on `channel` when the transaction commits (dropped on rollback): `pg_notify`,
+/// the function form of `NOTIFY`, so the statement stays prepared.
+pub fn notify(conn: &mut DbConnection, channel: &str) -> QueryResult<()> {
+    super::fixed::execute(conn, "SELECT pg_notify(?, '')", &[Param::Text(channel)]).map(drop)
 }
 
 /// Whether any change waits to be written to the outbox (reads the first key of the primary key).

@@ -159,14 +159,10 @@ pub fn remove_members(conn: &mut DbConnection, group_id: &str, user_ids: &[Strin
     Ok(())
 }
 
-/// Removes a user from every group (SCIM DELETE of the user); returns the ids of those groups.
-pub fn remove_user_everywhere(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<String>> {
-    let groups: Vec<String> = group_members::table
-        .filter(group_members::user_id.eq(user_id))
-        .select(group_members::group_id)
-        .load(conn)?;
-    diesel::delete(group_members::table.filter(group_members::user_id.eq(user_id))).execute(conn)?;
-    Ok(groups)
+/// Removes a user from every group (SCIM DELETE of the user, which read its groups with it); returns how many
+/// memberships went.
+pub fn remove_user_everywhere(conn: &mut DbConnection, user_id: &str) -> QueryResult<usize> {
+    diesel::delete(group_members::table.filter(group_members::user_id.eq(user_id))).execute(conn)
 }
 
 /// A group a user belongs to: group id and displayName.

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod console;
 pub mod credentials;
 pub mod fanout;
+pub(crate) mod fixed;
 pub mod groups;
 pub mod keys;
 pub mod list;
@@ -32,11 +33,13 @@ pub(crate) fn unique<T>(rows: Vec<T>) -> Option<T> {
 /// (docs/decisions/0007-write-serialisation.md). On SQLite the
 /// single writer already serialises; on PostgreSQL this takes a transaction-scoped advisory lock on `kind:id`.
 pub fn advisory_lock(conn: &mut DbConnection, kind: &str, id: &str) -> diesel::QueryResult<()> {
-    use diesel::RunQueryDsl;
-    if let DbConnection::Postgres(c) = conn {
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-            .bind::<BigInt, _>(lock_key(kind, id))
-            .execute(c)?;
+    if let DbConnection::Postgres(_) = conn {
+        // A fixed statement, kept prepared (docs/decisions/0041-fewer-statements-per-write.md).
+        fixed::execute(
+            conn,
+            "SELECT pg_advisory_xact_lock(?)",
+            &[fixed::Param::BigInt(lock_key(kind, id))],
+        )?;
     }
     Ok(())
 }

@@ -105,14 +105,17 @@ pub fn revoke_user_families(
     at: NaiveDateTime,
     reason: &str,
 ) -> QueryResult<usize> {
-    let n = diesel::update(refresh_families::table)
-        .filter(refresh_families::user_id.eq(user_id))
-        .filter(refresh_families::revoked_at.is_null())
-        .set((
-            refresh_families::revoked_at.eq(at),
-            refresh_families::revoked_reason.eq(reason),
-        ))
-        .execute(conn)?;
+    // A fixed statement, kept prepared: diesel's `UPDATE` is prepared again on every call
+    // (docs/decisions/0041-fewer-statements-per-write.md).
+    let n = super::fixed::execute(
+        conn,
+        "UPDATE refresh_families SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL",
+        &[
+            super::fixed::Param::Time(at),
+            super::fixed::Param::Text(reason),
+            super::fixed::Param::Text(user_id),
+        ],
+    )?;
     if n > 0 {
         crate::state::changed(conn)?;
     }

@@ -3,9 +3,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::fixed::{self, Param};
 use super::list::{SortColumn, Table, common_sort_column, text_sort_column};
 use crate::db::DbConnection;
-use crate::db::models::{NewUser, NewUserEmail, User, UserChange, UserHold};
+use crate::db::models::{NewUser, User, UserChange, UserHold};
 use crate::db::schema::{user_emails, user_holds, users};
 use crate::scim::list::SortKey;
 
@@ -15,9 +16,105 @@ const USER_COLUMNS: &str = "id, user_name, user_name_folded, external_id, displa
 /// An email as indexed: folded value and folded type.
 pub type EmailKey = (String, Option<String>);
 
-pub fn insert(conn: &mut DbConnection, user: &NewUser<'_>, emails: &[EmailKey]) -> QueryResult<()> {
-    diesel::insert_into(users::table).values(user).execute(conn)?;
-    replace_emails(conn, user.id, emails)
+/// The columns of a [`User`], as `RETURNING` and [`find_for_write`] name them.
+const RETURNING_USER: &str = " RETURNING id, user_name, user_name_folded, external_id, display_name, \
+                              display_name_folded, active, resource, token_generation, version, created, \
+                              last_modified, deleted_at";
+
+/// Inserts a new user and its email index rows; returns the row as stored. Fixed statements, kept prepared
+/// (docs/decisions/0041-fewer-statements-per-write.md).
+pub fn insert(conn: &mut DbConnection, user: &NewUser<'_>, emails: &[EmailKey]) -> QueryResult<User> {
+    const INSERT: &str = "INSERT INTO users (id, user_name, user_name_folded, external_id, display_name, \
+                          display_name_folded, active, resource, token_generation, version, created, last_modified) \
+                          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let sql = format!("{INSERT}{RETURNING_USER}");
+    let row = fixed::load::<User>(
+        conn,
+        &sql,
+        &[
+            Param::Text(user.id),
+            Param::Text(user.user_name),
+            Param::Text(user.user_name_folded),
+            Param::OptText(user.external_id),
+            Param::OptText(user.display_name),
+            Param::OptText(user.display_name_folded),
+            Param::Bool(user.active),
+            Param::Text(user.resource),
+            Param::BigInt(user.token_generation),
+            Param::BigInt(user.version),
+            Param::Time(user.created),
+            Param::Time(user.last_modified),
+        ],
+    )?;
+    // A new id has no index rows yet.
+    insert_emails(conn, user.id, emails)?;
+    super::unique(row).ok_or(diesel::result::Error::NotFound)
+}
+
+/// A live user as a write finds it under its lock: the row, the operator hold and the groups (id, displayName,
+/// ordered as `groups::groups_of` orders them).
+#[derive(Debug, Clone)]
+pub struct ForWrite {
+    pub user: User,
+    pub hold: Option<UserHold>,
+    pub groups: Vec<(String, String)>,
+}
+
+/// One row of [`find_for_write`]: the user, its hold's columns and one group (a row per group).
+#[derive(QueryableByName)]
+struct ForWriteRow {
+    #[diesel(embed)]
+    user: User,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    hold_reason: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+    hold_held_at: Option<NaiveDateTime>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
+    hold_idp_active: Option<bool>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    group_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    group_name: Option<String>,
+}
+
+/// The live user with this id, its hold and its groups, in one statement (a row per group), for a write that
+/// holds the user's lock ([`lock`]): what a PATCH, PUT or DELETE reads, and what it answers with (a write to a
+/// user never changes its groups).
+pub fn find_for_write(conn: &mut DbConnection, id: &str) -> QueryResult<Option<ForWrite>> {
+    const SQL: &str = "SELECT u.id AS id, u.user_name AS user_name, u.user_name_folded AS user_name_folded, \
+                       u.external_id AS external_id, u.display_name AS display_name, \
+                       u.display_name_folded AS display_name_folded, u.active AS active, u.resource AS resource, \
+                       u.token_generation AS token_generation, u.version AS version, u.created AS created, \
+                       u.last_modified AS last_modified, u.deleted_at AS deleted_at, \
+                       h.reason AS hold_reason, h.held_at AS hold_held_at, h.idp_active AS hold_idp_active, \
+                       g.id AS group_id, g.display_name AS group_name \
+                       FROM users u \
+                       LEFT JOIN user_holds h ON h.user_id = u.id \
+                       LEFT JOIN group_members m ON m.user_id = u.id \
+                       LEFT JOIN groups g ON g.id = m.group_id \
+                       WHERE u.id = ? AND u.deleted_at IS NULL \
+                       ORDER BY g.display_name_folded, g.id";
+    let rows = fixed::load::<ForWriteRow>(conn, SQL, &[Param::Text(id)])?;
+    let mut found: Option<ForWrite> = None;
+    for row in rows {
+        let entry = found.get_or_insert_with(|| ForWrite {
+            hold: match (row.hold_reason, row.hold_held_at, row.hold_idp_active) {
+                (Some(reason), Some(held_at), Some(idp_active)) => Some(UserHold {
+                    user_id: row.user.id.clone(),
+                    reason,
+                    held_at,
+                    idp_active,
+                }),
+                _ => None,
+            },
+            user: row.user,
+            groups: Vec::new(),
+        });
+        if let (Some(id), Some(name)) = (row.group_id, row.group_name) {
+            entry.groups.push((id, name));
+        }
+    }
+    Ok(found)
 }
 
 /// The live user with this id (tombstones excluded).
@@ -151,45 +248,125 @@ pub fn lock(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
     super::advisory_lock(conn, "user", id)
 }
 
-/// Compare-and-set update: changes the row only if it is still at `version`; returns rows changed (0 or 1).
+/// The statement of a compare-and-set update of the indexed columns and the stored resource: every column
+/// written, `None` as NULL, so its text never changes.
+const UPDATE: &str = "UPDATE users SET user_name = ?, user_name_folded = ?, external_id = ?, display_name = ?, \
+                      display_name_folded = ?, active = ?, resource = ?, last_modified = ?, version = version + 1";
+
+/// The `WHERE` of a compare-and-set write: the live user `id`, still at `version`.
+const WHERE_AT_VERSION: &str = " WHERE id = ? AND version = ? AND deleted_at IS NULL";
+
+/// The parameters of [`UPDATE`], then `rest`.
+fn change_params<'a>(change: &'a UserChange<'a>, rest: &[Param<'a>]) -> Vec<Param<'a>> {
+    let mut params = vec![
+        Param::Text(change.user_name),
+        Param::Text(change.user_name_folded),
+        Param::OptText(change.external_id.as_deref()),
+        Param::OptText(change.display_name.as_deref()),
+        Param::OptText(change.display_name_folded.as_deref()),
+        Param::Bool(change.active),
+        Param::Text(change.resource),
+        Param::Time(change.last_modified),
+    ];
+    params.extend_from_slice(rest);
+    params
+}
+
+/// Compare-and-set update: changes the row only if it is still at `version`; returns the new row (`None`: not
+/// at that version, or not live).
 pub fn update(
     conn: &mut DbConnection,
     id: &str,
     version: i64,
     change: &UserChange<'_>,
-) -> QueryResult<usize> {
-    let n = diesel::update(users::table)
-        .filter(users::id.eq(id))
-        .filter(users::version.eq(version))
-        .filter(users::deleted_at.is_null())
-        .set((change, users::version.eq(version + 1)))
-        .execute(conn)?;
+) -> QueryResult<Option<User>> {
+    let sql = format!("{UPDATE}{WHERE_AT_VERSION}{RETURNING_USER}");
+    let params = change_params(change, &[Param::Text(id), Param::BigInt(version)]);
+    let row = fixed::load::<User>(conn, &sql, &params).map(super::unique)?;
     // An inactive user's tokens are inactive: cached state that saw it active is stale.
-    if n > 0 && !change.active {
+    if row.is_some() && !change.active {
         crate::state::changed(conn)?;
     }
-    Ok(n)
+    Ok(row)
+}
+
+/// [`update`] of a user being deactivated, raising its token generation in the same statement (and recording
+/// when, `generation_at`, for the revocation snapshot); returns the new row. Called only by `lifecycle`
+/// (ARCHITECTURE.md invariant 1).
+pub fn update_and_bump_generation(
+    conn: &mut DbConnection,
+    id: &str,
+    version: i64,
+    change: &UserChange<'_>,
+) -> QueryResult<Option<User>> {
+    let sql = format!(
+        "{UPDATE}, token_generation = token_generation + 1, generation_at = ?{WHERE_AT_VERSION}{RETURNING_USER}"
+    );
+    let params = change_params(
+        change,
+        &[
+            Param::Time(change.last_modified),
+            Param::Text(id),
+            Param::BigInt(version),
+        ],
+    );
+    let row = fixed::load::<User>(conn, &sql, &params).map(super::unique)?;
+    if row.is_some() {
+        crate::state::changed(conn)?;
+    }
+    Ok(row)
+}
+
+/// The token generation of a row, as `RETURNING` gives it.
+#[derive(QueryableByName)]
+struct Generation {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    token_generation: i64,
 }
 
 /// Increments the token generation and records when (`generation_at`, for the revocation snapshot); returns the
 /// new value.
 pub fn bump_generation(conn: &mut DbConnection, id: &str) -> QueryResult<i64> {
-    diesel::update(users::table)
-        .filter(users::id.eq(id))
-        .set((
-            users::token_generation.eq(users::token_generation + 1),
-            users::generation_at.eq(crate::db::now()),
-        ))
-        .execute(conn)?;
+    const SQL: &str = "UPDATE users SET token_generation = token_generation + 1, generation_at = ? WHERE id = ? \
+                       RETURNING token_generation";
+    let rows = fixed::load::<Generation>(conn, SQL, &[Param::Time(crate::db::now()), Param::Text(id)])?;
     crate::state::changed(conn)?;
-    users::table
-        .filter(users::id.eq(id))
-        .select(users::token_generation)
-        .load(conn)
-        .and_then(|rows| super::unique(rows).ok_or(diesel::result::Error::NotFound))
+    super::unique(rows)
+        .map(|g| g.token_generation)
+        .ok_or(diesel::result::Error::NotFound)
 }
 
-/// Turns a live user into a tombstone: inactive, out of SCIM results, userName free for a new user.
+/// Turns the live user `id` at `version` into a tombstone (inactive, out of SCIM results, its userName free
+/// for a new user, its email index rows gone) and raises its token generation
+/// in the same statement; returns the new generation (`None`: not at that version, or not live). Called only by
+/// `lifecycle` (ARCHITECTURE.md invariant 1).
+pub fn tombstone_and_bump_generation(
+    conn: &mut DbConnection,
+    id: &str,
+    version: i64,
+    now: NaiveDateTime,
+) -> QueryResult<Option<i64>> {
+    const SQL: &str = "UPDATE users SET deleted_at = ?, active = ?, last_modified = ?, version = version + 1, \
+                       token_generation = token_generation + 1, generation_at = ? \
+                       WHERE id = ? AND version = ? AND deleted_at IS NULL RETURNING token_generation";
+    let params = [
+        Param::Time(now),
+        Param::Bool(false),
+        Param::Time(now),
+        Param::Time(now),
+        Param::Text(id),
+        Param::BigInt(version),
+    ];
+    let generation = fixed::load::<Generation>(conn, SQL, &params)
+        .map(super::unique)?
+        .map(|g| g.token_generation);
+    delete_emails(conn, id)?;
+    if generation.is_some() {
+        crate::state::changed(conn)?;
+    }
+    Ok(generation)
+}
+
 /// The userName of a user, live or tombstoned.
 pub fn user_name(conn: &mut DbConnection, id: &str) -> QueryResult<Option<String>> {
     users::table
@@ -199,37 +376,32 @@ pub fn user_name(conn: &mut DbConnection, id: &str) -> QueryResult<Option<String
         .map(super::unique)
 }
 
-pub fn tombstone(conn: &mut DbConnection, id: &str, version: i64, now: NaiveDateTime) -> QueryResult<usize> {
-    let n = diesel::update(users::table)
-        .filter(users::id.eq(id))
-        .filter(users::version.eq(version))
-        .filter(users::deleted_at.is_null())
-        .set((
-            users::deleted_at.eq(now),
-            users::active.eq(false),
-            users::last_modified.eq(now),
-            users::version.eq(version + 1),
-        ))
-        .execute(conn)?;
-    diesel::delete(user_emails::table.filter(user_emails::user_id.eq(id))).execute(conn)?;
-    if n > 0 {
-        crate::state::changed(conn)?;
-    }
-    Ok(n)
+/// Replaces the email index rows of a user.
+pub fn replace_emails(conn: &mut DbConnection, id: &str, emails: &[EmailKey]) -> QueryResult<()> {
+    delete_emails(conn, id)?;
+    insert_emails(conn, id, emails)
 }
 
-pub fn replace_emails(conn: &mut DbConnection, id: &str, emails: &[EmailKey]) -> QueryResult<()> {
-    diesel::delete(user_emails::table.filter(user_emails::user_id.eq(id))).execute(conn)?;
-    // One statement per email: MultiConnection has no multi-row insert, and users have a handful.
+fn delete_emails(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
+    diesel::delete(user_emails::table.filter(user_emails::user_id.eq(id)))
+        .execute(conn)
+        .map(drop)
+}
+
+/// One fixed statement per email (users have a handful): each stays prepared, where a multi-row insert's text
+/// would change with the count.
+fn insert_emails(conn: &mut DbConnection, id: &str, emails: &[EmailKey]) -> QueryResult<()> {
+    const SQL: &str = "INSERT INTO user_emails (user_id, value_folded, type_folded) VALUES (?, ?, ?)";
     for (value, kind) in emails {
-        let row = NewUserEmail {
-            user_id: id,
-            value_folded: value.clone(),
-            type_folded: kind.clone(),
-        };
-        diesel::insert_into(user_emails::table)
-            .values(&row)
-            .execute(conn)?;
+        fixed::execute(
+            conn,
+            SQL,
+            &[
+                Param::Text(id),
+                Param::Text(value),
+                Param::OptText(kind.as_deref()),
+            ],
+        )?;
     }
     Ok(())
 }
