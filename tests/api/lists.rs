@@ -910,6 +910,7 @@ async fn slow_list_statements_are_cut_off_on_postgres(backend: Backend) {
 /// `totalResults` stays right on a full and a partial first page, a middle page, the last page, a page past the
 /// end, an empty selection and `count=0`, with filters whose binds appear twice in the statement.
 async fn totals_hold_on_every_page(backend: Backend) {
+    type Case<'a> = (&'a [(&'a str, &'a str)], u64, usize);
     let app = TestApp::start(backend).await;
     for i in 0..7 {
         let mut body = new_user(&format!(
@@ -919,7 +920,7 @@ async fn totals_hold_on_every_page(backend: Backend) {
         body["displayName"] = json!(if i < 5 { "Team A" } else { "Team B" });
         create(&app, &body).await;
     }
-    let cases: [(&[(&str, &str)], u64, usize); 12] = [
+    let cases: [Case<'_>; 12] = [
         (&[("count", "3")], 7, 3),
         (&[("count", "10")], 7, 7),
         (&[("startIndex", "4"), ("count", "3")], 7, 3),
