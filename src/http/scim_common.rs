@@ -3,7 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde_json::Value;
 
 use super::body::Params;
@@ -77,6 +77,14 @@ pub(super) fn resource_response(
     proj: &Projection,
 ) -> HttpResponse {
     proj.apply(rt, &mut body);
+    match serde_json::to_vec(&body) {
+        Ok(text) => text_response(status, text, version, location),
+        Err(e) => AppError::internal(e).error_response(),
+    }
+}
+
+/// [`resource_response`] for a body that is response text already (projected).
+pub(super) fn text_response(status: StatusCode, text: Vec<u8>, version: i64, location: &str) -> HttpResponse {
     let mut res = HttpResponse::build(status);
     res.content_type(SCIM_JSON);
     if let Ok(v) = HeaderValue::from_str(&etag(version)) {
@@ -87,5 +95,5 @@ pub(super) fn resource_response(
     {
         res.insert_header((header::LOCATION, v));
     }
-    res.json(body)
+    res.body(text)
 }

@@ -5,7 +5,7 @@
 //! A resource type's own `POST /{Type}/.search` is registered in its file, before `/{Type}/{id}` (actix matches
 //! resources in registration order, and `.search` must not be read as an id).
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, ResponseError, web};
 use serde_json::json;
 
 use super::AppState;
@@ -13,7 +13,7 @@ use super::auth::{Authenticated, ScimScope};
 use super::body::ScimBody;
 use super::error::SCIM_JSON;
 use crate::error::AppError;
-use crate::lifecycle::listing::{self, Page, Searchable};
+use crate::lifecycle::listing::{self, Page, Resource, Searchable};
 use crate::lifecycle::{groups, users};
 use crate::scim::LIST_RESPONSE_SCHEMA;
 use crate::scim::list::{ListQuery, SearchRequest};
@@ -38,29 +38,44 @@ pub(super) fn search_request(
     Ok((request.query, proj))
 }
 
-/// A `ListResponse` of `page`, each resource projected against its own resource type (`meta.resourceType`).
+/// A `ListResponse` of `page`, each resource value projected against its own resource type
+/// (`meta.resourceType`); a resource given as text is projected already. Written as `serde_json` writes the
+/// object: keys in byte order (`Resources` first).
 pub(super) fn list_response(page: Page, proj: &Projection) -> HttpResponse {
-    let resources: Vec<serde_json::Value> = page
-        .resources
-        .into_iter()
-        .map(|mut r| {
-            let rt = r
-                .pointer("/meta/resourceType")
-                .and_then(serde_json::Value::as_str)
-                .and_then(|name| registry().resource_type(name));
-            if let Some(rt) = rt {
-                proj.apply(rt, &mut r);
+    let n = page.resources.len();
+    let mut body = Vec::with_capacity(256 + n * 1024);
+    body.extend_from_slice(b"{\"Resources\":[");
+    for (i, resource) in page.resources.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        match resource {
+            Resource::Text(text) => body.extend_from_slice(&text),
+            Resource::Value(mut r) => {
+                let rt = r
+                    .pointer("/meta/resourceType")
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|name| registry().resource_type(name));
+                if let Some(rt) = rt {
+                    proj.apply(rt, &mut r);
+                }
+                if let Err(e) = serde_json::to_writer(&mut body, &r) {
+                    return AppError::internal(e).error_response();
+                }
             }
-            r
-        })
-        .collect();
-    HttpResponse::Ok().content_type(SCIM_JSON).json(json!({
+        }
+    }
+    let tail = json!({
+        "itemsPerPage": n,
         "schemas": [LIST_RESPONSE_SCHEMA],
-        "totalResults": page.total,
         "startIndex": page.start_index,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
-    }))
+        "totalResults": page.total,
+    });
+    // `tail` is an object: its text without the opening brace continues this one.
+    let tail = tail.to_string();
+    body.extend_from_slice(b"],");
+    body.extend_from_slice(tail.get(1..).unwrap_or("}").as_bytes());
+    HttpResponse::Ok().content_type(SCIM_JSON).body(body)
 }
 
 /// The resource types a root search covers; results are merged in the requested order, so the order here does

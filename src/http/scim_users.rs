@@ -9,6 +9,7 @@ use super::body::{Params, ScimBody, ScimJson};
 use super::scim_common::{self, if_match, if_none_match, list_query, not_modified, projection, valid_id};
 use super::scim_search::{list_response, search_request};
 use crate::error::AppError;
+use crate::lifecycle::represent;
 use crate::lifecycle::users::{self, UserView};
 use crate::scim::projection::Projection;
 use crate::scim::schema::registry;
@@ -32,15 +33,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 type Auth = Authenticated<ScimScope>;
 
-/// A single-resource response for a user.
+/// A single-resource response for a user: with the default projection, written from the stored text when
+/// `lifecycle::represent` can (the same bytes; docs/decisions/0043-serving-the-stored-text.md).
 fn resource_response(
     status: StatusCode,
     state: &AppState,
     view: &UserView,
     proj: &Projection,
 ) -> HttpResponse {
-    let body = users::to_scim(view, &state.scim_base);
     let location = format!("{}/Users/{}", state.scim_base, view.user.id);
+    if proj.is_default() {
+        let mut text = Vec::with_capacity(view.user.resource.len() + 256);
+        if represent::write_user(view, &state.scim_base, &mut text) {
+            return scim_common::text_response(status, text, view.user.version, &location);
+        }
+    }
+    let body = users::to_scim(view, &state.scim_base);
     scim_common::resource_response(
         status,
         registry().user(),
@@ -59,7 +67,8 @@ async fn list(auth: Auth, state: web::Data<AppState>, params: Params) -> Result<
         .run(move |db, _| {
             let proj = projection(&params)?;
             let q = list_query(&params, limits.max_results)?;
-            Ok((users::list(db, &q, (&limits).into(), &base)?, proj))
+            let page = users::list(db, &q, (&limits).into(), &base, proj.is_default())?;
+            Ok((page, proj))
         })
         .await?;
     Ok(list_response(page, &proj))
@@ -72,7 +81,8 @@ async fn search(auth: Auth, state: web::Data<AppState>, body: ScimBody) -> Resul
     let (page, proj) = auth
         .run(move |db, _| {
             let (q, proj) = search_request(&body, limits.max_results)?;
-            Ok((users::list(db, &q, (&limits).into(), &base)?, proj))
+            let page = users::list(db, &q, (&limits).into(), &base, proj.is_default())?;
+            Ok((page, proj))
         })
         .await?;
     Ok(list_response(page, &proj))

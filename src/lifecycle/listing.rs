@@ -3,8 +3,9 @@
 //!
 //! A resource type plugs in by implementing [`Source`] (its table, filter translation, sort columns and
 //! representation). Then one list is:
-//! - **in SQL** when the filter translates exactly and the sort attribute has a column: `COUNT(*)`, then one page
-//!   with `ORDER BY column, id LIMIT … OFFSET …`;
+//! - **in SQL** when the filter translates exactly and the sort attribute has a column: one page with `ORDER BY
+//!   column, id LIMIT … OFFSET …` and its total in the same statement (a `COUNT(*)` subquery; counted apart only
+//!   when the page is past the end);
 //! - **in Rust** otherwise (a filter on an attribute without a column, or `sortBy` on one): the rows the SQL part of
 //!   the filter selects are scanned by id in batches, each represented and checked with `filter::matches`; only the
 //!   sort value and id of each match are kept, sorted with `scim::list::compare`, and the page's rows loaded by id.
@@ -67,6 +68,41 @@ pub trait Source {
         purpose: Purpose,
         base_url: &str,
     ) -> Result<Vec<Value>, AppError>;
+
+    /// The response representations of `rows` for the default projection, in their order: JSON text where the
+    /// type can write it as the general path would answer it (Users, `super::represent`), else the full values.
+    fn represent_default(
+        &self,
+        conn: &mut DbConnection,
+        rows: Vec<Self::Row>,
+        base_url: &str,
+    ) -> Result<Vec<Resource>, AppError> {
+        Ok(self
+            .represent(conn, rows, Purpose::Respond, base_url)?
+            .into_iter()
+            .map(Resource::Value)
+            .collect())
+    }
+}
+
+/// One resource of a page.
+#[derive(Debug)]
+pub enum Resource {
+    /// The full representation, still to be projected; it names its type in `meta.resourceType`.
+    Value(Value),
+    /// The response text for the default projection, projected already (asked for only when the request names no
+    /// `attributes`/`excludedAttributes`).
+    Text(Vec<u8>),
+}
+
+impl Resource {
+    /// The resource as a value (text parsed back; a list asks for text only where it needs no value).
+    fn into_value(self) -> Value {
+        match self {
+            Self::Value(v) => v,
+            Self::Text(t) => serde_json::from_slice(&t).unwrap_or(Value::Null),
+        }
+    }
 }
 
 /// One page of a list.
@@ -74,8 +110,8 @@ pub trait Source {
 pub struct Page {
     pub total: usize,
     pub start_index: usize,
-    /// Full representations; each names its type in `meta.resourceType`.
-    pub resources: Vec<Value>,
+    /// Full representations (each names its type in `meta.resourceType`), or response text.
+    pub resources: Vec<Resource>,
 }
 
 /// How one resource type's results are ordered.
@@ -210,10 +246,11 @@ pub fn list<S: Source>(
     base_url: &str,
 ) -> Result<Page, AppError> {
     let filter = parse_filter(q.filter.as_deref(), source.rt(), &bounds)?;
-    list_parsed(db, source, filter.as_ref(), q, bounds, base_url)
+    list_parsed(db, source, filter.as_ref(), q, bounds, base_url, false)
 }
 
-/// [`list`] with the filter already parsed by [`parse_filter`].
+/// [`list`] with the filter already parsed by [`parse_filter`]. With `default_projection` (the request names no
+/// `attributes`/`excludedAttributes`) the page's resources come from [`Source::represent_default`].
 pub fn list_parsed<S: Source>(
     db: &Db,
     source: &S,
@@ -221,6 +258,7 @@ pub fn list_parsed<S: Source>(
     q: &ListQuery,
     bounds: Bounds,
     base_url: &str,
+    default_projection: bool,
 ) -> Result<Page, AppError> {
     let rt = source.rt();
     let max_scan = bounds.max_scan;
@@ -232,8 +270,12 @@ pub fn list_parsed<S: Source>(
         max_scan,
         max_rows: usize::MAX,
     };
+    let respond = Respond {
+        base_url,
+        default_projection,
+    };
     let (total, resources) = read_bounded(db, &bounds, |c| {
-        select(c, source, filter, &order, window, base_url)
+        select(c, source, filter, &order, window, respond)
     })?;
     Ok(Page {
         total,
@@ -287,6 +329,33 @@ fn too_many(rt: &ResourceType, over: Over<'_>, n: usize, limit: usize) -> AppErr
     ScimError::bad_request(ScimType::TooMany, detail).into()
 }
 
+/// How a page's resources are represented.
+#[derive(Debug, Clone, Copy)]
+pub struct Respond<'a> {
+    pub base_url: &'a str,
+    /// The response has the default projection: [`Source::represent_default`].
+    pub default_projection: bool,
+}
+
+impl Respond<'_> {
+    fn represent<S: Source>(
+        self,
+        source: &S,
+        conn: &mut DbConnection,
+        rows: Vec<S::Row>,
+    ) -> Result<Vec<Resource>, AppError> {
+        if self.default_projection {
+            source.represent_default(conn, rows, self.base_url)
+        } else {
+            Ok(source
+                .represent(conn, rows, Purpose::Respond, self.base_url)?
+                .into_iter()
+                .map(Resource::Value)
+                .collect())
+        }
+    }
+}
+
 /// The total and the window of the resources of one type that `filter` selects, in `order`.
 pub fn select<S: Source>(
     conn: &mut DbConnection,
@@ -294,8 +363,8 @@ pub fn select<S: Source>(
     filter: Option<&Filter>,
     order: &Order<'_>,
     w: Window,
-    base_url: &str,
-) -> Result<(usize, Vec<Value>), AppError> {
+    respond: Respond<'_>,
+) -> Result<(usize, Vec<Resource>), AppError> {
     let dialect = sql::dialect(conn);
     let table = source.table();
     let where_sql = filter.map(|f| source.filter_sql(f, dialect, 1));
@@ -306,20 +375,22 @@ pub fn select<S: Source>(
             .map(|col| sql::order_by(col, k.order, dialect)),
         Order::IdOnly(o) => Some(sql::order_by(sql::ID, *o, dialect)),
     };
-    // The first page of an exact, SQL-ordered list (every IdP lookup: `userName eq "…"`) is read first: when it is
-    // not full, its length is the total, and the COUNT query is not needed.
+    // A page of an exact, SQL-ordered list is one statement that carries the total too
+    // (docs/decisions/0042-list-page-and-total-in-one-statement.md). A page past the end has no row to carry it:
+    // then the total is counted on its own.
     if let Some(order_sql) = order_sql
         .as_ref()
-        .filter(|_| exact && w.offset == 0 && w.count > 0 && w.count <= w.max_rows)
+        .filter(|_| exact && w.count > 0 && w.count <= w.max_rows)
     {
-        let st = sql::page_statement(table, where_sql.as_ref(), order_sql, 0, w.count, dialect);
-        let rows = sql::load::<S::Row>(conn, &st)?;
-        let total = if rows.len() < w.count {
-            rows.len()
-        } else {
-            sql::count(conn, &sql::count_statement(table, where_sql.as_ref()))?
+        let st =
+            sql::counted_page_statement(table, where_sql.as_ref(), order_sql, w.offset, w.count, dialect);
+        let (rows, total) = sql::load_counted::<S::Row>(conn, &st)?;
+        let total = match total {
+            Some(total) => total,
+            None if w.offset == 0 => 0,
+            None => sql::count(conn, &sql::count_statement(table, where_sql.as_ref()))?,
         };
-        return Ok((total, source.represent(conn, rows, Purpose::Respond, base_url)?));
+        return Ok((total, respond.represent(source, conn, rows)?));
     }
     let counted = sql::count(conn, &sql::count_statement(table, where_sql.as_ref()))?;
     match order_sql {
@@ -333,7 +404,7 @@ pub fn select<S: Source>(
             }
             let st = sql::page_statement(table, where_sql.as_ref(), &order_sql, w.offset, w.count, dialect);
             let rows = sql::load::<S::Row>(conn, &st)?;
-            Ok((counted, source.represent(conn, rows, Purpose::Respond, base_url)?))
+            Ok((counted, respond.represent(source, conn, rows)?))
         }
         _ => {
             if counted > w.max_scan {
@@ -344,7 +415,7 @@ pub fn select<S: Source>(
                 return Err(too_many(source.rt(), over, counted, w.max_scan));
             }
             let filter = if exact { None } else { filter };
-            scan(conn, source, where_sql.as_ref(), filter, order, w, base_url)
+            scan(conn, source, where_sql.as_ref(), filter, order, w, respond)
         }
     }
 }
@@ -358,8 +429,8 @@ fn scan<S: Source>(
     filter: Option<&Filter>,
     order: &Order<'_>,
     w: Window,
-    base_url: &str,
-) -> Result<(usize, Vec<Value>), AppError> {
+    respond: Respond<'_>,
+) -> Result<(usize, Vec<Resource>), AppError> {
     let (rt, table) = (source.rt(), source.table());
     let dialect = sql::dialect(conn);
     let mut matches: Vec<(Option<SortValue>, String)> = Vec::new();
@@ -375,7 +446,7 @@ fn scan<S: Source>(
             return Err(too_many(rt, Over::Filter, scanned, w.max_scan));
         }
         after = rows.last().map(|r| source.id(r).to_owned());
-        for v in source.represent(conn, rows, Purpose::Evaluate, base_url)? {
+        for v in source.represent(conn, rows, Purpose::Evaluate, respond.base_url)? {
             if filter.is_some_and(|f| !filter::matches(f, &v, rt)) {
                 continue;
             }
@@ -409,10 +480,7 @@ fn scan<S: Source>(
         .collect();
     // Rows deleted since the scan are simply missing from the page.
     let ordered: Vec<S::Row> = ids.iter().filter_map(|id| by_id.remove(*id)).collect();
-    Ok((
-        total,
-        source.represent(conn, ordered, Purpose::Respond, base_url)?,
-    ))
+    Ok((total, respond.represent(source, conn, ordered)?))
 }
 
 /// One resource type as a root search sees it: [`Source`] without its row type, so types can share a list.
@@ -441,7 +509,12 @@ impl<S: Source + Send + Sync> Searchable for S {
         w: Window,
         base_url: &str,
     ) -> Result<(usize, Vec<Value>), AppError> {
-        select(conn, self, filter, order, w, base_url)
+        let respond = Respond {
+            base_url,
+            default_projection: false,
+        };
+        let (total, resources) = select(conn, self, filter, order, w, respond)?;
+        Ok((total, resources.into_iter().map(Resource::into_value).collect()))
     }
 }
 
@@ -546,7 +619,7 @@ pub fn search_root(
             .into_iter()
             .skip(offset)
             .take(q.count)
-            .map(|m| m.2)
+            .map(|m| Resource::Value(m.2))
             .collect(),
     })
 }

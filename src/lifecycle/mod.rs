@@ -6,6 +6,7 @@
 
 pub mod groups;
 pub mod listing;
+pub mod represent;
 pub mod users;
 
 use chrono::NaiveDateTime;

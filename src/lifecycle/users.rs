@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::listing::{Purpose, Source};
+use super::listing::{Purpose, Resource, Source};
 use crate::audit::{self, Entry};
 use crate::db::filter_sql::{Dialect, SqlFilter, users_where};
 use crate::db::models::{NewUser, User, UserChange, UserHold};
@@ -633,6 +633,29 @@ impl Source for Users {
             .map(|u| to_scim(u, base_url))
             .collect())
     }
+
+    fn represent_default(
+        &self,
+        conn: &mut DbConnection,
+        rows: Vec<User>,
+        base_url: &str,
+    ) -> Result<Vec<Resource>, AppError> {
+        Ok(UserView::load_many(conn, rows)?
+            .iter()
+            .map(|u| default_resource(u, base_url))
+            .collect())
+    }
+}
+
+/// A user for a response with the default projection: its text from the stored JSON when
+/// `super::represent::write_user` can write it, else the full value.
+fn default_resource(view: &UserView, base_url: &str) -> Resource {
+    let mut text = Vec::with_capacity(view.user.resource.len() + 256);
+    if super::represent::write_user(view, base_url, &mut text) {
+        Resource::Text(text)
+    } else {
+        Resource::Value(to_scim(view, base_url))
+    }
 }
 
 /// GET /Users and POST /Users/.search: filtered, sorted (`sortBy`, default creation time), paged; ties by id so
@@ -643,11 +666,15 @@ impl Source for Users {
 /// statements (and, on PostgreSQL, its snapshot and statement-timeout round trips: an equality on a unique index
 /// cannot run long). The answer is the general path's, byte for byte (tests/api/users.rs compares them;
 /// docs/decisions/0040-one-statement-reads.md).
+///
+/// With `default_projection` (no `attributes`/`excludedAttributes` asked for) the resources come as response text
+/// where `super::represent` can write it (docs/decisions/0043-serving-the-stored-text.md).
 pub fn list(
     db: &Db,
     q: &ListQuery,
     bounds: super::listing::Bounds,
     base_url: &str,
+    default_projection: bool,
 ) -> Result<Page, AppError> {
     let filter = super::listing::parse_filter(q.filter.as_deref(), rt(), &bounds)?;
     if let Some(folded) = filter.as_ref().and_then(user_name_eq) {
@@ -660,7 +687,11 @@ pub fn list(
         let total = usize::from(found.is_some());
         // At most one live user has a userName: any order gives the same page; only the window matters.
         let resources = match found {
-            Some(view) if q.start_index <= 1 && q.count > 0 => vec![to_scim(&view, base_url)],
+            Some(view) if q.start_index <= 1 && q.count > 0 => vec![if default_projection {
+                default_resource(&view, base_url)
+            } else {
+                Resource::Value(to_scim(&view, base_url))
+            }],
             _ => Vec::new(),
         };
         return Ok(Page {
@@ -669,7 +700,15 @@ pub fn list(
             resources,
         });
     }
-    super::listing::list_parsed(db, &Users, filter.as_ref(), q, bounds, base_url)
+    super::listing::list_parsed(
+        db,
+        &Users,
+        filter.as_ref(),
+        q,
+        bounds,
+        base_url,
+        default_projection,
+    )
 }
 
 /// The folded userName when `f` is exactly a `userName eq` comparison as the list's SQL translation sees it (the

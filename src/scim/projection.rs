@@ -253,6 +253,307 @@ fn keep_subs(def: &AttributeDef, value: &mut Value, keep: impl Fn(&AttributeDef)
     }
 }
 
+/// The default projection (no `attributes`, no `excludedAttributes`) of a stored resource with the server's
+/// members put in, written as JSON text without building a `Value`: `stored` is the JSON text of a stored
+/// resource (an object), `computed` the members the server adds (`id`, `active`, `meta`, `groups`), each as JSON
+/// text, replacing a stored member of the same key. Appends to `out` exactly what serialising
+/// [`Projection::apply`]'s result of the parsed object would give (`serde_json`'s compact form, keys in byte order),
+/// and answers `true`; answers `false` (and leaves `out` as it was) when that cannot be shown from the text: the
+/// default projection would drop something (a `returned: never` or `request` attribute, an unknown or `never`
+/// sub-attribute, an empty complex value), `stored` is not an object, or an object's keys are not in ascending
+/// order (text `serde_json` did not write from a parsed value). Then the caller takes the general path
+/// (docs/decisions/0043-serving-the-stored-text.md).
+pub fn write_default(rt: &ResourceType, stored: &str, computed: &[(&str, &str)], out: &mut Vec<u8>) -> bool {
+    let mark = out.len();
+    let ok = splice(rt, stored, computed, out).is_some();
+    if !ok {
+        out.truncate(mark);
+    }
+    ok
+}
+
+fn splice(rt: &ResourceType, stored: &str, computed: &[(&str, &str)], out: &mut Vec<u8>) -> Option<()> {
+    let stored = raw::members(stored)?;
+    let mut merged: Vec<(&str, &str)> = Vec::with_capacity(stored.len() + computed.len());
+    for (key, value) in &stored {
+        if !computed.iter().any(|(k, _)| k == key) {
+            merged.push((key.as_ref(), value.get()));
+        }
+    }
+    merged.extend_from_slice(computed);
+    merged.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, value)) in merged.iter().enumerate() {
+        if !kept_whole(rt, key, value) {
+            return None;
+        }
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key).ok()?;
+        out.push(b':');
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.push(b'}');
+    Some(())
+}
+
+/// Whether the default projection keeps the top-level member `key` (JSON text `value`) exactly as it is, and the
+/// text is what serialising its parsed value gives back.
+fn kept_whole(rt: &ResourceType, key: &str, value: &str) -> bool {
+    if key == "schemas" {
+        return raw::canonical(value);
+    }
+    if let Some(urn) = rt.extension_urn(key) {
+        // An extension object is kept when something is left of it.
+        let Some(members) = raw::members(value) else {
+            return false;
+        };
+        return !members.is_empty()
+            && members.iter().all(|(name, v)| {
+                let path = AttrPath {
+                    urn: Some(urn.to_owned()),
+                    name: name.to_string(),
+                    sub: None,
+                };
+                match rt.resolve(&path) {
+                    Some(resolved) => attr_kept_whole(resolved.attr, v.get()),
+                    None => raw::canonical(v.get()),
+                }
+            });
+    }
+    let path = AttrPath {
+        urn: Some(rt.core.clone()),
+        name: key.to_owned(),
+        sub: None,
+    };
+    match rt.resolve(&path) {
+        Some(resolved) => attr_kept_whole(resolved.attr, value),
+        // Unknown keys survive the default projection.
+        None => raw::canonical(value),
+    }
+}
+
+/// [`Projection::apply_attr`] with no lists, as a check that it changes nothing.
+fn attr_kept_whole(def: &AttributeDef, value: &str) -> bool {
+    let allowed = match def.returned {
+        Returned::Never | Returned::Request => return false,
+        Returned::Always => |s: &AttributeDef| s.returned != Returned::Never,
+        Returned::Default => {
+            |s: &AttributeDef| s.returned != Returned::Never && s.returned != Returned::Request
+        }
+    };
+    if def.is_complex() {
+        raw::complex_kept_whole(value, &|name| def.sub(name).is_some_and(allowed))
+    } else {
+        raw::canonical(value)
+    }
+}
+
+/// Checks on JSON text, without building values: objects' members in order, whether text is what `serde_json`
+/// writes back for its parsed value, and [`keep_subs`] as a check.
+mod raw {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    /// An object key as the text holds it: borrowed unless it has an escape.
+    struct Key<'a>(Cow<'a, str>);
+
+    impl<'de> de::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(Key(Cow::Owned(v.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    fn parse<'a, S: DeserializeSeed<'a>>(text: &'a str, seed: S) -> Option<S::Value> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let v = seed.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        Some(v)
+    }
+
+    /// The members of an object's text, in text order, when its keys are strictly ascending (as `serde_json` writes
+    /// a parsed object back: no duplicate, byte order).
+    pub(super) fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
+                while let Some(Key(k)) = map.next_key()? {
+                    if out.last().is_some_and(|(last, _)| *last >= k) {
+                        return Err(de::Error::custom("keys out of order"));
+                    }
+                    let v: &RawValue = map.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(out)
+            }
+        }
+        struct Seed;
+        impl<'de> DeserializeSeed<'de> for Seed {
+            type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_map(V)
+            }
+        }
+        parse(text, Seed)
+    }
+
+    /// Whether every object in the text has its keys strictly ascending.
+    pub(super) fn canonical(text: &str) -> bool {
+        parse(text, Canon).is_some()
+    }
+
+    /// [`super::keep_subs`] keeps a complex value whole: each object (the value, or each element of an array) is
+    /// non-empty and has only sub-attributes `allowed` accepts, an array is non-empty; and the text is canonical.
+    pub(super) fn complex_kept_whole(text: &str, allowed: &dyn Fn(&str) -> bool) -> bool {
+        parse(text, Complex { allowed, top: true }).is_some()
+    }
+
+    /// Walks any value, failing on an object whose keys are not strictly ascending.
+    #[derive(Clone, Copy)]
+    struct Canon;
+
+    impl<'de> DeserializeSeed<'de> for Canon {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Canon {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Canon)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut last: Option<Cow<'de, str>> = None;
+            while let Some(Key(k)) = map.next_key()? {
+                if last.as_ref().is_some_and(|l| *l >= k) {
+                    return Err(de::Error::custom("keys out of order"));
+                }
+                map.next_value_seed(Canon)?;
+                last = Some(k);
+            }
+            Ok(())
+        }
+    }
+
+    /// A complex value (`top`) or one element of a multi-valued one.
+    #[derive(Clone, Copy)]
+    struct Complex<'f> {
+        allowed: &'f dyn Fn(&str) -> bool,
+        top: bool,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Complex<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Complex<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a complex value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            if !self.top {
+                // An array in an element: kept as it is.
+                while seq.next_element_seed(Canon)?.is_some() {}
+                return Ok(());
+            }
+            let element = Complex { top: false, ..self };
+            let mut n = 0usize;
+            while seq.next_element_seed(element)?.is_some() {
+                n += 1;
+            }
+            if n == 0 {
+                return Err(de::Error::custom("an empty complex value"));
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut last: Option<Cow<'de, str>> = None;
+            while let Some(Key(k)) = map.next_key()? {
+                if !(self.allowed)(&k) {
+                    return Err(de::Error::custom("a sub-attribute the projection drops"));
+                }
+                if last.as_ref().is_some_and(|l| *l >= k) {
+                    return Err(de::Error::custom("keys out of order"));
+                }
+                map.next_value_seed(Canon)?;
+                last = Some(k);
+            }
+            if last.is_none() {
+                return Err(de::Error::custom("an empty complex value"));
+            }
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

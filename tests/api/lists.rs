@@ -906,6 +906,89 @@ async fn slow_list_statements_are_cut_off_on_postgres(backend: Backend) {
     assert_eq!(app.get(&format!("/Users/{id}")).await.status, 200);
 }
 
+/// A page carries its total in the same statement (docs/decisions/0042-list-page-and-total-in-one-statement.md):
+/// `totalResults` stays right on a full and a partial first page, a middle page, the last page, a page past the
+/// end, an empty selection and `count=0`, with filters whose binds appear twice in the statement.
+async fn totals_hold_on_every_page(backend: Backend) {
+    type Case<'a> = (&'a [(&'a str, &'a str)], u64, usize);
+    let app = TestApp::start(backend).await;
+    for i in 0..7 {
+        let mut body = new_user(&format!(
+            "t{i}@{}.example.com",
+            if i % 2 == 0 { "even" } else { "odd" }
+        ));
+        body["displayName"] = json!(if i < 5 { "Team A" } else { "Team B" });
+        create(&app, &body).await;
+    }
+    let cases: [Case<'_>; 12] = [
+        (&[("count", "3")], 7, 3),
+        (&[("count", "10")], 7, 7),
+        (&[("startIndex", "4"), ("count", "3")], 7, 3),
+        (&[("startIndex", "7"), ("count", "3")], 7, 1),
+        (&[("startIndex", "8"), ("count", "3")], 7, 0),
+        (&[("startIndex", "99"), ("count", "3")], 7, 0),
+        (&[("count", "0")], 7, 0),
+        (
+            &[
+                (
+                    "filter",
+                    "displayName eq \"Team A\" and emails.value ew \"even.example.com\"",
+                ),
+                ("count", "2"),
+            ],
+            3,
+            2,
+        ),
+        (
+            &[
+                (
+                    "filter",
+                    "displayName eq \"Team A\" and emails.value ew \"even.example.com\"",
+                ),
+                ("startIndex", "3"),
+            ],
+            3,
+            1,
+        ),
+        (
+            &[
+                (
+                    "filter",
+                    "displayName eq \"Team A\" and emails.value ew \"even.example.com\"",
+                ),
+                ("startIndex", "4"),
+            ],
+            3,
+            0,
+        ),
+        (&[("filter", "displayName eq \"Team C\"")], 0, 0),
+        (
+            &[("filter", "displayName eq \"Team C\""), ("startIndex", "2")],
+            0,
+            0,
+        ),
+    ];
+    for (query, total, items) in cases {
+        let page = list(&app, query).await;
+        assert_eq!(
+            (
+                page["totalResults"].as_u64(),
+                ids(&page).len(),
+                page["itemsPerPage"].as_u64()
+            ),
+            (Some(total), items, Some(items as u64)),
+            "{query:?}"
+        );
+    }
+    // The pages of a list, read one after another, are the whole list once.
+    let all = ids(&list(&app, &[("count", "100")]).await);
+    let mut pages = Vec::new();
+    for start in ["1", "4", "7"] {
+        pages.extend(ids(&list(&app, &[("startIndex", start), ("count", "3")]).await));
+    }
+    assert_eq!(pages, all);
+}
+
 both_backends!(
     user_name_order_is_case_insensitive_by_code_point,
     nullable_and_case_exact_columns_sort_missing_last,
@@ -922,4 +1005,5 @@ both_backends!(
     collections_answer_with_a_trailing_slash,
     filters_over_the_term_limits_are_too_many,
     slow_list_statements_are_cut_off_on_postgres,
+    totals_hold_on_every_page,
 );

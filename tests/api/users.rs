@@ -593,6 +593,102 @@ async fn the_user_name_fast_path_answers_as_the_general_path(backend: Backend) {
     assert_eq!(app.get(&format!("/Users/{gone}")).await.status, 404);
 }
 
+/// The `body` of an IdP fixture (tests/fixtures/idp/).
+fn fixture_body(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/idp/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    fixture["body"].clone()
+}
+
+/// With the default projection a user is written from its stored text (docs/decisions/0043-serving-the-stored-text.md);
+/// the answer must be the general path's, byte for byte. The general path is forced with an `excludedAttributes`
+/// naming nothing that exists (a projection that changes nothing, but not the default one). Covers GET, the
+/// list, the `userName eq` lookup, `.search`, and the answers of POST and PATCH, on IdP-shaped users: Okta's and
+/// Entra's creates, the enterprise extension, unicode and escapes, a user in groups, a patched user, an inactive
+/// one.
+async fn default_answers_are_the_general_paths_bytes(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut bodies = vec![
+        fixture_body("okta-create-user"),
+        fixture_body("entra-create-user"),
+        fixture_body("entra-create-manager-user"),
+    ];
+    let mut tricky = new_user("zoë.σίσυφος@example.com");
+    tricky["displayName"] = json!("tab\there \"quoted\" back\\slash \u{1} 🎉");
+    tricky["schemas"] = json!([
+        "urn:ietf:params:scim:schemas:core:2.0:User",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    ]);
+    tricky["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"] =
+        json!({"employeeNumber": "701984", "manager": {"value": "m-1"}, "department": ""});
+    tricky["phoneNumbers"] = json!([{"value": "+49 221 0100", "type": "work"}]);
+    tricky["addresses"] = json!([{"streetAddress": "Hohe Str. 1\nHof", "locality": "Köln"}]);
+    tricky["nickName"] = json!("");
+    tricky["title"] = Value::Null;
+    bodies.push(tricky);
+    let mut ids = Vec::new();
+    for body in &bodies {
+        let created = app.post("/Users", body).await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        let id = created.body["id"].as_str().unwrap().to_owned();
+        let general = app.get(&format!("/Users/{id}?excludedAttributes=nosuch")).await;
+        assert_eq!(created.text, general.text, "POST answers as GET does");
+        ids.push(id);
+    }
+    let group = app
+        .post(
+            "/Groups",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Ops \"core\" Ω",
+                    "members": [{"value": ids[0]}, {"value": ids[3]}]}),
+        )
+        .await;
+    assert_eq!(group.status, 201, "{}", group.text);
+    let patched = app
+        .patch(
+            &format!("/Users/{}", ids[1]),
+            &fixture_body("entra-update-user-multivalued"),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    let general = app
+        .get(&format!("/Users/{}?excludedAttributes=nosuch", ids[1]))
+        .await;
+    assert_eq!(patched.text, general.text, "PATCH answers as GET does");
+    assert_eq!(app.deactivate(&ids[2]).await.status, 200);
+    for id in &ids {
+        let fast = app.get(&format!("/Users/{id}")).await;
+        let general = app.get(&format!("/Users/{id}?excludedAttributes=nosuch")).await;
+        assert_eq!((fast.status, &fast.text), (200, &general.text), "{id}");
+    }
+    let in_group = app.get(&format!("/Users/{}", ids[3])).await;
+    assert_eq!(in_group.body["groups"][0]["display"], "Ops \"core\" Ω");
+    for query in [
+        "count=100",
+        "startIndex=2&count=2",
+        "startIndex=9",
+        "sortBy=name.familyName",
+        &format!("filter={}", urlencode("userName eq \"ZOË.σίσυφος@example.com\"")),
+        &format!(
+            "filter={}",
+            urlencode("userName eq \"test.user@okta.local\" and userName pr")
+        ),
+        &format!("filter={}", urlencode("displayName co \"quoted\"")),
+    ] {
+        let fast = app.get(&format!("/Users?{query}")).await;
+        let general = app
+            .get(&format!("/Users?{query}&excludedAttributes=nosuch"))
+            .await;
+        assert_eq!((fast.status, &fast.text), (200, &general.text), "{query}");
+    }
+    let search = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "count": 10});
+    let mut excluded = search.clone();
+    excluded["excludedAttributes"] = json!(["nosuch"]);
+    let fast = app.post("/Users/.search", &search).await;
+    let general = app.post("/Users/.search", &excluded).await;
+    assert_eq!((fast.status, &fast.text), (200, &general.text));
+    assert_eq!(fast.body["totalResults"], 4);
+}
+
 both_backends!(
     patches_over_the_operation_limit_are_too_many,
     removing_active_ends_access,
@@ -608,4 +704,5 @@ both_backends!(
     filters_on_the_attributes_idps_use,
     concurrent_creates_and_patches_lose_nothing,
     the_user_name_fast_path_answers_as_the_general_path,
+    default_answers_are_the_general_paths_bytes,
 );

@@ -172,6 +172,71 @@ pub fn page_statement(
     st
 }
 
+/// [`page_statement`] that also returns the total the page is part of, as column `total_count` of every row: an
+/// uncorrelated scalar subquery (`(SELECT COUNT(*) FROM … WHERE …)`), which both backends evaluate once per
+/// statement, so a page and its `totalResults` are one round trip. Not `COUNT(*) OVER ()`: a window over the whole
+/// selection makes both backends materialise every selected row (with its resource) before the `LIMIT`, where
+/// the subquery counts from an index. A page past the end has no row to carry the total: the caller counts then
+/// ([`count_statement`]). On PostgreSQL the subquery reuses the filter's `$n` placeholders; SQLite's `?` are
+/// positional, so the filter's binds are bound twice (docs/decisions/0042-list-page-and-total-in-one-statement.md).
+pub fn counted_page_statement(
+    table: &Table,
+    filter: Option<&SqlFilter>,
+    order_by: &str,
+    offset: usize,
+    limit: usize,
+    dialect: Dialect,
+) -> Statement {
+    let base = from(table, filter);
+    let mut binds = base.binds.clone();
+    if dialect == Dialect::Sqlite {
+        binds.extend(base.binds.iter().cloned());
+    }
+    let mut st = Statement {
+        sql: format!(
+            "SELECT {}, (SELECT COUNT(*) {}) AS total_count {} ORDER BY {order_by} LIMIT ",
+            table.columns, base.sql, base.sql
+        ),
+        binds,
+    };
+    st.push(dialect, big(limit));
+    st.sql.push_str(" OFFSET ");
+    st.push(dialect, big(offset));
+    st
+}
+
+/// A row of a [`counted_page_statement`]: the table's row and the total of the selection.
+#[derive(Debug)]
+pub struct Totalled<R> {
+    pub row: R,
+    pub total: i64,
+}
+
+impl<R, DB> QueryableByName<DB> for Totalled<R>
+where
+    DB: diesel::backend::Backend,
+    R: QueryableByName<DB>,
+    i64: diesel::deserialize::FromSql<BigInt, DB>,
+{
+    fn build<'a>(row: &impl diesel::row::NamedRow<'a, DB>) -> diesel::deserialize::Result<Self> {
+        Ok(Self {
+            row: R::build(row)?,
+            total: diesel::row::NamedRow::get::<BigInt, i64>(row, "total_count")?,
+        })
+    }
+}
+
+/// Runs a [`counted_page_statement`]: the page's rows and, when there is one, the total (none for an empty page,
+/// which carries no row).
+pub fn load_counted<R>(conn: &mut DbConnection, st: &Statement) -> QueryResult<(Vec<R>, Option<usize>)>
+where
+    R: QueryableByName<Sqlite> + QueryableByName<Pg> + 'static,
+{
+    let rows = load::<Totalled<R>>(conn, st)?;
+    let total = rows.first().map(|r| usize::try_from(r.total).unwrap_or(0));
+    Ok((rows.into_iter().map(|r| r.row).collect(), total))
+}
+
 /// The next `limit` rows `filter` selects after id `after`, by id: a keyset scan that sees each row once.
 pub fn scan_statement(
     table: &Table,
@@ -321,6 +386,45 @@ mod tests {
              ORDER BY created ASC, id ASC LIMIT $3 OFFSET $4"
         );
         assert_eq!(st.binds.get(2..), Some(&[Bind::BigInt(10), Bind::BigInt(20)][..]));
+        let st = counted_page_statement(
+            &USERS,
+            Some(&filter),
+            "created ASC, id ASC",
+            20,
+            10,
+            Dialect::Postgres,
+        );
+        assert_eq!(
+            st.sql,
+            "SELECT id, resource, (SELECT COUNT(*) FROM users WHERE deleted_at IS NULL AND (a = $1 AND b = $2)) \
+             AS total_count FROM users WHERE deleted_at IS NULL AND (a = $1 AND b = $2) \
+             ORDER BY created ASC, id ASC LIMIT $3 OFFSET $4"
+        );
+        assert_eq!(st.binds.len(), 4);
+        let sqlite_filter = SqlFilter {
+            sql: "a = ? AND b = ?".into(),
+            binds: vec![Bind::Text("x".into()), Bind::Text("y".into())],
+            exact: true,
+        };
+        let st = counted_page_statement(&USERS, Some(&sqlite_filter), "id ASC", 0, 10, Dialect::Sqlite);
+        assert_eq!(
+            st.sql,
+            "SELECT id, resource, (SELECT COUNT(*) FROM users WHERE deleted_at IS NULL AND (a = ? AND b = ?)) \
+             AS total_count FROM users WHERE deleted_at IS NULL AND (a = ? AND b = ?) ORDER BY id ASC LIMIT ? OFFSET ?"
+        );
+        // The subquery's binds come first (it precedes the WHERE), then the WHERE's, then LIMIT and OFFSET.
+        let text = |v: &str| Bind::Text(v.into());
+        assert_eq!(
+            st.binds,
+            vec![
+                text("x"),
+                text("y"),
+                text("x"),
+                text("y"),
+                Bind::BigInt(10),
+                Bind::BigInt(0)
+            ]
+        );
         let st = scan_statement(&USERS, Some(&filter), Some("k"), 5, Dialect::Postgres);
         assert_eq!(
             st.sql,
