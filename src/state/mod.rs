@@ -79,9 +79,10 @@ pub fn changed(conn: &mut DbConnection) -> QueryResult<()> {
     } else {
         crate::db::after_commit(invalidate);
     }
-    if let DbConnection::Postgres(c) = conn {
-        // Within a transaction, PostgreSQL folds repeated notifications into one.
-        diesel::sql_query(format!("NOTIFY {CHANNEL}")).execute(c)?;
+    if matches!(conn, DbConnection::Postgres(_)) {
+        // Within a transaction, PostgreSQL folds repeated notifications into one. `pg_notify`, the function form
+        // of `NOTIFY`, keeps the statement prepared (docs/decisions/0041-fewer-statements-per-write.md).
+        crate::db::repo::fanout::notify(conn, CHANNEL)?;
         if let Some(serial) = crate::db::transaction_serial() {
             let seen = received();
             crate::db::after_commit(move || grace(serial, seen));
