@@ -321,6 +321,13 @@ impl Metrics {
                 .set(i64::from(s.idle));
             max.get_or_create(&vec![("pool", pool)]).set(i64::from(s.max));
         }
+        let statements = Counter::<u64>::default();
+        statements.inc_by(crate::db::statements::sent());
+        now.register(
+            "offboard_db_statements",
+            "Statements this process has sent to the database, on every pooled connection, transaction control included",
+            statements,
+        );
         crate::fanout::metrics::register(db, fanout, &mut now)?;
         let mut out = String::new();
         let failed =

@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 
@@ -74,6 +75,15 @@ thread_local! {
     static RECORDING: RefCell<Option<Vec<Statement>>> = const { RefCell::new(None) };
 }
 
+/// Statements sent by this process on every connection the pools opened, transaction control included.
+static SENT: AtomicU64 = AtomicU64::new(0);
+
+/// Statements sent so far by this process (`offboard_db_statements_total`): divided by the requests served in
+/// the same time, the statements a request costs (`benches/profile.sh`).
+pub fn sent() -> u64 {
+    SENT.load(Ordering::Relaxed)
+}
+
 /// Runs `f` and returns what it returned with every statement this thread sent meanwhile.
 pub fn record<T>(f: impl FnOnce() -> T) -> (T, Recorded) {
     struct Restore(Option<Vec<Statement>>);
@@ -125,6 +135,9 @@ pub struct Counter {
 
 impl Instrumentation for Counter {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if matches!(event, InstrumentationEvent::StartQuery { .. }) {
+            SENT.fetch_add(1, Ordering::Relaxed);
+        }
         match event {
             InstrumentationEvent::CacheQuery { sql, .. } => {
                 let sql = sql.trim();
