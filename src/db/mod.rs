@@ -534,7 +534,11 @@ impl Db {
             r2d2::Pool::builder()
                 .max_size(size)
                 .event_handler(Box::new(SharedHook(checkouts.clone())))
-                .min_idle(Some(1))
+                // No connection is opened in the background: r2d2 keeps `min_idle` by opening connections on its
+                // own threads, and a process that exits while one of them is inside libpq's TLS setup crashes in
+                // OpenSSL's exit handler (seen: `offboard users list` on PostgreSQL, 6 % of runs). The first
+                // connection is opened below, in the caller's thread, instead.
+                .min_idle(Some(0))
                 .connection_timeout(opts.connect_timeout)
                 // diesel's broken-connection check stays; the per-checkout ping halves read throughput (§37).
                 .test_on_check_out(false)
@@ -545,8 +549,13 @@ impl Db {
                 })
         };
         let read = build(opts.pool_size)?;
+        drop(read.get()?);
         let write = match url.backend {
-            Backend::Sqlite => build(1)?,
+            Backend::Sqlite => {
+                let write = build(1)?;
+                drop(write.get()?);
+                write
+            }
             Backend::Postgres => read.clone(),
         };
         let batch = (opts.batch_writes > 1).then(|| Arc::new(batch::Batcher::new(opts.batch_writes)));
