@@ -9,11 +9,6 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
-/// mimalloc instead of glibc's malloc: a list page allocates and frees thousands of small values, and glibc's
-/// malloc was a third of its time (BENCHMARKS.md §10).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use cli::audit::AuditCommand;
 use cli::config::ConfigCommand;
 use cli::credentials::CredentialsCommand;
