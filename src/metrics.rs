@@ -328,6 +328,30 @@ impl Metrics {
             "Statements this process has sent to the database, on every pooled connection, transaction control included",
             statements,
         );
+        if let Some((batches, writes)) = db.batch_stats() {
+            let (b, w) = (Counter::<u64>::default(), Counter::<u64>::default());
+            b.inc_by(batches);
+            w.inc_by(writes);
+            now.register(
+                "offboard_db_write_batches",
+                "Transactions the batch writer committed (docs/decisions/0029-batch-writer.md)",
+                b,
+            );
+            now.register(
+                "offboard_db_batched_writes",
+                "Write use cases those transactions held: divided by the batches, the mean batch size",
+                w,
+            );
+        }
+        if let Some(n) = db.writes_waiting() {
+            let waiting = Gauge::<i64>::default();
+            waiting.set(i64::try_from(n).unwrap_or(i64::MAX));
+            now.register(
+                "offboard_db_writes_waiting",
+                "Writes waiting now for their turn in the batch writer's open transaction",
+                waiting,
+            );
+        }
         crate::fanout::metrics::register(db, fanout, &mut now)?;
         let mut out = String::new();
         let failed =

@@ -277,6 +277,11 @@ impl Batcher {
         }
     }
 
+    /// Writes waiting now for their turn in the open transaction.
+    pub(super) fn waiting(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
     /// Batches committed so far, and the write use cases they held.
     pub(super) fn stats(&self) -> (u64, u64) {
         (

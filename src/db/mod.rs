@@ -595,6 +595,11 @@ impl Db {
         self.url.backend
     }
 
+    /// With the batch writer on: how many writes wait now for their turn in the open transaction.
+    pub fn writes_waiting(&self) -> Option<usize> {
+        self.batch.as_ref().map(|b| b.waiting())
+    }
+
     /// With the batch writer on: how many batches committed so far and how many write use cases they held.
     pub fn batch_stats(&self) -> Option<(u64, u64)> {
         self.batch.as_ref().map(|b| b.stats())

@@ -1,6 +1,7 @@
 //! The batch writer (docs/decisions/0029-batch-writer.md), in process on a real database: writes queued behind a
 //! slow one share its transaction; a member that fails is rolled back alone (its row and its audit entry with it)
 //! and gets its own error; the others are answered after the one commit, and the audit chain stays one chain.
+//! Over HTTP, the writes of concurrent requests wait together on the write lane and share one commit.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use offboard::audit::{self, Entry, verify};
 use offboard::db::models::NewCredential;
 use offboard::db::{Db, DbConnection, DbError, DbOptions, DbUrl, now, repo};
 
-use crate::harness::{Backend, TestDb};
+use crate::harness::{Backend, TestApp, TestDb, both_backends, new_user};
 
 /// A write that inserts credential `name` and records its audit entry; fails after both when `fail` is set.
 fn insert(db: &Db, name: &str, fail: bool, hold: Option<&mpsc::Sender<()>>) -> Result<(), DbError> {
@@ -142,3 +143,74 @@ fn postgres_switched_off_every_write_is_its_own_transaction() {
         switched_off_every_write_is_its_own_transaction(Backend::Postgres);
     }
 }
+
+/// Eight SCIM creates sent together while another write holds the batch open: all eight wait in the batch
+/// (`offboard_db_writes_waiting` counts them) and commit with it, once.
+async fn concurrent_requests_share_one_commit(backend: Backend) {
+    const REQUESTS: usize = 8;
+    let app = TestApp::start(backend).await;
+    let db = app.db().clone();
+    let (batches_before, writes_before) = db.batch_stats().expect("the test apps batch writes");
+
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let holder = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            db.write(|c: &mut DbConnection| {
+                repo::credentials::insert(
+                    c,
+                    &NewCredential {
+                        name: "holder",
+                        secret_hash: "hash-holder",
+                        scopes: "scim",
+                        created: now(),
+                    },
+                )?;
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok::<_, DbError>(())
+            })
+        })
+    };
+    held_rx.recv().unwrap();
+
+    let bodies: Vec<_> = (0..REQUESTS)
+        .map(|i| new_user(&format!("together{i}@example.com")))
+        .collect();
+    let creates = futures::future::join_all(bodies.iter().map(|body| app.post("/Users", body)));
+    let release = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while db.writes_waiting() != Some(REQUESTS) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the creates never all waited: {:?} waiting",
+                db.writes_waiting()
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        release_tx.send(()).unwrap();
+    };
+    let (answers, ()) = futures::join!(creates, release);
+    holder.join().unwrap().unwrap();
+    for res in &answers {
+        assert_eq!(res.status, 201, "{}", res.text);
+    }
+
+    let (batches, writes) = db.batch_stats().unwrap();
+    assert_eq!(
+        writes - writes_before,
+        REQUESTS as u64 + 1,
+        "each create is one write use case"
+    );
+    assert_eq!(
+        batches - batches_before,
+        1,
+        "the held write and the eight creates committed together"
+    );
+    assert_eq!(db.writes_waiting(), Some(0));
+    let listed = app.get("/Users?filter=userName%20sw%20%22together%22").await;
+    assert_eq!(listed.body["totalResults"], REQUESTS, "{}", listed.text);
+}
+
+both_backends!(concurrent_requests_share_one_commit);

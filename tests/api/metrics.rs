@@ -399,6 +399,20 @@ fn read_at_scrape(m: &Exposition, backend: Backend, stream: &str) {
         "SQLite has a writer pool of its own"
     );
     assert!(m.count("offboard_db_pool_wait_seconds_count", &[]) > 0);
+    // The test apps batch writes on both backends (the default `DbOptions`).
+    let (batches, members) = (
+        m.count("offboard_db_write_batches_total", &[]),
+        m.count("offboard_db_batched_writes_total", &[]),
+    );
+    assert!(
+        batches >= 1 && members >= batches,
+        "{batches} batches held {members} writes"
+    );
+    assert_eq!(
+        m.count("offboard_db_writes_waiting", &[]),
+        0,
+        "nothing waits after the scenario"
+    );
     assert_eq!(
         m.count("offboard_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
         1
