@@ -199,15 +199,17 @@ pub(crate) fn scim_resource(path: &str, allow: &'static str) -> actix_web::Resou
 }
 
 fn answer_405(resource: actix_web::Resource, allow: &'static str) -> actix_web::Resource {
-    resource.default_service(web::to(move || async move {
-        actix_web::HttpResponse::MethodNotAllowed()
-            .insert_header((actix_web::http::header::ALLOW, allow))
-            .content_type(error::SCIM_JSON)
-            .json(
-                crate::scim::ScimError::new(405, None, format!("this endpoint answers {allow} only"))
-                    .to_json(),
-            )
-    }))
+    resource
+        .app_data(RouteLabel::default())
+        .default_service(web::to(move || async move {
+            actix_web::HttpResponse::MethodNotAllowed()
+                .insert_header((actix_web::http::header::ALLOW, allow))
+                .content_type(error::SCIM_JSON)
+                .json(
+                    crate::scim::ScimError::new(405, None, format!("this endpoint answers {allow} only"))
+                        .to_json(),
+                )
+        }))
 }
 
 /// The request id of the current request (from `X-Request-Id` when the caller sent a sane one).
@@ -264,8 +266,6 @@ async fn request_context(
         observer: state.as_ref().map(|s| crate::metrics::observer(&s.metrics)),
     };
     let method = req.method().clone();
-    // The route pattern (`/scim/v2/Users/{id}`), never the path: bounded, and no ids or secrets in it.
-    let route = req.match_pattern();
     let serve = REQUEST.scope(ctx, async {
         let res = next.call(req).instrument(span.clone()).await;
         (res, CLIENT.with(|c| c.borrow_mut().take()))
@@ -282,6 +282,7 @@ async fn request_context(
     }
     let elapsed = started.elapsed();
     let status = res.status().as_u16();
+    let route = route_label(res.request());
     if let Some(state) = &state {
         state
             .metrics
@@ -291,6 +292,26 @@ async fn request_context(
         }
     }
     Ok(res)
+}
+
+/// The route pattern of a resource, as the metrics and the access log name it, found once per resource (and worker)
+/// instead of once per request: `HttpRequest::match_pattern` matches the path against the routes again, and for a
+/// route with an `{id}` that is a regex run as long as the router's own (BENCHMARKS.md §10). A resource with two
+/// patterns (`scim_resource`: with and without a trailing slash) is named by its first, as actix names it.
+#[derive(Default)]
+pub(crate) struct RouteLabel(std::cell::OnceCell<Option<String>>);
+
+/// The route pattern `req` was routed to (`/scim/v2/Users/{id}`), never its path: bounded, and no ids or secrets in
+/// it. `None` when no route matched.
+fn route_label(req: &actix_web::HttpRequest) -> Option<std::borrow::Cow<'_, str>> {
+    match req.app_data::<RouteLabel>() {
+        Some(label) => label
+            .0
+            .get_or_init(|| req.match_pattern())
+            .as_deref()
+            .map(std::borrow::Cow::Borrowed),
+        None => req.match_pattern().map(std::borrow::Cow::Owned),
+    }
 }
 
 /// Whether a request with this method is meant to change state (RFC 9110 §9.2.1: not a safe method). A POST that

@@ -35,6 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 fn post_only(path: &str) -> actix_web::Resource {
     web::resource(path)
         .app_data(web::PayloadConfig::new(MAX_FORM_BYTES))
+        .app_data(super::RouteLabel::default())
         .default_service(web::to(|| async {
             HttpResponse::MethodNotAllowed()
                 .insert_header((header::ALLOW, "POST"))

@@ -559,7 +559,45 @@ async fn access_log_can_be_switched_off(backend: Backend) {
     assert_eq!(m.count("offboard_http_requests_total", &list), 1);
 }
 
+/// Each request is labelled with the pattern of the route it took (a trailing slash takes the same route), however
+/// many ids went through it, and a path no route takes is labelled with none.
+async fn route_labels_are_the_patterns_requests_took(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let a = app.create_user("label-a@example.com").await;
+    let b = app.create_user("label-b@example.com").await;
+    for path in [
+        format!("/Users/{a}"),
+        format!("/Users/{b}"),
+        format!("/Users/{a}/"),
+        "/Users".to_owned(),
+        "/Users/".to_owned(),
+        "/Users".to_owned(),
+    ] {
+        assert_eq!(app.get(&path).await.status, 200, "{path}");
+    }
+    let unrouted = app.send(TestRequest::get().uri("/no/such/route")).await;
+    assert_eq!(unrouted.status, 404);
+    let (m, text) = scrape(&app).await;
+    let get = |route: &str| {
+        m.count(
+            "offboard_http_requests_total",
+            &[("method", "GET"), ("route", route), ("status", "200")],
+        )
+    };
+    assert_eq!(get("/scim/v2/Users/{id}"), 3);
+    assert_eq!(get("/scim/v2/Users"), 3);
+    assert!(
+        !text.contains(&a) && !text.contains(&b),
+        "an id leaked into a label"
+    );
+    assert!(
+        !text.contains("/no/such/route"),
+        "a path no route takes became a label"
+    );
+}
+
 both_backends!(
+    route_labels_are_the_patterns_requests_took,
     metrics_series_move_with_a_scripted_scenario,
     access_log_names_route_status_and_client_never_a_secret,
     access_log_can_be_switched_off,
