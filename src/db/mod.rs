@@ -789,9 +789,42 @@ pub fn now() -> chrono::NaiveDateTime {
     chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::milliseconds(1)).unwrap_or(t)
 }
 
+/// The format of [`format_time`], for `chrono`'s strftime.
+const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
+
 /// A stored time as offboard writes it everywhere (SCIM `meta`, audit entries): RFC 3339, UTC, milliseconds.
+///
+/// Written digit by digit: a list page formats two per user, and going through strftime (which parses its format
+/// string on every call) was 7 % of a page (BENCHMARKS.md §10). Years outside 0–9999 and leap seconds, which
+/// offboard never stores, take strftime's way, so the text is the same for every input.
 pub fn format_time(t: chrono::NaiveDateTime) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    use chrono::{Datelike, Timelike};
+    let nanos = t.nanosecond();
+    let Ok(year) = u32::try_from(t.year()) else {
+        return t.format(TIME_FORMAT).to_string();
+    };
+    if year > 9999 || nanos >= 1_000_000_000 {
+        return t.format(TIME_FORMAT).to_string();
+    }
+    let mut out = String::with_capacity(24);
+    let mut push = |value: u32, width: u32, then: Option<char>| {
+        let mut unit = 10u32.pow(width.saturating_sub(1));
+        while unit > 0 {
+            out.push(char::from_digit(value / unit % 10, 10).unwrap_or('0'));
+            unit /= 10;
+        }
+        if let Some(c) = then {
+            out.push(c);
+        }
+    };
+    push(year, 4, Some('-'));
+    push(t.month(), 2, Some('-'));
+    push(t.day(), 2, Some('T'));
+    push(t.hour(), 2, Some(':'));
+    push(t.minute(), 2, Some(':'));
+    push(t.second(), 2, Some('.'));
+    push(nanos / 1_000_000, 3, Some('Z'));
+    out
 }
 
 /// A round trip to the database.
@@ -802,6 +835,49 @@ pub fn ping(conn: &mut DbConnection) -> QueryResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_written_as_strftime_writes_them() {
+        use chrono::{NaiveDate, TimeDelta};
+        let start = NaiveDate::from_ymd_opt(1969, 12, 31)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 58, 999_999_999)
+            .unwrap();
+        // Every millisecond around midnight, then steps that reach every field's digits, then the edges.
+        let mut times: Vec<_> = (0..3000)
+            .map(|i| start + TimeDelta::microseconds(i * 997))
+            .collect();
+        times.extend(
+            (0..5000)
+                .map(|i| start + TimeDelta::seconds(i * 7_919_311) + TimeDelta::nanoseconds(i * 123_457)),
+        );
+        for (y, mo, d, h, mi, se, ns) in [
+            (0, 1, 1, 0, 0, 0, 0),
+            (9999, 12, 31, 23, 59, 59, 999_999_999),
+            (10_000, 1, 1, 0, 0, 0, 0),
+            (-1, 6, 15, 12, 30, 30, 5_000_000),
+            (2026, 6, 30, 23, 59, 59, 1_500_000_000), // a leap second
+        ] {
+            times.push(
+                NaiveDate::from_ymd_opt(y, mo, d)
+                    .unwrap()
+                    .and_hms_nano_opt(h, mi, se, ns)
+                    .unwrap(),
+            );
+        }
+        for t in times {
+            assert_eq!(format_time(t), t.format(TIME_FORMAT).to_string(), "{t:?}");
+        }
+        assert_eq!(
+            format_time(
+                NaiveDate::from_ymd_opt(2026, 12, 6)
+                    .unwrap()
+                    .and_hms_milli_opt(3, 4, 5, 67)
+                    .unwrap()
+            ),
+            "2026-12-06T03:04:05.067Z"
+        );
+    }
 
     #[test]
     fn url_schemes_select_the_backend() {
