@@ -15,9 +15,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::db::{Backend, DbUrl, Synchronous};
 
 const ENV_PREFIX: &str = "OFFBOARD_";
-/// Environment variables with the prefix that are not configuration keys: the config file's path, and what the
-/// `streams`/`receiver` commands read (the push endpoint's `Authorization` header).
-const ENV_NOT_KEYS: &[&str] = &["OFFBOARD_CONFIG", "OFFBOARD_STREAM_AUTH_HEADER"];
+/// Environment variables with the prefix that are not configuration keys: the config file's path, what the
+/// `streams`/`receiver` commands read (the push endpoint's `Authorization` header), and the build's commit, which
+/// `build.rs` hands to the compiler and `cargo run` also puts in the running server's environment.
+const ENV_NOT_KEYS: &[&str] = &[
+    "OFFBOARD_CONFIG",
+    "OFFBOARD_STREAM_AUTH_HEADER",
+    "OFFBOARD_GIT_COMMIT",
+];
 /// Prefixes of other programs' environment variables (the `offboard-guard` sidecar's), never configuration keys.
 const ENV_NOT_KEY_PREFIXES: &[&str] = &["OFFBOARD_GUARD_"];
 
@@ -1177,6 +1182,7 @@ mod tests {
             None,
             env(&[
                 ("OFFBOARD_STREAM_AUTH_HEADER", "Bearer x"),
+                ("OFFBOARD_GIT_COMMIT", "0123abc"),
                 ("OFFBOARD_GUARD_ISSUER", "https://offboard.example.com"),
                 ("OFFBOARD_GUARD_STREAM_CREDENTIAL", "id:secret"),
             ]),
