@@ -515,10 +515,7 @@ pub fn split_attr_key(key: &str) -> Option<AttrPath> {
 impl AttributeDef {
     /// The sub-attribute with this name, compared case-insensitively.
     pub fn sub(&self, name: &str) -> Option<&AttributeDef> {
-        self.sub_attributes
-            .iter()
-            .find(|s| s.name.eq_ignore_ascii_case(name))
-            .or_else(|| self.sub_attributes.iter().find(|s| eq_fold(&s.name, name)))
+        self.sub_attributes.iter().find(|s| eq_fold(&s.name, name))
     }
 
     pub fn is_complex(&self) -> bool {
@@ -738,10 +735,7 @@ impl ResourceType {
     /// attributes) first, then the extensions in order. `None` when the attribute or sub-attribute is unknown.
     pub fn resolve(&self, path: &AttrPath) -> Option<Resolved<'_>> {
         let find = |attrs: &'_ [AttributeDef]| -> Option<usize> {
-            attrs
-                .iter()
-                .position(|a| a.name.eq_ignore_ascii_case(&path.name))
-                .or_else(|| attrs.iter().position(|a| eq_fold(&a.name, &path.name)))
+            attrs.iter().position(|a| eq_fold(&a.name, &path.name))
         };
         let core_hit = || {
             find(&self.core_attributes)
