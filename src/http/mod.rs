@@ -271,10 +271,13 @@ async fn request_context(
         (res, CLIENT.with(|c| c.borrow_mut().take()))
     });
     let serve = CLIENT.scope(std::cell::RefCell::new(None), serve);
-    let lane = state.as_ref().and_then(|s| s.write_lane.clone());
+    let lane = match &state {
+        Some(state) if changes_state(&method) => state.write_lane.clone(),
+        _ => None,
+    };
     let (res, client) = match lane {
-        Some(lane) if changes_state(&method) => LANE.scope(lane, serve).await,
-        _ => serve.await,
+        Some(lane) => LANE.scope(lane, serve).await,
+        None => serve.await,
     };
     let mut res = res?;
     if let Ok(v) = HeaderValue::from_str(&id) {
