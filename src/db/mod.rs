@@ -800,30 +800,26 @@ const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
 pub fn format_time(t: chrono::NaiveDateTime) -> String {
     use chrono::{Datelike, Timelike};
     let nanos = t.nanosecond();
-    let Ok(year) = u32::try_from(t.year()) else {
-        return t.format(TIME_FORMAT).to_string();
+    let year = match u32::try_from(t.year()) {
+        Ok(year) if year <= 9999 && nanos < 1_000_000_000 => year,
+        _ => return t.format(TIME_FORMAT).to_string(),
     };
-    if year > 9999 || nanos >= 1_000_000_000 {
-        return t.format(TIME_FORMAT).to_string();
-    }
     let mut out = String::with_capacity(24);
-    let mut push = |value: u32, width: u32, then: Option<char>| {
+    let mut push = |value: u32, width: u32, then: char| {
         let mut unit = 10u32.pow(width.saturating_sub(1));
         while unit > 0 {
             out.push(char::from_digit(value / unit % 10, 10).unwrap_or('0'));
             unit /= 10;
         }
-        if let Some(c) = then {
-            out.push(c);
-        }
+        out.push(then);
     };
-    push(year, 4, Some('-'));
-    push(t.month(), 2, Some('-'));
-    push(t.day(), 2, Some('T'));
-    push(t.hour(), 2, Some(':'));
-    push(t.minute(), 2, Some(':'));
-    push(t.second(), 2, Some('.'));
-    push(nanos / 1_000_000, 3, Some('Z'));
+    push(year, 4, '-');
+    push(t.month(), 2, '-');
+    push(t.day(), 2, 'T');
+    push(t.hour(), 2, ':');
+    push(t.minute(), 2, ':');
+    push(t.second(), 2, '.');
+    push(nanos / 1_000_000, 3, 'Z');
     out
 }
 
