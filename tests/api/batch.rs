@@ -12,8 +12,34 @@ use offboard::db::{Db, DbConnection, DbError, DbOptions, DbUrl, now, repo};
 
 use crate::harness::{Backend, TestApp, TestDb, both_backends, new_user};
 
+/// What holds a write's transaction open: it says so on `held`, then waits for `release`.
+struct Hold {
+    held: mpsc::Sender<()>,
+    release: mpsc::Receiver<()>,
+}
+
+/// A [`Hold`], and the ends the test keeps: the one that learns the write holds, the one that releases it.
+fn hold() -> (Hold, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (held, held_rx) = mpsc::channel();
+    let (release_tx, release) = mpsc::channel();
+    (Hold { held, release }, held_rx, release_tx)
+}
+
+/// Waits until `n` writes wait for their turn in the batch writer's open transaction.
+fn wait_for_waiting(db: &Db, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while db.writes_waiting() != Some(n) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} writes never all waited: {:?} waiting",
+            db.writes_waiting()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A write that inserts credential `name` and records its audit entry; fails after both when `fail` is set.
-fn insert(db: &Db, name: &str, fail: bool, hold: Option<&mpsc::Sender<()>>) -> Result<(), DbError> {
+fn insert(db: &Db, name: &str, fail: bool, hold: Option<&Hold>) -> Result<(), DbError> {
     db.write(|c: &mut DbConnection| {
         repo::credentials::insert(
             c,
@@ -25,10 +51,10 @@ fn insert(db: &Db, name: &str, fail: bool, hold: Option<&mpsc::Sender<()>>) -> R
             },
         )?;
         audit::record(Entry::new("test.batch").target("credential", name, None));
-        if let Some(tx) = hold {
+        if let Some(hold) = hold {
             // Inside the transaction: let the others queue up behind this write.
-            tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(400));
+            hold.held.send(()).unwrap();
+            hold.release.recv().unwrap();
         }
         if fail {
             return Err(DbError::Query(diesel::result::Error::RollbackTransaction));
@@ -43,12 +69,12 @@ fn a_failed_member_rolls_back_alone(backend: Backend) {
     db.migrate().unwrap();
     let (batches_before, members_before) = db.batch_stats().expect("batching is on by default");
 
-    let (tx, rx) = mpsc::channel();
+    let (first_hold, held, release) = hold();
     let first = {
         let db = db.clone();
-        std::thread::spawn(move || insert(&db, "first", false, Some(&tx)))
+        std::thread::spawn(move || insert(&db, "first", false, Some(&first_hold)))
     };
-    rx.recv().unwrap();
+    held.recv().unwrap();
     // `first` holds the transaction open: these queue behind it and join its batch.
     let others: Vec<_> = ["ok-1", "bad", "ok-2", "ok-3"]
         .into_iter()
@@ -57,6 +83,8 @@ fn a_failed_member_rolls_back_alone(backend: Backend) {
             std::thread::spawn(move || (name, insert(&db, name, name == "bad", None)))
         })
         .collect();
+    wait_for_waiting(&db, 4);
+    release.send(()).unwrap();
     assert!(first.join().unwrap().is_ok());
     for t in others {
         let (name, result) = t.join().unwrap();
@@ -152,28 +180,12 @@ async fn concurrent_requests_share_one_commit(backend: Backend) {
     let db = app.db().clone();
     let (batches_before, writes_before) = db.batch_stats().expect("the test apps batch writes");
 
-    let (held_tx, held_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (holder_hold, held, release_tx) = hold();
     let holder = {
         let db = db.clone();
-        std::thread::spawn(move || {
-            db.write(|c: &mut DbConnection| {
-                repo::credentials::insert(
-                    c,
-                    &NewCredential {
-                        name: "holder",
-                        secret_hash: "hash-holder",
-                        scopes: "scim",
-                        created: now(),
-                    },
-                )?;
-                held_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-                Ok::<_, DbError>(())
-            })
-        })
+        std::thread::spawn(move || insert(&db, "holder", false, Some(&holder_hold)))
     };
-    held_rx.recv().unwrap();
+    held.recv().unwrap();
 
     let bodies: Vec<_> = (0..REQUESTS)
         .map(|i| new_user(&format!("together{i}@example.com")))
